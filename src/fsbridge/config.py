@@ -1,0 +1,131 @@
+"""The flow configuration file (`config/fsbridge.yaml`): reviewable, non-secret knobs for the
+worker, the destinations and each flow. It is validated at start-up; every problem is reported with
+its YAML line and its path (`flows.frustration_to_segment_track.signals.0: ...`), and the server
+refuses to start until the file is right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fsbridge.errors import ConfigError
+
+FRUSTRATION_SIGNALS = ("rage_click", "dead_click", "error_click")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkerConfig(_Strict):
+    poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    dispatch_batch: int = Field(default=500, ge=1, le=10_000)
+
+
+class SegmentDestinationConfig(_Strict):
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    max_batch_messages: int = Field(default=2500, ge=1, le=2500)
+    concurrency: int = Field(default=2, ge=1, le=64)
+
+
+class DestinationsConfig(_Strict):
+    segment: SegmentDestinationConfig = Field(default_factory=SegmentDestinationConfig)
+
+
+class FrustrationFlowConfig(_Strict):
+    enabled: bool = True
+    signals: list[str] = Field(default_factory=lambda: list(FRUSTRATION_SIGNALS), min_length=1)
+    event_names: dict[str, str] = Field(
+        default_factory=lambda: {
+            "rage_click": "Rage Click Detected",
+            "dead_click": "Dead Click Detected",
+            "error_click": "Error Click Detected",
+        }
+    )
+
+    @model_validator(mode="after")
+    def _every_signal_has_a_name(self) -> FrustrationFlowConfig:
+        unnamed = [s for s in self.signals if s not in self.event_names]
+        if unnamed:
+            msg = f"event_names has no Segment event name for {', '.join(unnamed)}"
+            raise ValueError(msg)
+        return self
+
+
+class FlowsConfig(_Strict):
+    frustration_to_segment_track: FrustrationFlowConfig = Field(default_factory=FrustrationFlowConfig)
+
+
+class FsbridgeConfig(_Strict):
+    version: Literal[1] = 1
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    destinations: DestinationsConfig = Field(default_factory=DestinationsConfig)
+    flows: FlowsConfig = Field(default_factory=FlowsConfig)
+
+    @model_validator(mode="after")
+    def _lease_outlives_requests(self) -> FsbridgeConfig:
+        # A lease shorter than a request lets another worker claim a delivery still in flight.
+        timeout = self.destinations.segment.timeout_seconds
+        if self.worker.lease_seconds < timeout + 5:
+            msg = f"worker.lease_seconds must be at least the longest destination timeout + 5 s ({timeout + 5:g})"
+            raise ValueError(msg)
+        return self
+
+
+def load_config(path: Path) -> FsbridgeConfig:
+    """Read and validate `path`; ConfigError lists every problem with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the configuration file ({exc.strerror})."]) from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, name: str = "<config>") -> FsbridgeConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{name}:1: the configuration must be a mapping of sections."])
+    try:
+        return FsbridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            line = _line_of(root, loc)
+            where = ".".join(loc) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = f"unknown setting '{loc[-1]}'"
+            problems.append(f"{name}:{line}: {where}: {message}")
+        raise ConfigError(problems) from exc
+
+
+def _line_of(node: Any, loc: list[str]) -> int:
+    """The 1-based line of the deepest YAML node on `loc` that exists."""
+    line = 1 if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line = (key or match).start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,186 @@
+"""Message Translator kit: a mapping is data, a nested dict whose leaves are directives.
+
+    Path("user.user_id", "user.uid")          the first of these paths present in the payload
+    Path("user.user_email", cast="email")     ... passed through a named cast
+    Meta("kind")                              a field of the envelope (kind, received_at, stream, ...)
+    Const("fullstory")                        a constant
+    Lookup(Meta("kind"), {"rage_click": "Rage Click Detected"})   a table lookup
+    First(Path("event.event_time", cast="timestamp"), Meta("received_at", cast="timestamp"))
+    Unless(Path("user.user_id"), then=StableId(Path("session.session_id")))
+    StableId(Path("session.session_id"), namespace="anonymous")   a UUID derived from the value
+
+`resolve` walks the mapping; a key whose directive resolves to MISSING is left out, and so is a
+nested object that ends up empty. The output is validated into the target's request model later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from fsbridge.envelope import MISSING, Envelope, lookup
+
+_NAMESPACE = uuid.UUID("4f1c5d0e-8a57-4a3b-9c1e-6f7b2d9e0a11")
+
+
+def _as_email(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) and value.strip() else MISSING
+
+
+def _as_string(value: Any) -> Any:
+    if value is None or isinstance(value, dict | list):
+        return MISSING
+    return str(value)
+
+
+def as_iso_timestamp(value: Any) -> Any:
+    """ISO-8601 in UTC with milliseconds (the form segment-analytics-python sends), or MISSING."""
+    moment: datetime
+    if isinstance(value, bool):
+        return MISSING
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value > 1e11 else value
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.isdigit():
+            return as_iso_timestamp(int(text))
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return MISSING
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    else:
+        return MISSING
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+Cast = Literal["email", "string", "timestamp"]
+CASTS: dict[str, Callable[[Any], Any]] = {
+    "email": _as_email,
+    "string": _as_string,
+    "timestamp": as_iso_timestamp,
+}
+
+
+class Directive(Protocol):
+    def resolve(self, envelope: Envelope) -> Any:
+        """The value for this envelope, or MISSING."""
+        ...
+
+
+def _cast(value: Any, cast: str | None) -> Any:
+    if value is MISSING or cast is None:
+        return value
+    return CASTS[cast](value)
+
+
+@dataclass(frozen=True)
+class Path:
+    paths: tuple[str, ...]
+    cast: Cast | None = None
+
+    def __init__(self, *paths: str, cast: Cast | None = None) -> None:
+        object.__setattr__(self, "paths", paths)
+        object.__setattr__(self, "cast", cast)
+
+    def resolve(self, envelope: Envelope) -> Any:
+        for path in self.paths:
+            value = _cast(lookup(envelope.payload, path), self.cast)
+            if value is not MISSING and value is not None and value != "":
+                return value
+        return MISSING
+
+
+@dataclass(frozen=True)
+class Meta:
+    field: Literal["event_id", "source", "stream", "kind", "received_at", "dedup_key"]
+    cast: Cast | None = None
+
+    def resolve(self, envelope: Envelope) -> Any:
+        return _cast(getattr(envelope, self.field), self.cast)
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Any
+
+    def resolve(self, envelope: Envelope) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Lookup:
+    key: Directive
+    table: Mapping[str, Any]
+    default: Any = MISSING
+
+    def resolve(self, envelope: Envelope) -> Any:
+        key = self.key.resolve(envelope)
+        if key is MISSING:
+            return self.default
+        return self.table.get(str(key), self.default)
+
+
+@dataclass(frozen=True)
+class First:
+    options: tuple[Directive, ...]
+
+    def __init__(self, *options: Directive) -> None:
+        object.__setattr__(self, "options", options)
+
+    def resolve(self, envelope: Envelope) -> Any:
+        for option in self.options:
+            value = option.resolve(envelope)
+            if value is not MISSING:
+                return value
+        return MISSING
+
+
+@dataclass(frozen=True)
+class Unless:
+    """`then`, but only when `present` resolves to nothing (an id used only as a fallback)."""
+
+    present: Directive
+    then: Directive
+
+    def resolve(self, envelope: Envelope) -> Any:
+        if self.present.resolve(envelope) is not MISSING:
+            return MISSING
+        return self.then.resolve(envelope)
+
+
+@dataclass(frozen=True)
+class StableId:
+    """A UUID derived from a value, so the same session always yields the same anonymousId."""
+
+    of: Directive
+    namespace: str = field(default="anonymous")
+
+    def resolve(self, envelope: Envelope) -> Any:
+        value = self.of.resolve(envelope)
+        if value is MISSING:
+            return MISSING
+        return str(uuid.uuid5(_NAMESPACE, f"{self.namespace}:{value}"))
+
+
+MappingSpec = Mapping[str, "Directive | MappingSpec"]
+
+
+def resolve(mapping: MappingSpec, envelope: Envelope) -> dict[str, Any]:
+    """Evaluate every directive of `mapping` against `envelope`."""
+    out: dict[str, Any] = {}
+    for key, spec in mapping.items():
+        if isinstance(spec, Mapping):
+            nested = resolve(spec, envelope)
+            if nested:
+                out[key] = nested
+            continue
+        value = spec.resolve(envelope)
+        if value is not MISSING:
+            out[key] = value
+    return out

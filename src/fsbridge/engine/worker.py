@@ -1,0 +1,262 @@
+"""Background workers: the dispatcher turns stored inbox events into deliveries, and one delivery
+loop per destination claims due deliveries under a lease, sends them, and records every attempt.
+A crashed worker's claims come back when their lease expires. Loops wake when new work is
+committed and otherwise poll, so a second process sharing the store is picked up too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+
+from fsbridge.clock import Clock
+from fsbridge.engine.dispatch import Router
+from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
+from fsbridge.log import get_logger
+from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, Store
+from fsbridge.targets import Destination, SendResult
+
+log = get_logger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        destinations: Mapping[str, Destination],
+        policy: RetryPolicy,
+        clock: Clock,
+        *,
+        poll_interval: float = 0.5,
+        lease_seconds: float = 60.0,
+        dispatch_batch: int = 500,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.destinations = dict(destinations)
+        self.policy = policy
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self.dispatch_batch = dispatch_batch
+        self.parked: dict[str, str] = {}
+        self.heartbeats: dict[str, float] = {}
+        self._inbox_ready = asyncio.Event()
+        self._due: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.destinations}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def notify_inbox(self) -> None:
+        """Intake committed a new event."""
+        self._inbox_ready.set()
+
+    def notify_due(self, destination: str | None = None) -> None:
+        """Deliveries became due (dispatch, replay, resume)."""
+        for name, event in self._due.items():
+            if destination is None or name == destination:
+                event.set()
+
+    # -- one pass each (tests call these directly) -------------------------------------------------
+
+    async def dispatch_once(self) -> int:
+        """Route one batch of stored inbox events into deliveries; returns how many events."""
+        now = self.clock.now()
+        events = await self.store.claim_inbox(self.dispatch_batch, now, self.lease_seconds)
+        if not events:
+            return 0
+        results = [self.router.route(event) for event in events]
+        await self.store.record_dispatch(results, self.clock.now())
+        destinations = {d.destination for r in results for d in r.deliveries}
+        for name in destinations:
+            self.notify_due(name)
+        dry_runs = sum(1 for r in results for d in r.deliveries if d.status == "dry_run")
+        log.info(
+            "inbox.dispatched",
+            events=len(events),
+            deliveries=sum(len(r.deliveries) for r in results),
+            filtered=sum(len(r.filtered) for r in results),
+            dry_run=dry_runs,
+        )
+        return len(events)
+
+    async def deliver_once(self, name: str) -> int:
+        """Claim and send one round of due deliveries for a destination; returns how many."""
+        destination = self.destinations[name]
+        if name in self.parked:
+            return 0
+        deliveries = await self.store.claim_deliveries(
+            name, destination.claim_limit, self.clock.now(), self.lease_seconds
+        )
+        if not deliveries:
+            return 0
+        if destination.dry_run:
+            await self.store.record_updates(
+                [DeliveryUpdate(d.id, "dry_run", d.next_attempt_at, None) for d in deliveries]
+            )
+            log.info("delivery.dry_run", destination=name, deliveries=len(deliveries))
+            return len(deliveries)
+        gate = asyncio.Semaphore(destination.concurrency)
+
+        async def send(batch: list[Delivery]) -> None:
+            async with gate:
+                result = await destination.send(batch)
+            await self._record(destination, batch, result)
+
+        await asyncio.gather(*(send(batch) for batch in destination.plan(deliveries)))
+        return len(deliveries)
+
+    async def drain(self, max_rounds: int = 100) -> None:
+        """Dispatch and deliver until nothing is due now (tests; bounded)."""
+        for _ in range(max_rounds):
+            moved = await self.dispatch_once()
+            for name in self.destinations:
+                moved += await self.deliver_once(name)
+            if moved == 0:
+                return
+
+    async def _record(self, destination: Destination, batch: list[Delivery], result: SendResult) -> None:
+        now = self.clock.now()
+        verdict = classify(result.status_code)
+        attempt = AttemptRecord(
+            attempted_at=now,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            error=result.error,
+            response_excerpt=result.response_excerpt,
+        )
+        log.info(
+            "delivery.attempted",
+            destination=destination.name,
+            deliveries=len(batch),
+            status_code=result.status_code,
+            duration_ms=result.duration_ms,
+            verdict=verdict.value,
+            error=result.error,
+        )
+        if verdict is Verdict.PARK:
+            reason = (
+                f"{destination.name} answered {result.status_code}: the credentials are missing or wrong; "
+                f"fix them, then resume the destination"
+            )
+            self.parked[destination.name] = reason
+            await self.store.park_destination(destination.name, reason, now)
+            log.error("destination.parked", destination=destination.name, status_code=result.status_code)
+        retry_after = parse_retry_after(result.retry_after, now)
+        updates = [self._update(d, verdict, attempt, len(batch), retry_after, now) for d in batch]
+        await self.store.record_updates(updates)
+        for update in updates:
+            if update.status == "dead":
+                log.warning(
+                    "delivery.dead_lettered",
+                    destination=destination.name,
+                    delivery_id=update.delivery_id,
+                    error=update.last_error,
+                )
+
+    def _update(
+        self,
+        delivery: Delivery,
+        verdict: Verdict,
+        attempt: AttemptRecord,
+        batch_size: int,
+        retry_after: float | None,
+        now: float,
+    ) -> DeliveryUpdate:
+        code, error = attempt.status_code, attempt.error
+        if verdict is Verdict.DELIVERED:
+            return DeliveryUpdate(delivery.id, "delivered", now, attempt, last_status_code=code)
+        if verdict is Verdict.PARK:
+            return DeliveryUpdate(delivery.id, "parked", now, attempt, last_status_code=code, last_error=error)
+        if verdict is Verdict.DEAD and batch_size > 1 and code in (400, 413):
+            # One bad message makes Segment refuse the whole batch: resend each alone to find it.
+            note = f"{error}; the batch of {batch_size} was refused, so each message is resent alone"
+            return DeliveryUpdate(
+                delivery.id, "pending", now, attempt, send_alone=True, last_status_code=code, last_error=note
+            )
+        if verdict is Verdict.DEAD:
+            return DeliveryUpdate(delivery.id, "dead", now, attempt, last_status_code=code, last_error=error)
+        next_at = self.policy.next_attempt_at(
+            attempts=delivery.attempts + 1,
+            retry_started_at=delivery.retry_started_at,
+            now=now,
+            retry_after=retry_after,
+        )
+        if next_at is None:
+            horizon = f"retried for {self.policy.horizon_seconds:g} s without success; last error: {error}"
+            return DeliveryUpdate(delivery.id, "dead", now, attempt, last_status_code=code, last_error=horizon)
+        log.info("delivery.retry_scheduled", delivery_id=delivery.id, in_seconds=round(next_at - now, 3))
+        return DeliveryUpdate(
+            delivery.id,
+            "pending",
+            next_at,
+            attempt,
+            send_alone=delivery.send_alone,
+            last_status_code=code,
+            last_error=error,
+        )
+
+    # -- background loops ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping = False
+        self._tasks = [asyncio.create_task(self._dispatch_loop(), name="fsbridge-dispatcher")]
+        self._tasks += [
+            asyncio.create_task(self._delivery_loop(name), name=f"fsbridge-deliver-{name}")
+            for name in self.destinations
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def alive(self, max_age: float) -> list[str]:
+        """Names of loops that have not reported within `max_age` seconds (empty when all are alive)."""
+        now = self.clock.now()
+        expected = ["dispatcher", *(f"deliver-{name}" for name in self.destinations)]
+        return [name for name in expected if now - self.heartbeats.get(name, float("-inf")) > max_age]
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            self.heartbeats["dispatcher"] = self.clock.now()
+            try:
+                moved = await self.dispatch_once()
+            except Exception as exc:
+                log.error("worker.dispatch_failed", error=str(exc))
+                moved = 0
+            if moved == 0:
+                await _wait(self._inbox_ready, self.poll_interval)
+
+    async def _delivery_loop(self, name: str) -> None:
+        due = self._due[name]
+        while not self._stopping:
+            self.heartbeats[f"deliver-{name}"] = self.clock.now()
+            try:
+                moved = await self.deliver_once(name)
+                timeout = self.poll_interval
+                if moved == 0:
+                    next_due = await self.store.next_due_at(name)
+                    if next_due is not None:
+                        timeout = min(timeout, max(0.0, next_due - self.clock.now()))
+            except Exception as exc:
+                log.error("worker.delivery_failed", destination=name, error=str(exc))
+                moved, timeout = 0, self.poll_interval
+            if moved == 0:
+                await _wait(due, timeout)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    event.clear()
+
+
+def destinations_by_name(destinations: Sequence[Destination]) -> dict[str, Destination]:
+    return {d.name: d for d in destinations}

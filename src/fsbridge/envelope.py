@@ -1,0 +1,60 @@
+"""Canonical data model: the `Envelope` every flow sees, whatever the source, and `lookup`, the one
+way to read a value from a payload (nested objects, dotted keys, list indices)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+class Missing(enum.Enum):
+    """A value that is absent, as opposed to present and null."""
+
+    MISSING = enum.auto()
+
+
+MISSING: Final = Missing.MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One stored inbound event, as the router and the flows see it."""
+
+    event_id: str
+    source: str
+    stream: str
+    kind: str
+    dedup_key: str
+    received_at: float
+    payload: Any
+
+
+def lookup(data: Any, path: str) -> Any:
+    """The value at `path` ("event.event_type"), or MISSING.
+
+    Fullstory Streams let users flatten fields with dots, so `{"event.event_type": x}` and
+    `{"event": {"event_type": x}}` both answer `event.event_type`; the longest dotted key that
+    exists at each level wins. A numeric segment indexes a list; any other segment applied to a
+    list reads its first element (Streams can send `event` as a one-element list).
+    """
+    return _walk(data, path.split("."))
+
+
+def _walk(node: Any, segments: list[str]) -> Any:
+    if not segments:
+        return node
+    if isinstance(node, dict):
+        for end in range(len(segments), 0, -1):
+            key = ".".join(segments[:end])
+            if key in node:
+                found = _walk(node[key], segments[end:])
+                if found is not MISSING:
+                    return found
+        return MISSING
+    if isinstance(node, list) and node:
+        if segments[0].isdigit():
+            index = int(segments[0])
+            return _walk(node[index], segments[1:]) if index < len(node) else MISSING
+        return _walk(node[0], segments)
+    return MISSING

@@ -1,0 +1,94 @@
+"""What a flow is: *on* a trigger (source + event kind), *when* its named filters pass, *map* the
+envelope through a mapping of directives, *send to* a target action. Flows never touch HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from fsbridge.engine.mapping import MappingSpec, resolve
+from fsbridge.envelope import Envelope
+from fsbridge.errors import MappingError
+
+
+@dataclass(frozen=True)
+class Trigger:
+    source: str
+    kinds: frozenset[str] = frozenset()
+
+    def matches(self, envelope: Envelope) -> bool:
+        return envelope.source == self.source and (not self.kinds or envelope.kind in self.kinds)
+
+
+def on(source: str, *kinds: str) -> Trigger:
+    """The trigger for `source` events of these kinds (any kind when none is named)."""
+    return Trigger(source, frozenset(kinds))
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A named predicate; `explain` says why an envelope was held back (it shows in logs and stats)."""
+
+    name: str
+    test: Callable[[Envelope], bool]
+    explain: Callable[[Envelope], str]
+
+
+def kind_in(kinds: frozenset[str]) -> Filter:
+    listed = ", ".join(sorted(kinds))
+    return Filter(
+        name="kind_in",
+        test=lambda e: e.kind in kinds,
+        explain=lambda e: f"event kind {e.kind!r} is not one of {listed}",
+    )
+
+
+@dataclass(frozen=True)
+class TargetAction:
+    """A call a flow can make: the destination and the request model its output must satisfy."""
+
+    destination: str
+    action: str
+    model: type[BaseModel]
+    id_field: str
+
+    def render(self, output: dict[str, Any], message_id: str) -> bytes:
+        """Validate the mapped output into the request model and serialise it; MappingError if invalid."""
+        try:
+            message = self.model.model_validate({**output, self.id_field: message_id})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
+            )
+            raise MappingError(f"{self.destination}.{self.action} rejected the mapped message: {problems}") from exc
+        return orjson.dumps(message.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    trigger: Trigger
+    when: tuple[Filter, ...]
+    mapping: MappingSpec
+    target: TargetAction
+
+    def held_back_by(self, envelope: Envelope) -> str | None:
+        """The reason the first failing filter gives, or None when every filter passes."""
+        for check in self.when:
+            if not check.test(envelope):
+                return f"{check.name}: {check.explain(envelope)}"
+        return None
+
+    def render(self, envelope: Envelope) -> bytes:
+        return self.target.render(resolve(self.mapping, envelope), stable_message_id(envelope, self.name))
+
+
+def stable_message_id(envelope: Envelope, flow: str) -> str:
+    """The same inbound event through the same flow always yields the same id (≤ 100 chars)."""
+    digest = hashlib.sha256(f"{envelope.source}\n{envelope.dedup_key}\n{flow}".encode()).hexdigest()
+    return f"fsb-{digest[:40]}"

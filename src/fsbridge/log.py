@@ -1,0 +1,70 @@
+"""Structured logging (structlog): JSON or console lines with a request id, and a redactor that
+masks signatures, tokens, write keys and API keys wherever they would appear."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_SENSITIVE_KEY = re.compile(
+    r"(secret|token|signature|authorization|write_?key|api_?key|password|cookie)", re.IGNORECASE
+)
+
+
+class Redactor:
+    """structlog processor: masks values under sensitive keys, and any known secret inside any string."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        return {key: self._clean(key, value) for key, value in event_dict.items()}
+
+    def _clean(self, key: str, value: Any) -> Any:
+        if _SENSITIVE_KEY.search(key) and value is not None:
+            return REDACTED
+        if isinstance(value, str):
+            return self._mask(value)
+        if isinstance(value, dict):
+            return {k: self._clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(key, v) for v in value]
+        return value
+
+    def _mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def configure_logging(fmt: str | None = None, secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
+    """Configure structlog once for the process; `fmt` is `json`, `console`, or None for automatic."""
+    if fmt is None:
+        fmt = "console" if sys.stdout.isatty() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            Redactor(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,1 @@
+"""Operator-facing surface: health and readiness, the JSON ops API, request logging."""

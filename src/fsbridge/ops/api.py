@@ -1,0 +1,199 @@
+"""Operator endpoints: `/healthz` and `/readyz` for orchestrators, and the JSON ops API
+(`/ops/api/...`: deliveries, replay, quarantine, stats, destination resume) behind the ops token.
+The CLI's `dlq` commands call the same `Operations` methods."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from fsbridge.errors import IntakeError
+from fsbridge.runtime import Runtime
+from fsbridge.settings import DESTINATIONS
+from fsbridge.sources.intake import error_response, json_response
+from fsbridge.store import Delivery
+
+WORKER_MAX_SILENCE_SECONDS = 30.0
+
+
+class DeliveryItem(BaseModel):
+    id: str
+    flow: str
+    destination: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: float
+    next_attempt_at: float | None
+    message_id: str
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryItem]
+
+
+class ReplayRequest(BaseModel):
+    status: Literal["dead", "parked", "dry_run", "delivered"] = "dead"
+    flow: str | None = None
+
+
+class Operations:
+    """What operators can do, independent of HTTP."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def deliveries(self, status: str | None, flow: str | None, limit: int) -> list[DeliveryItem]:
+        rows = await self.runtime.store.list_deliveries(status, flow, limit)
+        return [delivery_item(d) for d in rows]
+
+    async def replay(self, delivery_id: str) -> bool:
+        replayed = await self.runtime.store.replay_delivery(delivery_id, self.runtime.clock.now())
+        self.runtime.worker.notify_due()
+        return replayed
+
+    async def replay_all(self, status: str, flow: str | None) -> int:
+        count = await self.runtime.store.replay_deliveries(status, flow, self.runtime.clock.now())
+        self.runtime.worker.notify_due()
+        return count
+
+
+def delivery_item(d: Delivery) -> DeliveryItem:
+    return DeliveryItem(
+        id=d.id,
+        flow=d.flow,
+        destination=d.destination,
+        status=d.status,
+        attempts=d.attempts,
+        last_status_code=d.last_status_code,
+        last_error=d.last_error,
+        created_at=d.created_at,
+        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        message_id=d.message_id,
+    )
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require_ops_access(request: Request) -> None:
+    """Bearer ops token; when none is configured, loopback clients only."""
+    token = _runtime(request).settings.ops_token
+    if token is None:
+        host = request.client.host if request.client else ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host in ("localhost", "testclient")
+        if not loopback:
+            raise IntakeError(401, "unauthenticated", "Set FSBRIDGE_OPS_TOKEN to reach /ops from other hosts.")
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
+        raise IntakeError(401, "unauthenticated", "Send Authorization: Bearer <FSBRIDGE_OPS_TOKEN>.")
+
+
+health = APIRouter(tags=["health"])
+ops = APIRouter(prefix="/ops/api", tags=["ops"], dependencies=[Depends(require_ops_access)])
+
+
+@health.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get("/readyz", summary="Store reachable, workers running, no destination parked")
+async def readyz(request: Request) -> Response:
+    runtime = _runtime(request)
+    reasons: list[str] = []
+    try:
+        await runtime.store.ping()
+    except Exception as exc:
+        reasons.append(f"store unreachable: {exc}")
+    if runtime.role in ("all", "worker"):
+        reasons += [f"worker loop {name} has stopped" for name in runtime.worker.alive(WORKER_MAX_SILENCE_SECONDS)]
+    parked = dict(runtime.worker.parked)
+    reasons += [f"destination {name} is parked: {reason}" for name, reason in parked.items()]
+    body: dict[str, Any] = {"status": "ready" if not reasons else "not_ready", "parked": parked}
+    if reasons:
+        return error_response(503, "not_ready", "; ".join(reasons), reasons=reasons, parked=parked)
+    return json_response(200, body)
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@ops.get("/deliveries", response_model=DeliveryList, summary="Deliveries, newest first")
+async def list_deliveries(
+    request: Request,
+    status: Literal["pending", "delivered", "dead", "parked", "dry_run"] | None = None,
+    flow: str | None = None,
+    limit: Limit = 100,
+) -> DeliveryList:
+    return DeliveryList(items=await Operations(_runtime(request)).deliveries(status, flow, limit))
+
+
+@ops.post("/deliveries/{delivery_id}/replay", status_code=202, summary="Send one delivery again")
+async def replay_delivery(request: Request, delivery_id: str) -> Response:
+    if not await Operations(_runtime(request)).replay(delivery_id):
+        delivery = await _runtime(request).store.get_delivery(delivery_id)
+        if delivery is None:
+            return error_response(404, "not_found", f"No delivery has id {delivery_id}.")
+        return error_response(409, "already_pending", f"Delivery {delivery_id} is already waiting to be sent.")
+    return json_response(202, {"status": "replaying", "id": delivery_id})
+
+
+@ops.post("/deliveries/replay", summary="Send every delivery with a status (dead by default) again")
+async def replay_deliveries(request: Request, body: ReplayRequest) -> dict[str, int]:
+    return {"replayed": await Operations(_runtime(request)).replay_all(body.status, body.flow)}
+
+
+@ops.get("/deliveries/{delivery_id}/attempts", summary="Every attempt of one delivery")
+async def delivery_attempts(request: Request, delivery_id: str) -> Response:
+    store = _runtime(request).store
+    if await store.get_delivery(delivery_id) is None:
+        return error_response(404, "not_found", f"No delivery has id {delivery_id}.")
+    attempts = await store.list_attempts(delivery_id)
+    return json_response(
+        200,
+        {
+            "items": [
+                {
+                    "attempted_at": a.attempted_at,
+                    "duration_ms": a.duration_ms,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "response_excerpt": a.response_excerpt,
+                }
+                for a in attempts
+            ]
+        },
+    )
+
+
+@ops.get("/quarantine", summary="Authenticated events whose shape was not recognised")
+async def list_quarantine(request: Request, limit: Limit = 100) -> dict[str, list[dict[str, Any]]]:
+    rows = await _runtime(request).store.list_quarantine(limit)
+    return {"items": [{"id": q.id, "source": q.source, "received_at": q.received_at, "error": q.error} for q in rows]}
+
+
+@ops.get("/stats", summary="Counts by source, flow and destination")
+async def stats(request: Request) -> dict[str, Any]:
+    return await _runtime(request).store.stats()
+
+
+@ops.post("/destinations/{name}/resume", summary="Resume a parked destination")
+async def resume_destination(request: Request, name: str) -> Response:
+    if name not in DESTINATIONS:
+        return error_response(404, "not_found", f"Destinations are {', '.join(DESTINATIONS)}.")
+    resumed = await _runtime(request).resume_destination(name)
+    return json_response(200, {"status": "resumed", "destination": name, "deliveries": resumed})

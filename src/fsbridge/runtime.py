@@ -1,0 +1,141 @@
+"""The assembled service: settings and configuration in; store, flows, destinations, worker and
+receiver out. The HTTP app and the CLI both drive one `Runtime`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+
+from fsbridge.clock import Clock, SystemClock
+from fsbridge.config import FsbridgeConfig
+from fsbridge.engine.dispatch import DestinationLimits, Router
+from fsbridge.engine.retry import RetryPolicy
+from fsbridge.engine.worker import Worker
+from fsbridge.errors import ConfigError
+from fsbridge.flows import build_flows
+from fsbridge.log import get_logger
+from fsbridge.settings import Settings
+from fsbridge.sources.intake import Receiver
+from fsbridge.store import Store, open_store
+from fsbridge.targets import Destination
+from fsbridge.targets.segment import SegmentDestination
+
+log = get_logger(__name__)
+
+Role = Literal["all", "api", "worker"]
+CREDENTIAL_VARIABLES = {
+    "segment": "FSBRIDGE_SEGMENT_WRITE_KEY",
+    "fullstory": "FSBRIDGE_FULLSTORY_API_KEY",
+    "slack": "FSBRIDGE_SLACK_WEBHOOK_URL",
+}
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        config: FsbridgeConfig,
+        *,
+        store: Store | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        policy: RetryPolicy | None = None,
+        role: Role = "all",
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.role = role
+        self.clock = clock or SystemClock()
+        self.store = store or open_store(settings.database_url)
+        self.flows = build_flows(config)
+        self.destinations = self._destinations(transport)
+        self._refuse_sending_without_credentials()
+        self.router = Router(
+            self.flows,
+            {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()},
+        )
+        self.worker = Worker(
+            self.store,
+            self.router,
+            self.destinations,
+            policy
+            or RetryPolicy(
+                base_seconds=settings.retry_base_seconds,
+                max_seconds=settings.retry_max_seconds,
+                horizon_seconds=settings.retry_horizon_seconds,
+            ),
+            self.clock,
+            poll_interval=config.worker.poll_interval_seconds,
+            lease_seconds=config.worker.lease_seconds,
+            dispatch_batch=config.worker.dispatch_batch,
+        )
+        self.receiver = Receiver(settings, self.store, self.clock, on_stored=self.worker.notify_inbox)
+
+    def _destinations(self, transport: httpx.AsyncBaseTransport | None) -> dict[str, Destination]:
+        segment = self.config.destinations.segment
+        client = httpx.AsyncClient(
+            transport=transport,
+            timeout=segment.timeout_seconds,
+            limits=httpx.Limits(max_connections=segment.concurrency * 2),
+            follow_redirects=False,
+        )
+        return {
+            "segment": SegmentDestination(
+                client,
+                api_url=self.settings.segment_api_url,
+                write_key=self.settings.segment_write_key,
+                dry_run=self.settings.is_dry_run("segment"),
+                max_batch_messages=segment.max_batch_messages,
+                concurrency=segment.concurrency,
+            )
+        }
+
+    def _refuse_sending_without_credentials(self) -> None:
+        if self.settings.dry_run is not False:
+            return
+        used = {flow.target.destination for flow in self.flows}
+        missing = [
+            f"FSBRIDGE_DRY_RUN=false, but {CREDENTIAL_VARIABLES[name]} is not set "
+            f"and {name} is used by an enabled flow."
+            for name in sorted(used)
+            if self.settings.credentials_for(name) is None
+        ]
+        if missing:
+            raise ConfigError(missing)
+
+    async def start(self, *, workers: bool | None = None) -> None:
+        await self.store.open()
+        run_workers = self.role in ("all", "worker") if workers is None else workers
+        for name, reason in (await self.store.parked_destinations()).items():
+            self.worker.parked[name] = reason
+        for name, destination in self.destinations.items():
+            if destination.dry_run:
+                why = "FSBRIDGE_DRY_RUN=true" if self.settings.dry_run else f"{CREDENTIAL_VARIABLES[name]} is not set"
+                log.warning(
+                    "destination.dry_run",
+                    destination=name,
+                    message=f"DRY RUN for {name}: {why}; deliveries are rendered and recorded as dry_run, never sent.",
+                )
+        log.info(
+            "fsbridge.started",
+            role=self.role,
+            flows=[flow.name for flow in self.flows],
+            store=self.settings.database_url.split("://")[0],
+            workers=run_workers,
+        )
+        if run_workers:
+            self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        for destination in self.destinations.values():
+            await destination.aclose()
+        await self.store.close()
+
+    async def resume_destination(self, name: str) -> int:
+        resumed = await self.store.resume_destination(name, self.clock.now())
+        self.worker.parked.pop(name, None)
+        self.worker.notify_due(name)
+        log.info("destination.resumed", destination=name, deliveries=resumed)
+        return resumed

@@ -1,0 +1,98 @@
+"""Process settings: every `FSBRIDGE_*` environment variable of the contract, read from the
+environment and from `.env` in the working directory (real environment variables win)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DESTINATIONS = ("segment", "fullstory", "slack")
+
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All settings of one fsbridge process. Secrets are `SecretStr`, so they never print."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FSBRIDGE_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = "sqlite:///var/fsbridge.db"
+    config: Path = Path("config/fsbridge.yaml")
+
+    segment_write_key: SecretStr | None = None
+    segment_api_url: str = "https://api.segment.io"
+    fullstory_api_key: SecretStr | None = None
+    fullstory_api_url: str = "https://api.fullstory.com"
+    slack_webhook_url: SecretStr | None = None
+
+    fullstory_webhook_secrets: SecretList = ()
+    fullstory_stream_tokens: SecretList = ()
+    segment_webhook_secrets: SecretList = ()
+    segment_webhook_tokens: SecretList = ()
+    ops_token: SecretStr | None = None
+
+    dry_run: bool | None = None
+    log_format: Literal["json", "console"] | None = None
+
+    retry_base_seconds: float = Field(default=1.0, ge=0)
+    retry_max_seconds: float = Field(default=3600.0, ge=0)
+    retry_horizon_seconds: float = Field(default=86400.0, ge=0)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+
+    @field_validator(
+        "fullstory_webhook_secrets",
+        "fullstory_stream_tokens",
+        "segment_webhook_secrets",
+        "segment_webhook_tokens",
+        mode="before",
+    )
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("segment_api_url", "fullstory_api_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def credentials_for(self, destination: str) -> SecretStr | None:
+        """The credential that lets fsbridge send to `destination`, if configured."""
+        return {
+            "segment": self.segment_write_key,
+            "fullstory": self.fullstory_api_key,
+            "slack": self.slack_webhook_url,
+        }[destination]
+
+    def is_dry_run(self, destination: str) -> bool:
+        """Dry-run is forced by FSBRIDGE_DRY_RUN=true, and automatic for a destination without credentials."""
+        if self.dry_run is True:
+            return True
+        return self.credentials_for(destination) is None
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear, so the log redactor can mask them wherever they appear."""
+        singles = (self.segment_write_key, self.fullstory_api_key, self.slack_webhook_url, self.ops_token)
+        lists = (
+            self.fullstory_webhook_secrets,
+            self.fullstory_stream_tokens,
+            self.segment_webhook_secrets,
+            self.segment_webhook_tokens,
+        )
+        values = [s.get_secret_value() for s in singles if s is not None]
+        values += [s.get_secret_value() for group in lists for s in group]
+        return [v for v in values if len(v) >= 4]
+
+
+ENV_VARIABLES = tuple(f"FSBRIDGE_{name.upper()}" for name in Settings.model_fields)

@@ -1,0 +1,37 @@
+"""The durable store: inbox of raw events (Idempotent Receiver), quarantine, deliveries with their
+attempt log (Dead Letter Channel), and destination state. `Store` is the interface; SQLite is the
+embedded engine, and a PostgreSQL engine implements the same interface for several replicas."""
+
+from __future__ import annotations
+
+from fsbridge.store.base import (
+    Accepted,
+    AttemptRecord,
+    Delivery,
+    DeliveryUpdate,
+    DispatchResult,
+    FlowSkip,
+    InboxEvent,
+    NewDelivery,
+    NewInboxEvent,
+    NewQuarantined,
+    QuarantinedEvent,
+    Store,
+    open_store,
+)
+
+__all__ = [
+    "Accepted",
+    "AttemptRecord",
+    "Delivery",
+    "DeliveryUpdate",
+    "DispatchResult",
+    "FlowSkip",
+    "InboxEvent",
+    "NewDelivery",
+    "NewInboxEvent",
+    "NewQuarantined",
+    "QuarantinedEvent",
+    "Store",
+    "open_store",
+]

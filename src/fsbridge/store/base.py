@@ -1,0 +1,175 @@
+"""Records that cross the store boundary, and the `Store` protocol both engines implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "parked", "dry_run")
+
+
+@dataclass(frozen=True, slots=True)
+class NewInboxEvent:
+    source: str
+    stream: str
+    dedup_key: str
+    kind: str
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewQuarantined:
+    source: str
+    stream: str
+    dedup_key: str
+    body: bytes
+    error: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The id under which an event is stored; `duplicate` when it was stored before."""
+
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    id: str
+    source: str
+    stream: str
+    dedup_key: str
+    kind: str
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEvent:
+    id: str
+    source: str
+    stream: str
+    body: bytes
+    error: str
+    received_at: float
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A message a flow produced for one destination. `status` is `dead` when the mapping failed."""
+
+    flow: str
+    destination: str
+    message_id: str
+    body: bytes
+    status: DeliveryStatus = "pending"
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSkip:
+    """A flow that matched the event's trigger but held it back, and why."""
+
+    flow: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    inbox_id: str
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    filtered: list[FlowSkip] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    inbox_id: str
+    flow: str
+    destination: str
+    message_id: str
+    body: bytes
+    status: DeliveryStatus
+    attempts: int
+    created_at: float
+    received_at: float
+    retry_started_at: float
+    next_attempt_at: float
+    send_alone: bool
+    last_status_code: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    attempted_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """What one attempt (or a dry-run rendering) did to a delivery."""
+
+    delivery_id: str
+    status: DeliveryStatus
+    next_attempt_at: float
+    attempt: AttemptRecord | None
+    send_alone: bool = False
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+class Store(Protocol):
+    """Everything fsbridge keeps. Writes are durable when the awaited call returns."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def accept(self, event: NewInboxEvent) -> Accepted: ...
+    async def quarantine(self, event: NewQuarantined) -> Accepted: ...
+
+    async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]: ...
+    async def record_dispatch(self, results: list[DispatchResult], now: float) -> None: ...
+
+    async def claim_deliveries(
+        self, destination: str, limit: int, now: float, lease_seconds: float
+    ) -> list[Delivery]: ...
+    async def record_updates(self, updates: list[DeliveryUpdate]) -> None: ...
+    async def next_due_at(self, destination: str) -> float | None: ...
+
+    async def park_destination(self, name: str, reason: str, now: float) -> None: ...
+    async def resume_destination(self, name: str, now: float) -> int: ...
+    async def parked_destinations(self) -> dict[str, str]: ...
+
+    async def list_deliveries(self, status: str | None, flow: str | None, limit: int) -> list[Delivery]: ...
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]: ...
+    async def replay_delivery(self, delivery_id: str, now: float) -> bool: ...
+    async def replay_deliveries(self, status: str, flow: str | None, now: float) -> int: ...
+
+    async def list_quarantine(self, limit: int) -> list[QuarantinedEvent]: ...
+    async def get_inbox_event(self, event_id: str) -> InboxEvent | None: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+
+def open_store(database_url: str) -> Store:
+    """The store engine for `database_url` (`sqlite:///path` or `postgresql://...`)."""
+    if database_url.startswith("sqlite:///"):
+        from fsbridge.store.sqlite import SQLiteStore
+
+        return SQLiteStore(database_url.removeprefix("sqlite:///"))
+    if database_url.startswith(("postgresql://", "postgres://")):
+        msg = "The PostgreSQL store is not available in this version; use sqlite:///path/to/file.db."
+        raise ValueError(msg)
+    msg = f"FSBRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://, not {database_url.split(':')[0]!r}."
+    raise ValueError(msg)

@@ -1,0 +1,620 @@
+"""SQLite (WAL) engine of the store, the embedded default.
+
+One writer thread owns the write connection and commits concurrent requests together (group
+commit): it takes every write queued while the previous transaction was syncing, runs each in its
+own SAVEPOINT (so one failure does not undo the others) and commits them with one fsync. An
+awaited write has returned only after its transaction is on disk (`synchronous=FULL`). Reads use
+a separate connection on a reader thread; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from fsbridge.errors import StoreUnavailableError
+from fsbridge.log import get_logger
+from fsbridge.store.base import (
+    DELIVERY_STATUSES,
+    Accepted,
+    AttemptRecord,
+    Delivery,
+    DeliveryUpdate,
+    DispatchResult,
+    InboxEvent,
+    NewInboxEvent,
+    NewQuarantined,
+    QuarantinedEvent,
+)
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+MAX_GROUP = 1024
+SCHEMA_VERSION = 1
+
+_DELIVERY_COLUMNS = (
+    "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error"
+)
+
+
+_CLAIM_DELIVERIES = (
+    "UPDATE deliveries SET lease_until = ? WHERE id IN ("
+    " SELECT id FROM deliveries WHERE destination = ? AND status = 'pending'"
+    " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+    " ORDER BY next_attempt_at LIMIT ?)"
+    f" RETURNING {_DELIVERY_COLUMNS}"
+)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class _GroupCommitWriter:
+    """The single writer thread. `submit` queues a write; its future resolves after the commit."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fsbridge-sqlite-writer", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+        self.transactions = 0
+
+    def start(self) -> None:
+        self._conn = _connect(self._path)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                group.append(job)
+            self._commit_group(group)
+            if stop:
+                return
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            results = self._transaction(group)
+        except Exception as exc:
+            log.error("store.commit_failed", error=str(exc), writes=len(group))
+            failure = StoreUnavailableError(f"The store could not commit: {exc}")
+            for job in group:
+                _resolve(job, None, failure)
+            return
+        self.transactions += 1
+        for job, (value, error) in zip(group, results, strict=True):
+            _resolve(job, value, error)
+
+    @retry(
+        retry=retry_if_exception(_is_busy),
+        wait=wait_exponential(multiplier=0.01, max=0.5),
+        stop=stop_after_delay(10),
+        reraise=True,
+    )
+    def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+        # Another process (the CLI, a second server by mistake) may hold the lock beyond
+        # busy_timeout; tenacity retries the whole group briefly before intake answers 503.
+        conn = self._conn
+        assert conn is not None
+        results: list[tuple[Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append((None, StoreUnavailableError(f"The store could not write: {exc}")))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append((None, exc))
+                else:
+                    results.append((value, None))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+
+def _resolve(job: _Job, value: Any, error: BaseException | None) -> None:
+    def settle() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(value)
+
+    if not job.loop.is_closed():
+        job.loop.call_soon_threadsafe(settle)
+
+
+class SQLiteStore:
+    """The `Store` on one SQLite file. One server process owns a file at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer = _GroupCommitWriter(path)
+        self._reader_local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsbridge-sqlite-reader")
+        self._opened = False
+
+    @property
+    def transactions(self) -> int:
+        """How many write transactions have committed (group commit makes this < writes)."""
+        return self._writer.transactions
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        parent = Path(self.path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._migrate)
+        self._writer.start()
+        self._opened = True
+
+    def _migrate(self) -> None:
+        conn = _connect(self.path)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                msg = f"{self.path} was written by a newer fsbridge (schema {version} > {SCHEMA_VERSION})."
+                raise StoreUnavailableError(msg)
+            if version < 1:
+                script = resources.files("fsbridge.store").joinpath("sqlite_schema.sql").read_text()
+                conn.executescript(f"BEGIN; {script} PRAGMA user_version = 1; COMMIT;")
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        await asyncio.to_thread(self._writer.stop)
+        self._readers.shutdown(wait=True)
+        self._opened = False
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._opened:
+            msg = "The store is not open."
+            raise StoreUnavailableError(msg)
+        return await self._writer.submit(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = getattr(self._reader_local, "conn", None)
+            if conn is None:
+                conn = _connect(self.path)
+                self._reader_local.conn = conn
+            return fn(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"The store could not be read: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    async def accept(self, event: NewInboxEvent) -> Accepted:
+        def write(conn: sqlite3.Connection) -> Accepted:
+            new_id = _new_id("evt")
+            row = conn.execute(
+                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (
+                    new_id,
+                    event.source,
+                    event.stream,
+                    event.dedup_key,
+                    event.kind,
+                    event.body,
+                    event.received_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            return self._duplicate(conn, "inbox", event.source, event.dedup_key)
+
+        return await self._write(write)
+
+    async def quarantine(self, event: NewQuarantined) -> Accepted:
+        def write(conn: sqlite3.Connection) -> Accepted:
+            new_id = _new_id("qtn")
+            row = conn.execute(
+                "INSERT INTO quarantine (id, source, stream, dedup_key, body, error, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (
+                    new_id,
+                    event.source,
+                    event.stream,
+                    event.dedup_key,
+                    event.body,
+                    event.error,
+                    event.received_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            return self._duplicate(conn, "quarantine", event.source, event.dedup_key)
+
+        return await self._write(write)
+
+    @staticmethod
+    def _duplicate(conn: sqlite3.Connection, table: str, source: str, dedup_key: str) -> Accepted:
+        existing = conn.execute(
+            f"SELECT id FROM {table} WHERE source = ? AND dedup_key = ?",  # noqa: S608 - fixed table names
+            (source, dedup_key),
+        ).fetchone()
+        _increment(conn, "duplicate", source)
+        return Accepted(existing[0], duplicate=True)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]:
+        def write(conn: sqlite3.Connection) -> list[InboxEvent]:
+            rows = conn.execute(
+                "UPDATE inbox SET lease_until = ? WHERE id IN ("
+                " SELECT id FROM inbox WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY received_at LIMIT ?)"
+                " RETURNING id, source, stream, dedup_key, kind, body, received_at",
+                (now + lease_seconds, now, limit),
+            ).fetchall()
+            return sorted((InboxEvent(*row) for row in rows), key=lambda e: e.received_at)
+
+        return await self._write(write)
+
+    async def record_dispatch(self, results: list[DispatchResult], now: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            for result in results:
+                received_at = conn.execute("SELECT received_at FROM inbox WHERE id = ?", (result.inbox_id,)).fetchone()
+                received = received_at[0] if received_at else now
+                for d in result.deliveries:
+                    conn.execute(
+                        "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
+                        " created_at, received_at, retry_started_at, next_attempt_at, last_error)"
+                        " VALUES (?, ?, ?, ?, ?, ?,"
+                        "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
+                        "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
+                        "  ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (message_id) DO NOTHING",
+                        (
+                            _new_id("dlv"),
+                            result.inbox_id,
+                            d.flow,
+                            d.destination,
+                            d.message_id,
+                            d.body,
+                            d.status,
+                            d.destination,
+                            d.status,
+                            now,
+                            received,
+                            now,
+                            now,
+                            d.last_error,
+                        ),
+                    )
+                for skip in result.filtered:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO flow_outcomes (inbox_id, flow, outcome, reason, at)"
+                        " VALUES (?, ?, 'filtered', ?, ?)",
+                        (result.inbox_id, skip.flow, skip.reason, now),
+                    )
+                conn.execute(
+                    "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
+                    (now, result.inbox_id),
+                )
+
+        await self._write(write)
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def claim_deliveries(self, destination: str, limit: int, now: float, lease_seconds: float) -> list[Delivery]:
+        def write(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                _CLAIM_DELIVERIES,
+                (now + lease_seconds, destination, now, now, limit),
+            ).fetchall()
+            return sorted((_delivery(row) for row in rows), key=lambda d: d.next_attempt_at)
+
+        return await self._write(write)
+
+    async def record_updates(self, updates: list[DeliveryUpdate]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            for u in updates:
+                conn.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
+                    " lease_until = NULL, send_alone = ?, last_status_code = COALESCE(?, last_status_code),"
+                    " last_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                    " WHERE id = ?",
+                    (
+                        u.status,
+                        1 if u.attempt else 0,
+                        u.next_attempt_at,
+                        int(u.send_alone),
+                        u.last_status_code,
+                        u.last_error,
+                        u.status,
+                        u.attempt.attempted_at if u.attempt else None,
+                        u.delivery_id,
+                    ),
+                )
+                if u.attempt is not None:
+                    a = u.attempt
+                    conn.execute(
+                        "INSERT INTO attempts (delivery_id, attempted_at, duration_ms, status_code, error,"
+                        " response_excerpt) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            u.delivery_id,
+                            a.attempted_at,
+                            a.duration_ms,
+                            a.status_code,
+                            a.error,
+                            a.response_excerpt,
+                        ),
+                    )
+
+        await self._write(write)
+
+    async def next_due_at(self, destination: str) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries"
+                " WHERE destination = ? AND status = 'pending'",
+                (destination,),
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(read)
+
+    # -- destinations -----------------------------------------------------------------------------
+
+    async def park_destination(self, name: str, reason: str, now: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO destination_state (name, parked_reason, parked_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET parked_reason = excluded.parked_reason,"
+                " parked_at = excluded.parked_at",
+                (name, reason, now),
+            )
+            conn.execute(
+                "UPDATE deliveries SET status = 'parked', lease_until = NULL"
+                " WHERE destination = ? AND status = 'pending'",
+                (name,),
+            )
+
+        await self._write(write)
+
+    async def resume_destination(self, name: str, now: float) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE destination_state SET parked_reason = NULL WHERE name = ?", (name,))
+            return conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?"
+                " WHERE destination = ? AND status = 'parked'",
+                (now, now, name),
+            ).rowcount
+
+        return await self._write(write)
+
+    async def parked_destinations(self) -> dict[str, str]:
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT name, parked_reason FROM destination_state WHERE parked_reason IS NOT NULL"
+            ).fetchall()
+            return {name: reason for name, reason in rows}
+
+        return await self._read(read)
+
+    # -- operators --------------------------------------------------------------------------------
+
+    async def list_deliveries(self, status: str | None, flow: str | None, limit: int) -> list[Delivery]:
+        clauses, params = _filters(status=status, flow=flow)
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {clauses}"  # noqa: S608 - clauses are fixed text
+            " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        )
+        return await self._read(lambda conn: [_delivery(r) for r in conn.execute(sql, (*params, limit))])
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def read(conn: sqlite3.Connection) -> Delivery | None:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?",  # noqa: S608
+                (delivery_id,),
+            ).fetchone()
+            return None if row is None else _delivery(row)
+
+        return await self._read(read)
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        def read(conn: sqlite3.Connection) -> list[AttemptRecord]:
+            rows = conn.execute(
+                "SELECT attempted_at, duration_ms, status_code, error, response_excerpt FROM attempts"
+                " WHERE delivery_id = ? ORDER BY id",
+                (delivery_id,),
+            ).fetchall()
+            return [AttemptRecord(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def replay_delivery(self, delivery_id: str, now: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"
+                    " lease_until = NULL, send_alone = 0 WHERE id = ? AND status != 'pending'",
+                    (now, now, delivery_id),
+                ).rowcount
+                == 1
+            )
+
+        return await self._write(write)
+
+    async def replay_deliveries(self, status: str, flow: str | None, now: float) -> int:
+        clauses, params = _filters(status=status, flow=flow)
+
+        sql = (
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"
+            f" lease_until = NULL, send_alone = 0 {clauses}"  # noqa: S608 - clauses are fixed text
+        )
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, (now, now, *params)).rowcount
+
+        return await self._write(write)
+
+    async def list_quarantine(self, limit: int) -> list[QuarantinedEvent]:
+        def read(conn: sqlite3.Connection) -> list[QuarantinedEvent]:
+            rows = conn.execute(
+                "SELECT id, source, stream, body, error, received_at, status FROM quarantine"
+                " WHERE status = 'quarantined' ORDER BY received_at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [QuarantinedEvent(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def get_inbox_event(self, event_id: str) -> InboxEvent | None:
+        def read(conn: sqlite3.Connection) -> InboxEvent | None:
+            row = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at FROM inbox WHERE id = ?",
+                (event_id,),
+            ).fetchone()
+            return None if row is None else InboxEvent(*row)
+
+        return await self._read(read)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._read(_stats)
+
+
+def _increment(conn: sqlite3.Connection, name: str, key: str) -> None:
+    conn.execute(
+        "INSERT INTO counters (name, key, value) VALUES (?, ?, 1)"
+        " ON CONFLICT (name, key) DO UPDATE SET value = value + 1",
+        (name, key),
+    )
+
+
+def _filters(*, status: str | None, flow: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if flow is not None:
+        clauses.append("flow = ?")
+        params.append(flow)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _delivery(row: Iterable[Any]) -> Delivery:
+    values = list(row)
+    values[12] = bool(values[12])
+    return Delivery(*values)
+
+
+SOURCE_COUNTS = ("received", "duplicate", "quarantined")
+FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
+DESTINATION_COUNTS = DELIVERY_STATUSES
+
+
+def _stats(conn: sqlite3.Connection) -> dict[str, Any]:
+    by_source: dict[str, dict[str, int]] = {}
+    by_flow: dict[str, dict[str, int]] = {}
+    by_destination: dict[str, dict[str, int]] = {}
+
+    def bucket(table: dict[str, dict[str, int]], name: str, keys: tuple[str, ...]) -> dict[str, int]:
+        return table.setdefault(name, dict.fromkeys(keys, 0))
+
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM inbox GROUP BY source"):
+        bucket(by_source, source, SOURCE_COUNTS)["received"] += count
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM quarantine GROUP BY source"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["quarantined"] += count
+    for source, count in conn.execute("SELECT key, value FROM counters WHERE name = 'duplicate'"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["duplicate"] += count
+    for flow, destination, status, count in conn.execute(
+        "SELECT flow, destination, status, COUNT(*) FROM deliveries GROUP BY flow, destination, status"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)[status] += count
+        bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
+    for flow, count in conn.execute(
+        "SELECT flow, COUNT(*) FROM flow_outcomes WHERE outcome = 'filtered' GROUP BY flow"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)["filtered"] += count
+
+    totals = dict.fromkeys((*SOURCE_COUNTS, *FLOW_COUNTS), 0)
+    for counts in by_source.values():
+        for key in SOURCE_COUNTS:
+            totals[key] += counts[key]
+    for counts in by_flow.values():
+        for key in FLOW_COUNTS:
+            totals[key] += counts[key]
+    return {"totals": totals, "by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}

@@ -1,0 +1,84 @@
+-- fsbridge SQLite schema, version 1. Times are Unix seconds (REAL).
+
+CREATE TABLE inbox (
+    id            TEXT PRIMARY KEY,
+    source        TEXT NOT NULL,
+    stream        TEXT NOT NULL DEFAULT '',
+    dedup_key     TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    body          BLOB NOT NULL,
+    received_at   REAL NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'pending',   -- pending | dispatched
+    lease_until   REAL,
+    dispatched_at REAL,
+    UNIQUE (source, dedup_key)
+);
+CREATE INDEX inbox_pending ON inbox (received_at) WHERE status = 'pending';
+
+CREATE TABLE quarantine (
+    id          TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    stream      TEXT NOT NULL DEFAULT '',
+    dedup_key   TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    error       TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'quarantined',  -- quarantined | replayed
+    UNIQUE (source, dedup_key)
+);
+
+CREATE TABLE deliveries (
+    id               TEXT PRIMARY KEY,
+    inbox_id         TEXT NOT NULL,
+    flow             TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    message_id       TEXT NOT NULL UNIQUE,
+    body             BLOB NOT NULL,
+    status           TEXT NOT NULL,                  -- pending | delivered | dead | parked | dry_run
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    received_at      REAL NOT NULL,
+    retry_started_at REAL NOT NULL,
+    next_attempt_at  REAL NOT NULL,
+    lease_until      REAL,
+    send_alone       INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error       TEXT,
+    delivered_at     REAL
+);
+CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_by_status ON deliveries (status, created_at);
+CREATE INDEX deliveries_by_flow ON deliveries (flow, status);
+
+CREATE TABLE attempts (
+    id               INTEGER PRIMARY KEY,
+    delivery_id      TEXT NOT NULL,
+    attempted_at     REAL NOT NULL,
+    duration_ms      REAL NOT NULL,
+    status_code      INTEGER,
+    error            TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+
+CREATE TABLE flow_outcomes (
+    inbox_id TEXT NOT NULL,
+    flow     TEXT NOT NULL,
+    outcome  TEXT NOT NULL,   -- filtered
+    reason   TEXT NOT NULL,
+    at       REAL NOT NULL,
+    PRIMARY KEY (inbox_id, flow)
+);
+
+CREATE TABLE counters (
+    name  TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, key)
+);
+
+CREATE TABLE destination_state (
+    name          TEXT PRIMARY KEY,
+    parked_reason TEXT,
+    parked_at     REAL
+);

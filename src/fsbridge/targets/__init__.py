@@ -1,0 +1,45 @@
+"""Message endpoints for outbound traffic: one module per vendor API. A destination turns claimed
+deliveries into HTTP calls and reports what came back; the worker decides what that means."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fsbridge.store import Delivery
+
+RESPONSE_EXCERPT_CHARS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one HTTP call that carried one or more deliveries."""
+
+    status_code: int | None
+    duration_ms: float
+    error: str | None = None
+    response_excerpt: str | None = None
+    retry_after: str | None = None
+
+
+class Destination(Protocol):
+    name: str
+    dry_run: bool
+    concurrency: int
+    claim_limit: int
+    max_message_bytes: int | None
+
+    def plan(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+        """Group claimed deliveries into the requests that will carry them."""
+        ...
+
+    async def send(self, batch: Sequence[Delivery]) -> SendResult:
+        """Make one request; never raises for HTTP or network failures."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def excerpt(text: str) -> str:
+    return text if len(text) <= RESPONSE_EXCERPT_CHARS else text[:RESPONSE_EXCERPT_CHARS] + "…"

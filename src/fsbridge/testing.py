@@ -1,0 +1,57 @@
+"""Test helpers shipped with the package: a scripted fake upstream (an `httpx.MockTransport`) that
+records what fsbridge sends, and builders for signed inbound requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from fsbridge.sources.signatures import sign_fullstory
+
+Scripted = int | tuple[int, dict[str, str]] | Exception
+
+
+@dataclass
+class FakeUpstream:
+    """Answers each request with the next scripted outcome (then `default`), recording every request."""
+
+    script: list[Scripted] = field(default_factory=list)
+    default: Scripted = 200
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        outcome = self.script.pop(0) if self.script else self.default
+        if isinstance(outcome, Exception):
+            raise outcome
+        status, headers = outcome if isinstance(outcome, tuple) else (outcome, {})
+        body = {"success": True} if status < 300 else {"code": "error", "message": f"scripted {status}"}
+        return httpx.Response(status, json=body, headers=headers)
+
+    def batches(self) -> list[list[dict[str, Any]]]:
+        """The `batch` arrays of every request, in order."""
+        return [orjson.loads(r.content)["batch"] for r in self.requests]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [message for batch in self.batches() for message in batch]
+
+    def script_next(self, outcomes: Iterable[Scripted]) -> None:
+        self.script.extend(outcomes)
+
+
+def fullstory_signed_headers(body: bytes, secret: str, timestamp: int, org_id: str = "o-TEST") -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Fullstory-Signature": sign_fullstory(body, secret, org_id, timestamp),
+    }
+
+
+def bearer_headers(token: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}

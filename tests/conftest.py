@@ -1,0 +1,122 @@
+"""Shared fixtures: settings with known secrets, a frozen clock, a real SQLite file, a scripted fake
+Segment, and an fsbridge runtime with an HTTP client over ASGI (no network anywhere)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from fsbridge.app import create_app
+from fsbridge.clock import FrozenClock
+from fsbridge.config import FsbridgeConfig
+from fsbridge.engine.retry import RetryPolicy
+from fsbridge.runtime import Runtime
+from fsbridge.settings import Settings
+from fsbridge.testing import FakeUpstream, bearer_headers, fullstory_signed_headers
+
+WEBHOOK_SECRET = "whsec-current-0123456789"
+OLD_WEBHOOK_SECRET = "whsec-previous-9876543210"
+STREAM_TOKEN = "stream-token-abcdefghijkl"
+WRITE_KEY = "segment-write-key-xyz"
+OPS_TOKEN = "ops-token-0123456789abcdef"
+SEGMENT_URL = "https://segment.test"
+
+RAGE_CLICK: dict[str, Any] = {
+    "event": {
+        "event_type": "rage-click",
+        "event_time": "2026-11-26T10:15:02.120Z",
+        "url": "https://shop.example.com/checkout",
+        "target_text": "Pay now",
+        "element_name": "checkout-pay-button",
+        "page_name": "Checkout",
+    },
+    "session": {"session_id": "5557778531805533:6915774531905556"},
+    "user": {
+        "user_id": "u_1842",
+        "user_email": "Ada.Lovelace@Example.com ",
+        "user_display_name": "Ada Lovelace",
+    },
+    "session_url": "https://app.fullstory.com/ui/o-1ABC/session/5557778531805533%3A6915774531905556",
+    "stream": {"name": "frustration"},
+}
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'fsbridge.db'}",
+        "fullstory_webhook_secrets": (SecretStr(WEBHOOK_SECRET), SecretStr(OLD_WEBHOOK_SECRET)),
+        "fullstory_stream_tokens": (SecretStr(STREAM_TOKEN),),
+        "segment_write_key": SecretStr(WRITE_KEY),
+        "segment_api_url": SEGMENT_URL,
+        "ops_token": SecretStr(OPS_TOKEN),
+        "retry_base_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Bridge:
+    """A running fsbridge (workers not started: tests drive them with `drain`)."""
+
+    runtime: Runtime
+    client: httpx.AsyncClient
+    upstream: FakeUpstream
+    clock: FrozenClock
+
+    async def post_stream(self, payload: Any, stream: str = "frustration", token: str = STREAM_TOKEN) -> httpx.Response:
+        return await self.client.post(
+            f"/webhooks/fullstory/streams/{stream}",
+            content=orjson.dumps(payload),
+            headers=bearer_headers(token),
+        )
+
+    async def post_system(self, payload: Any, secret: str = WEBHOOK_SECRET) -> httpx.Response:
+        body = orjson.dumps(payload)
+        headers = fullstory_signed_headers(body, secret, int(self.clock.now()))
+        return await self.client.post("/webhooks/fullstory", content=body, headers=headers)
+
+    async def drain(self) -> None:
+        await self.runtime.worker.drain()
+
+    def ops_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+async def start_bridge(
+    tmp_path: Path,
+    upstream: FakeUpstream | None = None,
+    config: FsbridgeConfig | None = None,
+    **settings_overrides: Any,
+) -> Bridge:
+    upstream = upstream or FakeUpstream()
+    clock = FrozenClock()
+    settings = make_settings(tmp_path, **settings_overrides)
+    policy = RetryPolicy(
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+        horizon_seconds=settings.retry_horizon_seconds,
+        jitter=0.0,
+        rng=random.Random(0),
+    )
+    runtime = Runtime(settings, config or FsbridgeConfig(), transport=upstream.transport(), clock=clock, policy=policy)
+    await runtime.start(workers=False)
+    app = create_app(runtime, manage_runtime=False)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+    return Bridge(runtime, client, upstream, clock)
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
+    b = await start_bridge(tmp_path)
+    yield b
+    await b.client.aclose()
+    await b.runtime.stop()
