@@ -51,7 +51,7 @@ _DELIVERY_COLUMNS = (
 
 
 _CLAIM_DELIVERIES = (
-    "UPDATE deliveries SET lease_until = ? WHERE id IN ("
+    "UPDATE deliveries SET lease_until = ? WHERE id IN ("  # noqa: S608 - fixed column list
     " SELECT id FROM deliveries WHERE destination = ? AND status = 'pending'"
     " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
     " ORDER BY next_attempt_at LIMIT ?)"
@@ -517,8 +517,8 @@ class SQLiteStore:
         clauses, params = _filters(status=status, flow=flow)
 
         sql = (
-            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"
-            f" lease_until = NULL, send_alone = 0 {clauses}"  # noqa: S608 - clauses are fixed text
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"  # noqa: S608
+            f" lease_until = NULL, send_alone = 0 {clauses}"
         )
 
         def write(conn: sqlite3.Connection) -> int:
