@@ -1,0 +1,162 @@
+"""The SQLite store: idempotent intake, group commit, leases that return crashed claims, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fsbridge.store import DeliveryUpdate, DispatchResult, FlowSkip, NewDelivery, NewInboxEvent, NewQuarantined
+from fsbridge.store.sqlite import SQLiteStore
+
+NOW = 1_795_000_000.0
+
+
+def event(n: int, source: str = "fullstory_stream") -> NewInboxEvent:
+    return NewInboxEvent(source, "s", f"key-{n}", "rage_click", b'{"n":%d}' % n, NOW + n)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "sub" / "fsbridge.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def dispatched(store: SQLiteStore, n: int = 1) -> list[str]:
+    ids = [(await store.accept(event(i))).id for i in range(n)]
+    claimed = await store.claim_inbox(100, NOW, 60)
+    await store.record_dispatch(
+        [DispatchResult(e.id, [NewDelivery("flow", "segment", f"m-{e.id}", e.body)]) for e in claimed], NOW
+    )
+    return ids
+
+
+class TestIntake:
+    async def test_wal_mode_and_full_sync(self, store: SQLiteStore) -> None:
+        """The file is in WAL mode, and the schema version is recorded."""
+        conn = sqlite3.connect(store.path)
+        assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
+        assert 1 == conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.close()
+
+    async def test_duplicate_returns_the_first_id_and_is_counted(self, store: SQLiteStore) -> None:
+        """Accepting the same (source, dedup key) twice stores one row and counts one duplicate."""
+        first = await store.accept(event(1))
+        again = await store.accept(event(1))
+        assert (first.id, False, True) == (again.id, first.duplicate, again.duplicate)
+        assert {"received": 2, "duplicate": 1, "quarantined": 0} == (await store.stats())["by_source"][
+            "fullstory_stream"
+        ]
+
+    async def test_same_key_from_another_source_is_new(self, store: SQLiteStore) -> None:
+        """Dedup keys are scoped by source."""
+        a = await store.accept(event(1, "fullstory"))
+        b = await store.accept(event(1, "segment"))
+        assert a.id != b.id
+
+    async def test_quarantine_dedups_too(self, store: SQLiteStore) -> None:
+        """A quarantined event sent twice is kept once."""
+        q = NewQuarantined("fullstory", "", "k", b"{}", "no eventName", NOW)
+        assert (await store.quarantine(q)).id == (await store.quarantine(q)).id
+        assert 1 == len(await store.list_quarantine(10))
+
+    async def test_concurrent_writes_share_commits(self, store: SQLiteStore) -> None:
+        """Hundreds of concurrent accepts all succeed in far fewer transactions (group commit)."""
+        before = store.transactions
+        results = await asyncio.gather(*(store.accept(event(n)) for n in range(500)))
+        assert 500 == len({r.id for r in results})
+        assert store.transactions - before < 250
+
+    async def test_a_failing_write_does_not_undo_the_others(self, store: SQLiteStore) -> None:
+        """One write that raises inside a group fails alone; the rest of the group commits."""
+
+        def boom(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO counters (name, key, value) VALUES ('x', 'y', 1)")
+            raise ValueError("bad write")
+
+        results = await asyncio.gather(
+            store.accept(event(1)), store._write(boom), store.accept(event(2)), return_exceptions=True
+        )
+        assert isinstance(results[1], ValueError)
+        assert 2 == (await store.stats())["by_source"]["fullstory_stream"]["received"]
+        conn = sqlite3.connect(store.path)
+        assert [] == conn.execute("SELECT * FROM counters WHERE name = 'x'").fetchall()
+        conn.close()
+
+    async def test_acknowledged_writes_survive_reopening(self, tmp_path: Path) -> None:
+        """What accept returned is on disk: a new store on the same file sees it."""
+        path = str(tmp_path / "f.db")
+        first = SQLiteStore(path)
+        await first.open()
+        accepted = await first.accept(event(7))
+        await first.close()
+        second = SQLiteStore(path)
+        await second.open()
+        stored = await second.get_inbox_event(accepted.id)
+        await second.close()
+        assert stored is not None
+        assert b'{"n":7}' == stored.body
+
+
+class TestClaims:
+    async def test_inbox_claim_is_leased(self, store: SQLiteStore) -> None:
+        """A claimed inbox event is not claimed again until its lease expires."""
+        await store.accept(event(1))
+        assert 1 == len(await store.claim_inbox(10, NOW, 30))
+        assert [] == await store.claim_inbox(10, NOW + 29, 30)
+        assert 1 == len(await store.claim_inbox(10, NOW + 31, 30))
+
+    async def test_dispatch_is_idempotent_on_message_id(self, store: SQLiteStore) -> None:
+        """Dispatching the same event twice (a crash between claim and commit) creates one delivery."""
+        accepted = await store.accept(event(1))
+        result = DispatchResult(accepted.id, [NewDelivery("flow", "segment", "m-1", b"{}")], [FlowSkip("f2", "why")])
+        await store.record_dispatch([result], NOW)
+        await store.record_dispatch([result], NOW)
+        assert 1 == len(await store.list_deliveries(None, None, 10))
+        assert [] == await store.claim_inbox(10, NOW + 999, 30)
+        assert 1 == (await store.stats())["by_flow"]["f2"]["filtered"]
+
+    async def test_a_crashed_workers_claim_comes_back(self, store: SQLiteStore) -> None:
+        """A delivery claimed by a worker that never reports is claimable again after the lease."""
+        await dispatched(store)
+        [claimed] = await store.claim_deliveries("segment", 10, NOW, 30)
+        assert [] == await store.claim_deliveries("segment", 10, NOW + 10, 30)
+        [again] = await store.claim_deliveries("segment", 10, NOW + 31, 30)
+        assert claimed.id == again.id
+
+    async def test_only_due_deliveries_are_claimed(self, store: SQLiteStore) -> None:
+        """A delivery scheduled for later is not claimed before its time, and next_due_at says when."""
+        await dispatched(store)
+        [d] = await store.claim_deliveries("segment", 10, NOW, 30)
+        await store.record_updates([DeliveryUpdate(d.id, "pending", NOW + 100, None)])
+        assert [] == await store.claim_deliveries("segment", 10, NOW + 99, 30)
+        assert NOW + 100 == await store.next_due_at("segment")
+        assert 1 == len(await store.claim_deliveries("segment", 10, NOW + 100, 30))
+
+    async def test_parked_destination_gets_new_deliveries_as_parked(self, store: SQLiteStore) -> None:
+        """While a destination is parked, new deliveries for it are stored as parked; resume releases them."""
+        await store.park_destination("segment", "401", NOW)
+        await dispatched(store, 2)
+        assert {"parked"} == {d.status for d in await store.list_deliveries(None, None, 10)}
+        assert 2 == await store.resume_destination("segment", NOW + 5)
+        assert 2 == len(await store.claim_deliveries("segment", 10, NOW + 5, 30))
+        assert {} == await store.parked_destinations()
+
+
+async def test_stats_have_every_count_with_zeros(store: SQLiteStore) -> None:
+    """Stats list every count of the contract for sources, flows and destinations, zeros included."""
+    await dispatched(store)
+    stats = await store.stats()
+    assert {"received", "duplicate", "quarantined", "filtered", "pending", "delivered", "dead", "parked"} <= set(
+        stats["totals"]
+    )
+    assert {"received": 1, "duplicate": 0, "quarantined": 0} == stats["by_source"]["fullstory_stream"]
+    assert {"filtered": 0, "pending": 1, "delivered": 0, "dead": 0, "parked": 0, "dry_run": 0} == stats["by_flow"][
+        "flow"
+    ]
+    assert {"pending": 1, "delivered": 0, "dead": 0, "parked": 0, "dry_run": 0} == stats["by_destination"]["segment"]

@@ -1,0 +1,142 @@
+"""The fsbridge command: check-config, init-env, send-sample samples, and dlq list|replay."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fsbridge.cli import GENERATED_ENV, app
+from fsbridge.config import FsbridgeConfig
+from fsbridge.runtime import Runtime
+from fsbridge.samples import SAMPLES
+from fsbridge.testing import FakeUpstream
+from tests.conftest import RAGE_CLICK, Bridge, make_settings, start_bridge
+
+runner = CliRunner()
+SHIPPED = Path(__file__).resolve().parents[1] / "config"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with the shipped config and a database path, and no FSBRIDGE_* leaking in."""
+    shutil.copytree(SHIPPED, tmp_path / "config")
+    monkeypatch.chdir(tmp_path)
+    for name in GENERATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FSBRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    return tmp_path
+
+
+def test_check_config_ok(workdir: Path) -> None:
+    """check-config exits 0 on the shipped configuration."""
+    result = runner.invoke(app, ["check-config"])
+    assert 0 == result.exit_code, result.output
+    assert "OK" in result.output
+
+
+def test_check_config_lists_problems_with_lines(workdir: Path) -> None:
+    """check-config exits 2 and prints each problem with file and line."""
+    bad = workdir / "bad.yaml"
+    bad.write_text("flows:\n  frustration_to_segment_track:\n    enabled: maybe\n    colour: red\n")
+    result = runner.invoke(app, ["check-config", str(bad)])
+    assert 2 == result.exit_code
+    assert f"{bad}:3: flows.frustration_to_segment_track.enabled:" in result.output
+    assert f"{bad}:4: flows.frustration_to_segment_track.colour: unknown setting 'colour'" in result.output
+
+
+def test_check_config_refuses_dry_run_false_without_credentials(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSBRIDGE_DRY_RUN=false without a Segment write key is a configuration error that names the variable."""
+    monkeypatch.setenv("FSBRIDGE_DRY_RUN", "false")
+    monkeypatch.delenv("FSBRIDGE_SEGMENT_WRITE_KEY", raising=False)
+    result = runner.invoke(app, ["check-config"])
+    assert 2 == result.exit_code
+    assert "FSBRIDGE_SEGMENT_WRITE_KEY" in result.output
+
+
+def test_init_env_writes_fresh_secrets_once(workdir: Path) -> None:
+    """init-env writes every generated variable with a random value, mode 0600, and never overwrites."""
+    assert 0 == runner.invoke(app, ["init-env"]).exit_code
+    env = workdir / ".env"
+    text = env.read_text()
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert set(GENERATED_ENV) == set(values)
+    assert all(len(v) >= 32 for v in values.values())
+    assert 0o600 == stat.S_IMODE(env.stat().st_mode)
+    assert "keeping it" in runner.invoke(app, ["init-env"]).output
+    assert text == env.read_text()
+
+
+def test_unknown_sample(workdir: Path) -> None:
+    """send-sample with an unknown name exits 2 and lists the samples."""
+    result = runner.invoke(app, ["send-sample", "nope"])
+    assert 2 == result.exit_code
+    assert "rage_click" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+async def test_every_sample_is_accepted(bridge: Bridge, name: str) -> None:
+    """Each sample is signed with the configured secrets and accepted with 202."""
+    request = SAMPLES[name](bridge.runtime.settings, bridge.clock.now())
+    response = await bridge.client.post(request.path, content=request.body, headers=request.headers)
+    assert 202 == response.status_code, response.text
+
+
+async def test_stream_sample_signs_when_no_token_is_configured(tmp_path: Path) -> None:
+    """With only webhook secrets configured, the Streams sample carries a Fullstory-Signature instead."""
+    b = await start_bridge(tmp_path, fullstory_stream_tokens=())
+    try:
+        request = SAMPLES["rage_click"](b.runtime.settings, b.clock.now())
+        assert "Fullstory-Signature" in request.headers
+        assert 202 == (await b.client.post(request.path, content=request.body, headers=request.headers)).status_code
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
+
+
+def test_dlq_list_and_replay(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dlq list shows a dead letter; dlq replay ID puts it back in the queue; --all replays the rest."""
+    settings = make_settings(workdir, database_url=f"sqlite:///{workdir / 'cli.db'}")
+
+    async def make_dead_letters() -> list[str]:
+        b = await start_bridge(workdir, FakeUpstream(default=400), database_url=settings.database_url)
+        try:
+            for n in range(2):
+                await b.post_stream({**RAGE_CLICK, "event": {**RAGE_CLICK["event"], "target_text": str(n)}})
+                await b.drain()
+            return [d.id for d in await b.runtime.store.list_deliveries("dead", None, 10)]
+        finally:
+            await b.client.aclose()
+            await b.runtime.stop()
+
+    dead = asyncio.run(make_dead_letters())
+    listed = runner.invoke(app, ["dlq", "list"])
+    assert 0 == listed.exit_code, listed.output
+    assert all(d in listed.output for d in dead)
+
+    replayed = runner.invoke(app, ["dlq", "replay", dead[0]])
+    assert f"{dead[0]}: replaying" in replayed.output
+    rest = runner.invoke(app, ["dlq", "replay", "--all", "--flow", "frustration_to_segment_track"])
+    assert "Replayed 1 dead letters." in rest.output
+    assert "No dead letters." in runner.invoke(app, ["dlq", "list"]).output
+
+    async def statuses() -> list[str]:
+        runtime = Runtime(settings, FsbridgeConfig())
+        await runtime.store.open()
+        try:
+            return [d.status for d in await runtime.store.list_deliveries(None, None, 10)]
+        finally:
+            await runtime.stop()
+
+    assert ["pending", "pending"] == asyncio.run(statuses())
+
+
+def test_dlq_replay_needs_ids_or_all(workdir: Path) -> None:
+    """dlq replay without ids or --all exits 2 with a hint."""
+    result = runner.invoke(app, ["dlq", "replay"])
+    assert 2 == result.exit_code
+    assert "--all" in result.output

@@ -1,0 +1,74 @@
+"""Configuration file: the shipped file is valid, and every problem is reported with its line and path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsbridge.config import load_config, parse_config
+from fsbridge.errors import ConfigError
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "fsbridge.yaml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "f.yaml")
+    return caught.value.problems
+
+
+def test_shipped_config_is_valid_and_enables_the_frustration_flow() -> None:
+    """config/fsbridge.yaml loads, with the frustration flow on and the contract's event names."""
+    config = load_config(SHIPPED)
+    flow = config.flows.frustration_to_segment_track
+    assert flow.enabled
+    assert "Dead Click Detected" == flow.event_names["dead_click"]
+
+
+def test_empty_file_means_defaults() -> None:
+    """An empty file is the defaults."""
+    assert parse_config("").flows.frustration_to_segment_track.enabled
+
+
+def test_unknown_setting_names_its_line_and_path() -> None:
+    """A misspelt key is reported with its line and dotted path."""
+    text = "version: 1\nflows:\n  frustration_to_segment_track:\n    enabeld: true\n"
+    assert ["f.yaml:4: flows.frustration_to_segment_track.enabeld: unknown setting 'enabeld'"] == problems(text)
+
+
+def test_every_problem_is_listed() -> None:
+    """Several mistakes are all reported, each on its own line."""
+    text = "worker:\n  poll_interval_seconds: -1\ndestinations:\n  segment:\n    max_batch_messages: 9000\n"
+    found = problems(text)
+    assert 2 == len(found)
+    assert found[0].startswith("f.yaml:2: worker.poll_interval_seconds:")
+    assert found[1].startswith("f.yaml:5: destinations.segment.max_batch_messages:")
+    assert "2500" in found[1]
+
+
+def test_signal_without_event_name() -> None:
+    """A signal with no Segment event name is refused, pointing at the flow."""
+    text = "flows:\n  frustration_to_segment_track:\n    signals: [rage_click, scroll_rage]\n"
+    [problem] = problems(text)
+    assert "f.yaml:2: flows.frustration_to_segment_track:" in problem
+    assert "scroll_rage" in problem
+
+
+def test_lease_must_outlive_the_request_timeout() -> None:
+    """A lease shorter than the destination timeout + 5 s is refused."""
+    [problem] = problems("worker:\n  lease_seconds: 5\n")
+    assert "lease_seconds" in problem
+
+
+@pytest.mark.parametrize(("text", "line"), [("flows: [\n", 2), ("a: b\n c: d\n", 2), ("- 1\n", 1)])
+def test_broken_yaml_and_non_mapping(text: str, line: int) -> None:
+    """Broken YAML and a top level that is not a mapping are reported with a line."""
+    [problem] = problems(text)
+    assert problem.startswith(f"f.yaml:{line}:")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    """A missing file is a ConfigError naming the path."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
