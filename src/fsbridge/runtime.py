@@ -107,6 +107,10 @@ class Runtime:
     async def start(self, *, workers: bool | None = None) -> None:
         await self.store.open()
         run_workers = self.role in ("all", "worker") if workers is None else workers
+        if run_workers:
+            released = await self.store.recover_after_restart(self.clock.now())
+            if released:
+                log.warning("worker.recovered_claims", released=released)
         for name, reason in (await self.store.parked_destinations()).items():
             self.worker.parked[name] = reason
         for name, destination in self.destinations.items():

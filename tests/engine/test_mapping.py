@@ -10,6 +10,7 @@ from fsbridge.engine.mapping import (
     Const,
     First,
     Lookup,
+    MappingSpec,
     Meta,
     Path,
     StableId,
@@ -91,7 +92,7 @@ class TestDirectives:
 
     def test_resolve_drops_missing_keys_and_empty_objects(self) -> None:
         """Missing leaves are omitted and so are nested objects that end up empty."""
-        mapping = {"a": Path("x"), "b": {"c": Path("nope")}, "d": {"e": Const(0)}}
+        mapping: MappingSpec = {"a": Path("x"), "b": {"c": Path("nope")}, "d": {"e": Const(0)}}
         assert {"a": 1, "d": {"e": 0}} == resolve(mapping, env({"x": 1}))
 
 

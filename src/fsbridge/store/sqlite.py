@@ -257,6 +257,21 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
+    async def recover_after_restart(self, now: float) -> int:
+        # One server process owns a SQLite file, so every lease in it belongs to a run that is gone.
+        def write(conn: sqlite3.Connection) -> int:
+            released = conn.execute("UPDATE inbox SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
+            released += conn.execute("UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
+            conn.execute("UPDATE destination_state SET parked_reason = NULL")
+            conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?"
+                " WHERE status = 'parked'",
+                (now, now),
+            )
+            return released
+
+        return await self._write(write)
+
     # -- intake -----------------------------------------------------------------------------------
 
     async def accept(self, event: NewInboxEvent) -> Accepted:

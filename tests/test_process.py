@@ -1,0 +1,262 @@
+"""The real server process: a new user's first run, and crash safety under SIGKILL.
+
+Everything talks to 127.0.0.1 only; loops are bounded in count and time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RAGE_CLICK
+
+ROOT = Path(__file__).resolve().parents[1]
+FSBRIDGE = [sys.executable, "-m", "fsbridge"]
+TOKEN = "crash-test-stream-token"
+OPS = "crash-test-ops-token"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FakeSegment:
+    """A slow fake Segment on 127.0.0.1 that records every message it receives."""
+
+    def __init__(self, delay: float) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                with outer.lock:
+                    outer.messages.extend(json.loads(body)["batch"])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"success":true}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client killed mid-request (the point of the test) breaks its pipe
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeSegment:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def marks(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m["properties"]["element_text"] for m in self.messages)
+
+    def message_ids(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m["messageId"] for m in self.messages)
+
+
+class Server:
+    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
+        self.workdir, self.env, self.port = workdir, env, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.workdir / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*FSBRIDGE, "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.workdir / "server.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("fsbridge did not start within 30 s")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    return tmp_path
+
+
+def base_env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSBRIDGE_")}
+    env.update(
+        FSBRIDGE_DATABASE_URL=f"sqlite:///{workdir / 'var' / 'fsbridge.db'}",
+        FSBRIDGE_LOG_FORMAT="json",
+        **extra,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_new_user_first_run(workdir: Path) -> None:
+    """init-env, serve, send-sample rage_click: a dry_run delivery appears, as the README walks through."""
+    env = base_env(workdir)
+    subprocess.run([*FSBRIDGE, "init-env"], cwd=workdir, env=env, check=True, capture_output=True)
+    server = Server(workdir, env, free_port())
+    with running(server):
+        sent = subprocess.run(
+            [*FSBRIDGE, "send-sample", "rage_click", "--url", server.url],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert 0 == sent.returncode, sent.stderr
+        assert "-> 202" in sent.stdout
+        ops_token = next(
+            line.split("=", 1)[1]
+            for line in (workdir / ".env").read_text().splitlines()
+            if line.startswith("FSBRIDGE_OPS_TOKEN=")
+        )
+        deadline = time.monotonic() + 20
+        items: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not items:
+            items = httpx.get(
+                f"{server.url}/ops/api/deliveries?status=dry_run",
+                headers={"Authorization": f"Bearer {ops_token}"},
+                timeout=5,
+            ).json()["items"]
+            time.sleep(0.1)
+        assert 1 == len(items)
+        assert "frustration_to_segment_track" == items[0]["flow"]
+    log = (workdir / "server.log").read_text()
+    assert "DRY RUN for segment" in log
+    assert ops_token not in log
+
+
+async def _send_until_killed(
+    server: Server, total: int, kill_after: int, concurrency: int = 32
+) -> tuple[set[str], int]:
+    """Post `total` distinct rage clicks; SIGKILL the server once `kill_after` were acknowledged."""
+    acked: set[str] = set()
+    refused = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(total):
+        queue.put_nowait(n)
+    killed = asyncio.Event()
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        nonlocal refused
+        while not queue.empty():
+            n = queue.get_nowait()
+            mark = f"event-{n}"
+            payload = {**RAGE_CLICK, "event": {**RAGE_CLICK["event"], "target_text": mark}}
+            try:
+                response = await client.post(
+                    f"{server.url}/webhooks/fullstory/streams/crash",
+                    json=payload,
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+            except httpx.HTTPError:
+                refused += 1
+                continue
+            if response.status_code == 202:
+                acked.add(mark)
+                if len(acked) >= kill_after and not killed.is_set():
+                    killed.set()
+                    await asyncio.to_thread(server.kill)
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        await asyncio.gather(*(sender(client) for _ in range(concurrency)))
+    return acked, refused
+
+
+def test_every_acknowledged_event_is_delivered_after_sigkill(workdir: Path) -> None:
+    """SIGKILL during concurrent intake and slow delivery, then restart: every event that got 202 arrives."""
+    with FakeSegment(delay=0.15) as segment:
+        env = base_env(
+            workdir,
+            FSBRIDGE_FULLSTORY_STREAM_TOKENS=TOKEN,
+            FSBRIDGE_OPS_TOKEN=OPS,
+            FSBRIDGE_SEGMENT_WRITE_KEY="wk",
+            FSBRIDGE_SEGMENT_API_URL=segment.url,
+            FSBRIDGE_RETRY_BASE_SECONDS="0",
+        )
+        (workdir / "config" / "fsbridge.yaml").write_text(
+            "destinations:\n  segment:\n    max_batch_messages: 20\n    concurrency: 2\n"
+        )
+        server = Server(workdir, env, free_port())
+        server.start()
+        try:
+            acked, refused = asyncio.run(_send_until_killed(server, total=400, kill_after=250))
+            delivered_before_restart = sum(segment.marks().values())
+            server.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not acked <= set(segment.marks()):
+                time.sleep(0.1)
+        finally:
+            server.stop()
+        marks, ids = segment.marks(), segment.message_ids()
+        missing = acked - set(marks)
+        duplicates = sum(count - 1 for count in ids.values())
+        report = (
+            f"acked={len(acked)} refused_after_kill={refused} delivered_before_restart={delivered_before_restart} "
+            f"delivered_unique={len(marks)} duplicates={duplicates} lost={len(missing)}"
+        )
+        print(f"\ncrash-safety: {report}")
+        (workdir / "crash-report.txt").write_text(report)
+        assert not missing, report
+        assert len(acked) >= 250
+        # A redelivery after the crash reuses the event's messageId, so Segment drops it as a duplicate.
+        assert len(marks) == len(ids), report
