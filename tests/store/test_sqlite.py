@@ -160,3 +160,19 @@ async def test_stats_have_every_count_with_zeros(store: SQLiteStore) -> None:
         "flow"
     ]
     assert {"pending": 1, "delivered": 0, "dead": 0, "parked": 0, "dry_run": 0} == stats["by_destination"]["segment"]
+
+
+async def test_restart_releases_claims_and_unparks(store: SQLiteStore) -> None:
+    """After a restart, claims of the previous run are free again and parked deliveries are pending."""
+    await dispatched(store, 2)
+    assert 2 == len(await store.claim_deliveries("segment", 10, NOW, 60))
+    await store.accept(event(9))
+    assert 1 == len(await store.claim_inbox(10, NOW, 60))
+    assert 3 == await store.recover_after_restart(NOW + 1)
+    assert 1 == len(await store.claim_inbox(10, NOW + 1, 60))
+    assert 2 == len(await store.claim_deliveries("segment", 10, NOW + 1, 60))
+
+    await store.park_destination("segment", "401", NOW + 2)
+    await store.recover_after_restart(NOW + 3)
+    assert {} == await store.parked_destinations()
+    assert {"pending"} == {d.status for d in await store.list_deliveries(None, None, 10)}
