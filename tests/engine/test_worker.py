@@ -106,6 +106,7 @@ class TestDeadLetters:
         await bridge.drain()
         delivery = await only_delivery(bridge)
         assert ("dead", 400, 1) == (delivery.status, delivery.last_status_code, delivery.attempts)
+        assert "scripted 400" in delivery.last_response
         [attempt] = await bridge.runtime.store.list_attempts(delivery.id)
         assert attempt.response_excerpt is not None
         assert "scripted 400" in attempt.response_excerpt

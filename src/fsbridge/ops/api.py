@@ -29,6 +29,7 @@ class DeliveryItem(BaseModel):
     attempts: int
     last_status_code: int | None
     last_error: str | None
+    last_response: str | None
     created_at: float
     next_attempt_at: float | None
     message_id: str
@@ -73,6 +74,7 @@ def delivery_item(d: Delivery) -> DeliveryItem:
         attempts=d.attempts,
         last_status_code=d.last_status_code,
         last_error=d.last_error,
+        last_response=d.last_response,
         created_at=d.created_at,
         next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
         message_id=d.message_id,

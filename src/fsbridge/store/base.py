@@ -103,6 +103,7 @@ class Delivery:
     send_alone: bool
     last_status_code: int | None
     last_error: str | None
+    last_response: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

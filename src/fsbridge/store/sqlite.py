@@ -46,7 +46,7 @@ SCHEMA_VERSION = 1
 
 _DELIVERY_COLUMNS = (
     "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
-    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error"
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response"
 )
 
 
@@ -404,7 +404,8 @@ class SQLiteStore:
                 conn.execute(
                     "UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
                     " lease_until = NULL, send_alone = ?, last_status_code = COALESCE(?, last_status_code),"
-                    " last_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                    " last_error = ?, last_response = COALESCE(?, last_response),"
+                    " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
                     " WHERE id = ?",
                     (
                         u.status,
@@ -413,6 +414,7 @@ class SQLiteStore:
                         int(u.send_alone),
                         u.last_status_code,
                         u.last_error,
+                        u.attempt.response_excerpt if u.attempt else None,
                         u.status,
                         u.attempt.attempted_at if u.attempt else None,
                         u.delivery_id,

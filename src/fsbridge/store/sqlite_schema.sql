@@ -44,6 +44,7 @@ CREATE TABLE deliveries (
     send_alone       INTEGER NOT NULL DEFAULT 0,
     last_status_code INTEGER,
     last_error       TEXT,
+    last_response    TEXT,                           -- first 2 KiB of the last response
     delivered_at     REAL
 );
 CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
