@@ -4,7 +4,7 @@ Segment, and an fsbridge runtime with an HTTP client over ASGI (no network anywh
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.retry import RetryPolicy
 from fsbridge.runtime import Runtime
 from fsbridge.settings import Settings
+from fsbridge.sources.signatures import sign_segment
 from fsbridge.testing import FakeUpstream, bearer_headers, fullstory_signed_headers
+from tests.fullstory_spec import validate_fullstory_requests
 
 WEBHOOK_SECRET = "whsec-current-0123456789"
 OLD_WEBHOOK_SECRET = "whsec-previous-9876543210"
@@ -28,6 +30,11 @@ STREAM_TOKEN = "stream-token-abcdefghijkl"
 WRITE_KEY = "segment-write-key-xyz"
 OPS_TOKEN = "ops-token-0123456789abcdef"
 SEGMENT_URL = "https://segment.test"
+FULLSTORY_URL = "https://fullstory.test"
+FULLSTORY_KEY = "na1.fullstory-api-key"
+SEGMENT_SECRET = "segment-shared-secret-1"
+OLD_SEGMENT_SECRET = "segment-shared-secret-0"
+SEGMENT_TOKEN = "segment-bearer-token-xyz"
 
 RAGE_CLICK: dict[str, Any] = {
     "event": {
@@ -56,6 +63,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "fullstory_stream_tokens": (SecretStr(STREAM_TOKEN),),
         "segment_write_key": SecretStr(WRITE_KEY),
         "segment_api_url": SEGMENT_URL,
+        "fullstory_api_key": SecretStr(FULLSTORY_KEY),
+        "fullstory_api_url": FULLSTORY_URL,
+        "segment_webhook_secrets": (SecretStr(SEGMENT_SECRET), SecretStr(OLD_SEGMENT_SECRET)),
+        "segment_webhook_tokens": (SecretStr(SEGMENT_TOKEN),),
         "ops_token": SecretStr(OPS_TOKEN),
         "retry_base_seconds": 1.0,
     }
@@ -84,6 +95,18 @@ class Bridge:
         headers = fullstory_signed_headers(body, secret, int(self.clock.now()))
         return await self.client.post("/webhooks/fullstory", content=body, headers=headers)
 
+    async def post_segment(
+        self, payload: Any, *, secret: str | None = SEGMENT_SECRET, token: str | None = None
+    ) -> httpx.Response:
+        """Post like Segment: signed with X-Signature (classic, Actions) or with a bearer token."""
+        body = orjson.dumps(payload)
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        elif secret is not None:
+            headers["X-Signature"] = sign_segment(body, secret)
+        return await self.client.post("/webhooks/segment", content=body, headers=headers)
+
     async def drain(self) -> None:
         await self.runtime.worker.drain()
 
@@ -98,6 +121,7 @@ async def start_bridge(
     **settings_overrides: Any,
 ) -> Bridge:
     upstream = upstream or FakeUpstream()
+    _upstreams.append(upstream)
     clock = FrozenClock()
     settings = make_settings(tmp_path, **settings_overrides)
     policy = RetryPolicy(
@@ -112,6 +136,18 @@ async def start_bridge(
     app = create_app(runtime, manage_runtime=False)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
     return Bridge(runtime, client, upstream, clock)
+
+
+_upstreams: list[FakeUpstream] = []
+
+
+@pytest.fixture(autouse=True)
+def every_fullstory_body_matches_the_spec() -> Iterator[None]:
+    """After each test, every request a fake Fullstory received is checked against Fullstory's Swagger."""
+    _upstreams.clear()
+    yield
+    for upstream in _upstreams:
+        validate_fullstory_requests(upstream.requests)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ WEBHOOK_RESPONSES: dict[int | str, dict[str, str]] = {
     422: {"description": "Authenticated JSON of the wrong shape: kept in quarantine"},
     503: {"description": "Not configured, or the store cannot take the event: retry"},
 }
-JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}}
 
 
 def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
@@ -72,6 +72,17 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     )
     async def fullstory_stream(request: Request, stream: str) -> Response:
         return await receiver.fullstory_stream(request, stream)
+
+    @app.post(
+        "/webhooks/segment",
+        status_code=202,
+        responses=WEBHOOK_RESPONSES,
+        openapi_extra=JSON_BODY,
+        tags=["webhooks"],
+        summary="Segment Webhooks destination (classic or Actions) or destination function (X-Signature or Bearer)",
+    )
+    async def segment_webhook(request: Request) -> Response:
+        return await receiver.segment_webhook(request)
 
     app.include_router(health)
     app.include_router(ops)

@@ -32,8 +32,27 @@ class SegmentDestinationConfig(_Strict):
     concurrency: int = Field(default=2, ge=1, le=64)
 
 
+class FullstoryDestinationConfig(_Strict):
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+
 class DestinationsConfig(_Strict):
     segment: SegmentDestinationConfig = Field(default_factory=SegmentDestinationConfig)
+    fullstory: FullstoryDestinationConfig = Field(default_factory=FullstoryDestinationConfig)
+
+
+class IdentityConfig(_Strict):
+    """How ids line up between the two systems."""
+
+    segment_user_id_path: str = "userId"
+    fullstory_user_id_paths: list[str] = Field(default_factory=lambda: ["user.user_id", "user.uid"], min_length=1)
+    fullstory_email_paths: list[str] = Field(default_factory=lambda: ["user.user_email", "user.email"])
+    fullstory_anonymous_id_paths: list[str] = Field(
+        default_factory=lambda: ["user.segmentAnonymousId", "user.segment_anonymous_id"]
+    )
+    fullstory_uid_prefix: str = ""
+    hash_emails: bool = False
 
 
 class FrustrationFlowConfig(_Strict):
@@ -56,20 +75,32 @@ class FrustrationFlowConfig(_Strict):
         return self
 
 
+class IdentifyFlowConfig(_Strict):
+    enabled: bool = True
+    skip_unchanged: bool = True
+
+
+class DeletionFlowConfig(_Strict):
+    enabled: bool = True
+
+
 class FlowsConfig(_Strict):
     frustration_to_segment_track: FrustrationFlowConfig = Field(default_factory=FrustrationFlowConfig)
+    segment_identify_to_fullstory_user: IdentifyFlowConfig = Field(default_factory=IdentifyFlowConfig)
+    segment_delete_to_fullstory_user: DeletionFlowConfig = Field(default_factory=DeletionFlowConfig)
 
 
 class FsbridgeConfig(_Strict):
     version: Literal[1] = 1
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     destinations: DestinationsConfig = Field(default_factory=DestinationsConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
 
     @model_validator(mode="after")
     def _lease_outlives_requests(self) -> FsbridgeConfig:
         # A lease shorter than a request lets another worker claim a delivery still in flight.
-        timeout = self.destinations.segment.timeout_seconds
+        timeout = max(self.destinations.segment.timeout_seconds, self.destinations.fullstory.timeout_seconds)
         if self.worker.lease_seconds < timeout + 5:
             msg = f"worker.lease_seconds must be at least the longest destination timeout + 5 s ({timeout + 5:g})"
             raise ValueError(msg)

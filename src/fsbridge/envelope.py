@@ -28,6 +28,7 @@ class Envelope:
     dedup_key: str
     received_at: float
     payload: Any
+    resolved_user_id: str | None = None  # the Segment userId found through identity links, if any
 
 
 def lookup(data: Any, path: str) -> Any:

@@ -10,6 +10,7 @@ import httpx
 from fsbridge.clock import Clock, SystemClock
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.dispatch import DestinationLimits, Router
+from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.retry import RetryPolicy
 from fsbridge.engine.worker import Worker
 from fsbridge.errors import ConfigError
@@ -19,6 +20,7 @@ from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
 from fsbridge.targets import Destination
+from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.segment import SegmentDestination
 
 log = get_logger(__name__)
@@ -54,6 +56,7 @@ class Runtime:
         self.router = Router(
             self.flows,
             {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()},
+            IdentityRules(config.identity),
         )
         self.worker = Worker(
             self.store,
@@ -73,22 +76,32 @@ class Runtime:
         self.receiver = Receiver(settings, self.store, self.clock, on_stored=self.worker.notify_inbox)
 
     def _destinations(self, transport: httpx.AsyncBaseTransport | None) -> dict[str, Destination]:
-        segment = self.config.destinations.segment
-        client = httpx.AsyncClient(
-            transport=transport,
-            timeout=segment.timeout_seconds,
-            limits=httpx.Limits(max_connections=segment.concurrency * 2),
-            follow_redirects=False,
-        )
+        segment, fullstory = self.config.destinations.segment, self.config.destinations.fullstory
+
+        def client(timeout: float, concurrency: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                transport=transport,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=concurrency * 2),
+                follow_redirects=False,
+            )
+
         return {
             "segment": SegmentDestination(
-                client,
+                client(segment.timeout_seconds, segment.concurrency),
                 api_url=self.settings.segment_api_url,
                 write_key=self.settings.segment_write_key,
                 dry_run=self.settings.is_dry_run("segment"),
                 max_batch_messages=segment.max_batch_messages,
                 concurrency=segment.concurrency,
-            )
+            ),
+            "fullstory": FullstoryDestination(
+                client(fullstory.timeout_seconds, fullstory.concurrency),
+                api_url=self.settings.fullstory_api_url,
+                api_key=self.settings.fullstory_api_key,
+                dry_run=self.settings.is_dry_run("fullstory"),
+                concurrency=fullstory.concurrency,
+            ),
         }
 
     def _refuse_sending_without_credentials(self) -> None:

@@ -36,8 +36,12 @@ class FakeUpstream:
         return httpx.Response(status, json=body, headers=headers)
 
     def batches(self) -> list[list[dict[str, Any]]]:
-        """The `batch` arrays of every request, in order."""
-        return [orjson.loads(r.content)["batch"] for r in self.requests]
+        """The `batch` arrays of every Segment /v1/batch request, in order."""
+        return [orjson.loads(r.content)["batch"] for r in self.requests if r.url.path.endswith("/v1/batch")]
+
+    def fullstory(self, method: str | None = None) -> list[httpx.Request]:
+        """The requests sent to Fullstory's /v2/users, in order."""
+        return [r for r in self.requests if r.url.path == "/v2/users" and method in (None, r.method)]
 
     def messages(self) -> list[dict[str, Any]]:
         return [message for batch in self.batches() for message in batch]

@@ -8,6 +8,7 @@
     First(Path("event.event_time", cast="timestamp"), Meta("received_at", cast="timestamp"))
     Unless(Path("user.user_id"), then=StableId(Path("session.session_id")))
     StableId(Path("session.session_id"), namespace="anonymous")   a UUID derived from the value
+    Call(full_name)                           a typed function of the envelope (the escape hatch)
 
 `resolve` walks the mapping; a key whose directive resolves to MISSING is left out, and so is a
 nested object that ends up empty. The output is validated into the target's request model later.
@@ -98,11 +99,22 @@ class Path:
 
 @dataclass(frozen=True)
 class Meta:
-    field: Literal["event_id", "source", "stream", "kind", "received_at", "dedup_key"]
+    field: Literal["event_id", "source", "stream", "kind", "received_at", "dedup_key", "resolved_user_id"]
     cast: Cast | None = None
 
     def resolve(self, envelope: Envelope) -> Any:
-        return _cast(getattr(envelope, self.field), self.cast)
+        value = getattr(envelope, self.field)
+        return MISSING if value is None else _cast(value, self.cast)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A plain typed function, for the rare rule that is computation rather than data."""
+
+    function: Callable[[Envelope], Any]
+
+    def resolve(self, envelope: Envelope) -> Any:
+        return self.function(envelope)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from fsbridge.clock import Clock
-from fsbridge.engine.dispatch import Router
+from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
+from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
+from fsbridge.sources.fullstory import STREAM_SOURCE, SYSTEM_SOURCE
 from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, Store
 from fsbridge.targets import Destination, SendResult
 
@@ -67,8 +71,19 @@ class Worker:
         events = await self.store.claim_inbox(self.dispatch_batch, now, self.lease_seconds)
         if not events:
             return 0
-        results = [self.router.route(event) for event in events]
-        await self.store.record_dispatch(results, self.clock.now())
+        envelopes = await self._resolve_identities([envelope_of(event) for event in events])
+        results = [self.router.route(envelope) for envelope in envelopes]
+        scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
+        results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
+        conflicts = await self.store.record_dispatch(results, self.clock.now())
+        for conflict in conflicts:
+            # The identifier may be an email: log only its kind and a short hash.
+            log.warning(
+                "identity.conflict",
+                kind=conflict.kind,
+                identifier_sha256=hashlib.sha256(conflict.value.encode()).hexdigest()[:16],
+                kept="first claim",
+            )
         destinations = {d.destination for r in results for d in r.deliveries}
         for name in destinations:
             self.notify_due(name)
@@ -81,6 +96,20 @@ class Worker:
             dry_run=dry_runs,
         )
         return len(events)
+
+    async def _resolve_identities(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Fullstory events without a user id get the Segment userId their email or anonymous id links to."""
+        rules = self.router.identity
+        wanted = {e.event_id: rules.lookup_keys(e) for e in envelopes if e.source in (STREAM_SOURCE, SYSTEM_SOURCE)}
+        keys = [key for event_keys in wanted.values() for key in event_keys]
+        if not keys:
+            return envelopes
+        found = await self.store.resolve_identities(keys)
+        resolved = []
+        for envelope in envelopes:
+            user_id = next((found[k] for k in wanted.get(envelope.event_id, []) if k in found), None)
+            resolved.append(replace(envelope, resolved_user_id=user_id) if user_id else envelope)
+        return resolved
 
     async def deliver_once(self, name: str) -> int:
         """Claim and send one round of due deliveries for a destination; returns how many."""
@@ -119,7 +148,7 @@ class Worker:
 
     async def _record(self, destination: Destination, batch: list[Delivery], result: SendResult) -> None:
         now = self.clock.now()
-        verdict = classify(result.status_code)
+        verdict = Verdict.DELIVERED if result.already_done else classify(result.status_code)
         attempt = AttemptRecord(
             attempted_at=now,
             duration_ms=result.duration_ms,

@@ -50,23 +50,36 @@ def kind_in(kinds: frozenset[str]) -> Filter:
 
 @dataclass(frozen=True)
 class TargetAction:
-    """A call a flow can make: the destination and the request model its output must satisfy."""
+    """A call a flow can make: the destination and the request model its output must satisfy.
+
+    `id_field` is the body field that carries the stable message id (Segment's messageId); None
+    when the id travels in a header instead (Fullstory's Idempotency-Key). `scope_field` names
+    the body field that identifies what an update is about (a uid), for redundant-call suppression.
+    """
 
     destination: str
     action: str
     model: type[BaseModel]
-    id_field: str
+    id_field: str | None = None
+    exclude_none: bool = False
+    scope_field: str | None = None
 
     def render(self, output: dict[str, Any], message_id: str) -> bytes:
         """Validate the mapped output into the request model and serialise it; MappingError if invalid."""
+        values = {**output, self.id_field: message_id} if self.id_field else output
         try:
-            message = self.model.model_validate({**output, self.id_field: message_id})
+            message = self.model.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
             )
             raise MappingError(f"{self.destination}.{self.action} rejected the mapped message: {problems}") from exc
-        return orjson.dumps(message.model_dump(mode="json"))
+        return orjson.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=self.exclude_none))
+
+    def scope_of(self, body: bytes) -> str | None:
+        if self.scope_field is None:
+            return None
+        return f"{self.destination}.{self.action}:{orjson.loads(body)[self.scope_field]}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class Flow:
     when: tuple[Filter, ...]
     mapping: MappingSpec
     target: TargetAction
+    skip_unchanged: bool = False  # do not resend what was last delivered for the same scope
 
     def held_back_by(self, envelope: Envelope) -> str | None:
         """The reason the first failing filter gives, or None when every filter passes."""

@@ -9,7 +9,9 @@ Only then does it answer 202. Nothing else happens in the request: flows run in 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,13 +23,12 @@ from fsbridge.clock import Clock
 from fsbridge.errors import IntakeError, StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.settings import Settings
-from fsbridge.sources import fullstory
-from fsbridge.sources.signatures import SignatureError, verify_bearer, verify_fullstory
+from fsbridge.sources import fullstory, segment
+from fsbridge.sources.fullstory import ShapeError
+from fsbridge.sources.signatures import SignatureError, verify_bearer, verify_fullstory, verify_segment
 from fsbridge.store import NewInboxEvent, NewQuarantined, Store
 
 log = get_logger(__name__)
-
-Identify = Callable[[Any], tuple[str, str | None]]
 
 
 def json_response(status: int, body: dict[str, Any]) -> Response:
@@ -36,6 +37,58 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
     return json_response(status, {"error": {"code": code, "message": message, **extra}})
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One event of a request: its stored bytes and identity, or why it is quarantined."""
+
+    body: bytes
+    kind: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+
+
+# (parsed payload, raw body, authentication method that passed) -> the request's events
+Split = Callable[[Any, bytes, str], list[Item]]
+
+
+def single(identify: Callable[[Any], tuple[str, str | None]]) -> Split:
+    """A request that carries exactly one event."""
+
+    def split(payload: Any, body: bytes, _method: str) -> list[Item]:
+        try:
+            kind, provider_id = identify(payload)
+        except ShapeError as exc:
+            return [Item(body, error=str(exc))]
+        return [Item(body, kind, provider_id)]
+
+    return split
+
+
+def segment_messages(payload: Any, body: bytes, method: str) -> list[Item]:
+    """A Segment request: one message, or a Webhooks (Actions) array of them."""
+    try:
+        messages = segment.messages_of(payload)
+    except ShapeError as exc:
+        return [Item(body, error=str(exc))]
+    if len(messages) > 1 and method != "token":
+        raise IntakeError(
+            401,
+            "unauthenticated",
+            "Segment signs only the first message of a batch, so the others cannot be verified; "
+            "send batches with Authorization: Bearer <one of FSBRIDGE_SEGMENT_WEBHOOK_TOKENS>.",
+        )
+    items = []
+    for message in messages:
+        raw = body if len(messages) == 1 else orjson.dumps(message)
+        try:
+            kind, provider_id = segment.message_kind(message)
+        except ShapeError as exc:
+            items.append(Item(raw, error=str(exc)))
+        else:
+            items.append(Item(raw, kind, provider_id))
+    return items
 
 
 class Receiver:
@@ -52,15 +105,16 @@ class Receiver:
         if not secrets:
             return _not_configured("FSBRIDGE_FULLSTORY_WEBHOOK_SECRETS", "Fullstory system webhooks")
 
-        def authenticate(body: bytes) -> None:
+        def authenticate(body: bytes) -> str:
             verify_fullstory(body, request.headers.get("fullstory-signature"), secrets, self.clock.now())
+            return "signature"
 
         return await self._receive(
             request,
             source=fullstory.SYSTEM_SOURCE,
             stream="",
             authenticate=authenticate,
-            identify=fullstory.system_webhook_kind,
+            split=single(fullstory.system_webhook_kind),
         )
 
     async def fullstory_stream(self, request: Request, stream: str) -> Response:
@@ -69,10 +123,11 @@ class Receiver:
         if not tokens and not secrets:
             return _not_configured("FSBRIDGE_FULLSTORY_STREAM_TOKENS", "Fullstory Streams")
 
-        def authenticate(body: bytes) -> None:
-            _either(
-                (tokens, lambda: verify_bearer(request.headers.get("authorization"), tokens)),
+        def authenticate(body: bytes) -> str:
+            return _either(
+                ("token", tokens, lambda: verify_bearer(request.headers.get("authorization"), tokens)),
                 (
+                    "signature",
                     secrets,
                     lambda: verify_fullstory(
                         body, request.headers.get("fullstory-signature"), secrets, self.clock.now()
@@ -84,11 +139,25 @@ class Receiver:
             return fullstory.stream_kind(payload), None
 
         return await self._receive(
-            request,
-            source=fullstory.STREAM_SOURCE,
-            stream=stream,
-            authenticate=authenticate,
-            identify=identify,
+            request, source=fullstory.STREAM_SOURCE, stream=stream, authenticate=authenticate, split=single(identify)
+        )
+
+    async def segment_webhook(self, request: Request) -> Response:
+        tokens = self.settings.segment_webhook_tokens
+        secrets = self.settings.segment_webhook_secrets
+        if not tokens and not secrets:
+            return _not_configured(
+                "FSBRIDGE_SEGMENT_WEBHOOK_SECRETS (or FSBRIDGE_SEGMENT_WEBHOOK_TOKENS)", "Segment webhooks"
+            )
+
+        def authenticate(body: bytes) -> str:
+            return _either(
+                ("token", tokens, lambda: verify_bearer(request.headers.get("authorization"), tokens)),
+                ("signature", secrets, lambda: verify_segment(body, request.headers.get("x-signature"), secrets)),
+            )
+
+        return await self._receive(
+            request, source=segment.SOURCE, stream="", authenticate=authenticate, split=segment_messages
         )
 
     async def _receive(
@@ -97,20 +166,21 @@ class Receiver:
         *,
         source: str,
         stream: str,
-        authenticate: Callable[[bytes], None],
-        identify: Identify,
+        authenticate: Callable[[bytes], str],
+        split: Split,
     ) -> Response:
         try:
             _require_json_content_type(request)
             body = await _read_limited(request, self.settings.max_body_bytes)
             try:
-                authenticate(body)
+                method = authenticate(body)
             except SignatureError as exc:
                 raise IntakeError(401, "unauthenticated", str(exc)) from exc
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise IntakeError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from exc
+            items = split(payload, body, method)
         except IntakeError as exc:
             log.info("inbox.rejected", source=source, status=exc.status, code=exc.code, reason=exc.message)
             return error_response(exc.status, exc.code, exc.message)
@@ -118,28 +188,48 @@ class Receiver:
         endpoint = f"{source}/{stream}"
         received_at = self.clock.now()
         try:
-            try:
-                kind, provider_id = identify(payload)
-            except fullstory.ShapeError as exc:
-                quarantined = await self.store.quarantine(
-                    NewQuarantined(
-                        source, stream, fullstory.body_dedup_key(endpoint, body), body, str(exc), received_at
-                    )
-                )
-                log.warning("inbox.quarantined", source=source, id=quarantined.id, reason=str(exc))
-                return error_response(422, "unrecognised_payload", str(exc), quarantine_id=quarantined.id)
-            dedup_key = provider_id or fullstory.body_dedup_key(endpoint, body)
-            accepted = await self.store.accept(NewInboxEvent(source, stream, dedup_key, kind, body, received_at))
+            stored = await asyncio.gather(*(self._store(item, source, stream, endpoint, received_at) for item in items))
         except StoreUnavailableError as exc:
             log.error("inbox.store_unavailable", source=source, error=str(exc))
             return error_response(503, "store_unavailable", "The event could not be stored; retry later.")
+        if any(outcome == "accepted" for outcome, _ in stored):
+            self.on_stored()
+        return _response(items, stored)
 
-        if accepted.duplicate:
-            log.info("inbox.duplicate", source=source, id=accepted.id, kind=kind)
-            return json_response(202, {"status": "accepted", "id": accepted.id, "duplicate": True})
-        log.info("inbox.accepted", source=source, stream=stream, id=accepted.id, kind=kind)
-        self.on_stored()
-        return json_response(202, {"status": "accepted", "id": accepted.id})
+    async def _store(self, item: Item, source: str, stream: str, endpoint: str, received_at: float) -> tuple[str, str]:
+        if item.kind is None:
+            key = fullstory.body_dedup_key(endpoint, item.body)
+            quarantined = await self.store.quarantine(
+                NewQuarantined(source, stream, key, item.body, item.error or "unrecognised", received_at)
+            )
+            log.warning("inbox.quarantined", source=source, id=quarantined.id, reason=item.error)
+            return "quarantined", quarantined.id
+        dedup_key = item.provider_id or fullstory.body_dedup_key(endpoint, item.body)
+        accepted = await self.store.accept(NewInboxEvent(source, stream, dedup_key, item.kind, item.body, received_at))
+        outcome = "duplicate" if accepted.duplicate else "accepted"
+        log.info(f"inbox.{outcome}", source=source, stream=stream, id=accepted.id, kind=item.kind)
+        return outcome, accepted.id
+
+
+def _response(items: list[Item], stored: list[tuple[str, str]]) -> Response:
+    quarantined = [
+        (item, event_id) for item, (outcome, event_id) in zip(items, stored, strict=True) if outcome == "quarantined"
+    ]
+    kept = [event_id for outcome, event_id in stored if outcome != "quarantined"]
+    duplicates = sum(1 for outcome, _ in stored if outcome == "duplicate")
+    if quarantined:
+        first_error = quarantined[0][0].error or "unrecognised payload"
+        extra: dict[str, Any] = {"quarantine_id": quarantined[0][1]}
+        if len(items) > 1:
+            extra |= {"quarantine_ids": [q for _, q in quarantined], "accepted_ids": kept}
+            first_error = f"{len(quarantined)} of {len(items)} messages were kept in quarantine: {first_error}"
+        return error_response(422, "unrecognised_payload", first_error, **extra)
+    body: dict[str, Any] = {"status": "accepted", "id": kept[0]}
+    if len(items) > 1:
+        body |= {"ids": kept, "duplicates": duplicates}
+    if duplicates == len(items):
+        body["duplicate"] = True
+    return json_response(202, body)
 
 
 def _not_configured(variable: str, what: str) -> Response:
@@ -150,10 +240,10 @@ def _not_configured(variable: str, what: str) -> Response:
     )
 
 
-def _either(*checks: tuple[tuple[SecretStr, ...], Callable[[], None]]) -> None:
-    """Pass when any configured check passes; otherwise raise the first failure."""
+def _either(*checks: tuple[str, tuple[SecretStr, ...], Callable[[], None]]) -> str:
+    """The name of the first configured check that passes; otherwise raise the first failure."""
     failures: list[SignatureError] = []
-    for configured, check in checks:
+    for name, configured, check in checks:
         if not configured:
             continue
         try:
@@ -161,7 +251,7 @@ def _either(*checks: tuple[tuple[SecretStr, ...], Callable[[], None]]) -> None:
         except SignatureError as exc:
             failures.append(exc)
         else:
-            return
+            return name
     raise failures[0]
 
 

@@ -61,7 +61,8 @@ class QuarantinedEvent:
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
-    """A message a flow produced for one destination. `status` is `dead` when the mapping failed."""
+    """A message a flow produced for one destination. `status` is `dead` when the mapping failed.
+    `sync_scope` and `content_hash` let a later identical update be recognised as redundant."""
 
     flow: str
     destination: str
@@ -69,6 +70,39 @@ class NewDelivery:
     body: bytes
     status: DeliveryStatus = "pending"
     last_error: str | None = None
+    action: str = ""
+    sync_scope: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityClaim:
+    """`value` (an identifier of `kind`) belongs to Segment user `user_id`."""
+
+    kind: str
+    value: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConflict:
+    kind: str
+    value: str
+    kept_user_id: str
+    claimed_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMembership:
+    group_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceChange:
+    user_id: str
+    audience_key: str
+    member: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +115,14 @@ class FlowSkip:
 
 @dataclass(frozen=True, slots=True)
 class DispatchResult:
+    """Everything routing one inbox event produced; written in one transaction."""
+
     inbox_id: str
     deliveries: list[NewDelivery] = field(default_factory=list)
     filtered: list[FlowSkip] = field(default_factory=list)
+    claims: list[IdentityClaim] = field(default_factory=list)
+    groups: list[GroupMembership] = field(default_factory=list)
+    audiences: list[AudienceChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +143,7 @@ class Delivery:
     last_status_code: int | None
     last_error: str | None
     last_response: str | None = None
+    action: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +184,20 @@ class Store(Protocol):
     async def quarantine(self, event: NewQuarantined) -> Accepted: ...
 
     async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]: ...
-    async def record_dispatch(self, results: list[DispatchResult], now: float) -> None: ...
+    async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
+        """Write deliveries, filter outcomes, identity claims and audience changes; mark events dispatched.
+        Returns the identity claims that contradicted an earlier one (kept: the earlier)."""
+        ...
+
+    async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
+        """The content hash last delivered for each scope that has one."""
+        ...
+
+    async def resolve_identities(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The Segment userId each (kind, value) identifier is linked to, where known."""
+        ...
+
+    async def audience_memberships(self, user_id: str) -> dict[str, bool]: ...
 
     async def claim_deliveries(
         self, destination: str, limit: int, now: float, lease_seconds: float

@@ -32,6 +32,8 @@ from fsbridge.store.base import (
     Delivery,
     DeliveryUpdate,
     DispatchResult,
+    IdentityClaim,
+    IdentityConflict,
     InboxEvent,
     NewInboxEvent,
     NewQuarantined,
@@ -46,7 +48,7 @@ SCHEMA_VERSION = 1
 
 _DELIVERY_COLUMNS = (
     "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
-    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response"
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action"
 )
 
 
@@ -342,19 +344,21 @@ class SQLiteStore:
 
         return await self._write(write)
 
-    async def record_dispatch(self, results: list[DispatchResult], now: float) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+    async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
+        def write(conn: sqlite3.Connection) -> list[IdentityConflict]:
+            conflicts: list[IdentityConflict] = []
             for result in results:
-                received_at = conn.execute("SELECT received_at FROM inbox WHERE id = ?", (result.inbox_id,)).fetchone()
-                received = received_at[0] if received_at else now
+                row = conn.execute("SELECT received_at FROM inbox WHERE id = ?", (result.inbox_id,)).fetchone()
+                received = row[0] if row else now
                 for d in result.deliveries:
                     conn.execute(
                         "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
-                        " created_at, received_at, retry_started_at, next_attempt_at, last_error)"
+                        " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
+                        " sync_scope, content_hash)"
                         " VALUES (?, ?, ?, ?, ?, ?,"
                         "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
                         "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
-                        "  ?, ?, ?, ?, ?)"
+                        "  ?, ?, ?, ?, ?, ?, ?, ?)"
                         " ON CONFLICT (message_id) DO NOTHING",
                         (
                             _new_id("dlv"),
@@ -371,6 +375,9 @@ class SQLiteStore:
                             now,
                             now,
                             d.last_error,
+                            d.action,
+                            d.sync_scope,
+                            d.content_hash,
                         ),
                     )
                 for skip in result.filtered:
@@ -379,12 +386,66 @@ class SQLiteStore:
                         " VALUES (?, ?, 'filtered', ?, ?)",
                         (result.inbox_id, skip.flow, skip.reason, now),
                     )
+                conflicts += [c for claim in result.claims if (c := _claim(conn, claim, now)) is not None]
+                for group in result.groups:
+                    conn.execute(
+                        "INSERT INTO group_members (group_id, user_id, last_seen) VALUES (?, ?, ?)"
+                        " ON CONFLICT (group_id, user_id) DO UPDATE SET last_seen = excluded.last_seen",
+                        (group.group_id, group.user_id, now),
+                    )
+                for change in result.audiences:
+                    conn.execute(
+                        "INSERT INTO audience_membership (user_id, audience_key, member, updated_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, audience_key) DO UPDATE"
+                        " SET member = excluded.member, updated_at = excluded.updated_at",
+                        (change.user_id, change.audience_key, int(change.member), now),
+                    )
                 conn.execute(
                     "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
                     (now, result.inbox_id),
                 )
+            return conflicts
 
-        await self._write(write)
+        return await self._write(write)
+
+    async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
+        if not scopes:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(scopes))
+            rows = conn.execute(
+                f"SELECT scope, content_hash FROM sync_snapshots WHERE scope IN ({marks})",  # noqa: S608
+                scopes,
+            ).fetchall()
+            return dict(rows)
+
+        return await self._read(read)
+
+    async def resolve_identities(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+            found: dict[tuple[str, str], str] = {}
+            for kind, value in set(keys):
+                row = conn.execute(
+                    "SELECT user_id FROM identity_links WHERE kind = ? AND value = ?", (kind, value)
+                ).fetchone()
+                if row is not None:
+                    found[(kind, value)] = row[0]
+            return found
+
+        return await self._read(read)
+
+    async def audience_memberships(self, user_id: str) -> dict[str, bool]:
+        def read(conn: sqlite3.Connection) -> dict[str, bool]:
+            rows = conn.execute(
+                "SELECT audience_key, member FROM audience_membership WHERE user_id = ?", (user_id,)
+            ).fetchall()
+            return {key: bool(member) for key, member in rows}
+
+        return await self._read(read)
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -420,6 +481,15 @@ class SQLiteStore:
                         u.delivery_id,
                     ),
                 )
+                if u.status == "delivered":
+                    conn.execute(
+                        "INSERT INTO sync_snapshots (scope, content_hash, synced_at)"
+                        " SELECT sync_scope, content_hash, ? FROM deliveries"
+                        " WHERE id = ? AND sync_scope IS NOT NULL AND content_hash IS NOT NULL"
+                        " ON CONFLICT (scope) DO UPDATE SET content_hash = excluded.content_hash,"
+                        " synced_at = excluded.synced_at",
+                        (u.attempt.attempted_at if u.attempt else u.next_attempt_at, u.delivery_id),
+                    )
                 if u.attempt is not None:
                     a = u.attempt
                     conn.execute(
@@ -568,6 +638,24 @@ class SQLiteStore:
         return await self._read(_stats)
 
 
+def _claim(conn: sqlite3.Connection, claim: IdentityClaim, now: float) -> IdentityConflict | None:
+    """Link `claim.value` to its user, unless another user claimed it first (then: a conflict)."""
+    row = conn.execute(
+        "INSERT INTO identity_links (kind, value, user_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (kind, value) DO UPDATE SET last_seen = excluded.last_seen"
+        " RETURNING user_id",
+        (claim.kind, claim.value, claim.user_id, now, now),
+    ).fetchone()
+    kept = row[0]
+    if kept == claim.user_id:
+        return None
+    conn.execute(
+        "INSERT INTO identity_conflicts (kind, value, kept_user_id, claimed_by, seen_at) VALUES (?, ?, ?, ?, ?)",
+        (claim.kind, claim.value, kept, claim.user_id, now),
+    )
+    return IdentityConflict(claim.kind, claim.value, kept, claim.user_id)
+
+
 def _increment(conn: sqlite3.Connection, name: str, key: str) -> None:
     conn.execute(
         "INSERT INTO counters (name, key, value) VALUES (?, ?, 1)"
@@ -627,6 +715,8 @@ def _stats(conn: sqlite3.Connection) -> dict[str, Any]:
     ):
         bucket(by_flow, flow, FLOW_COUNTS)["filtered"] += count
 
+    links = conn.execute("SELECT COUNT(*) FROM identity_links").fetchone()[0]
+    conflicts = conn.execute("SELECT COUNT(*) FROM identity_conflicts").fetchone()[0]
     totals = dict.fromkeys((*SOURCE_COUNTS, *FLOW_COUNTS), 0)
     for counts in by_source.values():
         for key in SOURCE_COUNTS:
@@ -634,4 +724,10 @@ def _stats(conn: sqlite3.Connection) -> dict[str, Any]:
     for counts in by_flow.values():
         for key in FLOW_COUNTS:
             totals[key] += counts[key]
-    return {"totals": totals, "by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}
+    return {
+        "totals": totals,
+        "by_source": by_source,
+        "by_flow": by_flow,
+        "by_destination": by_destination,
+        "identity": {"links": links, "conflicts": conflicts},
+    }

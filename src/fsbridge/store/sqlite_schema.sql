@@ -45,7 +45,10 @@ CREATE TABLE deliveries (
     last_status_code INTEGER,
     last_error       TEXT,
     last_response    TEXT,                           -- first 2 KiB of the last response
-    delivered_at     REAL
+    delivered_at     REAL,
+    action           TEXT NOT NULL DEFAULT '',       -- track, identify, users.create, users.delete
+    sync_scope       TEXT,                           -- e.g. fullstory.users:<uid>, for redundant-call suppression
+    content_hash     TEXT
 );
 CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_by_status ON deliveries (status, created_at);
@@ -82,4 +85,45 @@ CREATE TABLE destination_state (
     name          TEXT PRIMARY KEY,
     parked_reason TEXT,
     parked_at     REAL
+);
+
+-- The last content successfully synced per scope (a Fullstory uid): an identical update is not sent again.
+CREATE TABLE sync_snapshots (
+    scope        TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    synced_at    REAL NOT NULL
+);
+
+-- Which Segment userId an identifier belongs to; the first claim wins, later contrary claims are conflicts.
+CREATE TABLE identity_links (
+    kind       TEXT NOT NULL,   -- anonymous_id | email | email_sha256 | fullstory_uid
+    value      TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+
+CREATE TABLE identity_conflicts (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    kept_user_id TEXT NOT NULL,
+    claimed_by   TEXT NOT NULL,
+    seen_at      REAL NOT NULL
+);
+
+CREATE TABLE group_members (
+    group_id  TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+);
+
+CREATE TABLE audience_membership (
+    user_id      TEXT NOT NULL,
+    audience_key TEXT NOT NULL,
+    member       INTEGER NOT NULL,
+    updated_at   REAL NOT NULL,
+    PRIMARY KEY (user_id, audience_key)
 );

@@ -21,6 +21,7 @@ class SendResult:
     error: str | None = None
     response_excerpt: str | None = None
     retry_after: str | None = None
+    already_done: bool = False  # the status says failure, but the goal is met (deleting a user already gone)
 
 
 class Destination(Protocol):

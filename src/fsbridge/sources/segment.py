@@ -1,0 +1,37 @@
+"""Segment payload rules: what a Spec message must have to be accepted, how it is identified for
+de-duplication (messageId), and how a Webhooks (Actions) array splits into messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsbridge.sources.fullstory import ShapeError
+
+SOURCE = "segment"
+SPEC_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias", "delete"})
+MAX_MESSAGE_ID = 200
+
+
+def messages_of(payload: Any) -> list[Any]:
+    """The messages of a request: one object, or each element of a JSON array."""
+    if isinstance(payload, list):
+        if not payload:
+            raise ShapeError("An empty JSON array carries no Segment message.")
+        return payload
+    return [payload]
+
+
+def message_kind(message: Any) -> tuple[str, str | None]:
+    """(`type`, `messageId` or None) of one Spec message, or ShapeError."""
+    if not isinstance(message, dict):
+        raise ShapeError("A Segment message must be a JSON object.")
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind.strip():
+        raise ShapeError("A Segment message needs a string `type` (identify, track, page, ...).")
+    kind = kind.strip().lower()
+    if kind not in SPEC_TYPES:
+        raise ShapeError(f"`type` {kind!r} is not a Segment Spec type ({', '.join(sorted(SPEC_TYPES))}).")
+    message_id = message.get("messageId")
+    if isinstance(message_id, str) and 0 < len(message_id) <= MAX_MESSAGE_ID:
+        return kind, f"messageId:{message_id}"
+    return kind, None

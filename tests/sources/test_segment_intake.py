@@ -1,0 +1,161 @@
+"""POST /webhooks/segment: classic (one message), Actions (one or an array), destination functions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.conftest import OLD_SEGMENT_SECRET, SEGMENT_SECRET, SEGMENT_TOKEN, Bridge, start_bridge
+
+
+def identify(n: int = 1, **traits: Any) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "messageId": f"msg-{n}",
+        "userId": f"u{n}",
+        "anonymousId": f"anon-{n}",
+        "traits": {"email": f"User{n}@Example.com", "plan": "pro", **traits},
+        "timestamp": "2026-11-26T10:15:02.120Z",
+    }
+
+
+class TestSigning:
+    async def test_classic_single_message_signed(self, bridge: Bridge) -> None:
+        """A single message with a valid X-Signature is stored and answered 202."""
+        response = await bridge.post_segment(identify())
+        assert 202 == response.status_code, response.text
+        stored = await bridge.runtime.store.get_inbox_event(response.json()["id"])
+        assert stored is not None
+        assert ("segment", "identify", "messageId:msg-1") == (stored.source, stored.kind, stored.dedup_key)
+
+    async def test_rotated_secret(self, bridge: Bridge) -> None:
+        """A signature with the previous shared secret is accepted during rotation."""
+        assert 202 == (await bridge.post_segment(identify(), secret=OLD_SEGMENT_SECRET)).status_code
+
+    async def test_actions_array_of_one_signed_over_its_element(self, bridge: Bridge) -> None:
+        """An Actions array of one message is verified over the exact bytes of that element."""
+        element = b'{"type":"track","event":"Order Completed","userId":"u1","messageId":"m-arr"}'
+        body = b"[" + element + b"]"
+        signature = hmac.new(SEGMENT_SECRET.encode(), element, hashlib.sha1).hexdigest()
+        response = await bridge.client.post(
+            "/webhooks/segment", content=body, headers={"Content-Type": "application/json", "X-Signature": signature}
+        )
+        assert 202 == response.status_code, response.text
+
+    async def test_signed_array_of_many_is_refused_with_a_reason(self, bridge: Bridge) -> None:
+        """An array of several messages signed only with X-Signature answers 401 and says to use the token."""
+        response = await bridge.post_segment([identify(1), identify(2)])
+        assert 401 == response.status_code
+        message = response.json()["error"]["message"]
+        assert "first message" in message
+        assert "FSBRIDGE_SEGMENT_WEBHOOK_TOKENS" in message
+        assert {} == (await bridge.runtime.store.stats())["by_source"]
+
+    async def test_array_with_bearer_token_is_split_into_messages(self, bridge: Bridge) -> None:
+        """With the bearer token an array is accepted; each message is stored and de-duplicated on its own."""
+        response = await bridge.post_segment([identify(1), identify(2), identify(3)], token=SEGMENT_TOKEN)
+        assert 202 == response.status_code
+        body = response.json()
+        assert 3 == len(body["ids"])
+        assert 0 == body["duplicates"]
+        assert body["id"] == body["ids"][0]
+        again = (await bridge.post_segment([identify(3), identify(4)], token=SEGMENT_TOKEN)).json()
+        assert 1 == again["duplicates"]
+        assert body["ids"][2] == again["ids"][0]
+
+    async def test_destination_function_with_bearer(self, bridge: Bridge) -> None:
+        """A destination function that forwards one event with Authorization: Bearer is accepted."""
+        assert 202 == (await bridge.post_segment(identify(), token=SEGMENT_TOKEN)).status_code
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"X-Signature": "00" * 20},
+            {"X-Signature": ""},
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Basic {SEGMENT_TOKEN}"},
+        ],
+    )
+    async def test_bad_or_missing_credentials(self, bridge: Bridge, headers: dict[str, str]) -> None:
+        """A wrong or missing signature, or a wrong token, answers 401."""
+        response = await bridge.client.post(
+            "/webhooks/segment",
+            content=orjson.dumps(identify()),
+            headers={"Content-Type": "application/json", **headers},
+        )
+        assert 401 == response.status_code
+
+    async def test_signature_over_reserialised_json_fails(self, bridge: Bridge) -> None:
+        """The signature is checked on the raw bytes: one extra space in the body breaks it."""
+        body = orjson.dumps(identify())
+        signature = hmac.new(SEGMENT_SECRET.encode(), body, hashlib.sha1).hexdigest()
+        response = await bridge.client.post(
+            "/webhooks/segment",
+            content=body.replace(b'"type":', b'"type": '),
+            headers={"Content-Type": "application/json", "X-Signature": signature},
+        )
+        assert 401 == response.status_code
+
+    async def test_unconfigured_is_503(self, tmp_path: Path) -> None:
+        """With neither secrets nor tokens configured, Segment webhooks answer 503 naming the variable."""
+        b = await start_bridge(tmp_path, segment_webhook_secrets=(), segment_webhook_tokens=())
+        try:
+            response = await b.post_segment(identify())
+            assert 503 == response.status_code
+            assert "FSBRIDGE_SEGMENT_WEBHOOK_SECRETS" in response.json()["error"]["message"]
+        finally:
+            await b.client.aclose()
+            await b.runtime.stop()
+
+
+class TestMessages:
+    @pytest.mark.parametrize("kind", ["identify", "track", "page", "screen", "group", "alias", "delete"])
+    async def test_every_spec_type_is_accepted(self, bridge: Bridge, kind: str) -> None:
+        """Each Spec type answers 202 and is stored under its type."""
+        message = {"type": kind, "messageId": f"m-{kind}", "userId": "u1", "event": "X", "groupId": "g"}
+        response = await bridge.post_segment(message)
+        assert 202 == response.status_code
+        stored = await bridge.runtime.store.get_inbox_event(response.json()["id"])
+        assert stored is not None
+        assert kind == stored.kind
+
+    async def test_duplicate_message_id(self, bridge: Bridge) -> None:
+        """A redelivery with the same messageId answers 202 duplicate, even if Segment re-stamped it."""
+        first = (await bridge.post_segment(identify())).json()
+        second = (await bridge.post_segment({**identify(), "sentAt": "2026-11-26T11:00:00Z"})).json()
+        assert {"status": "accepted", "id": first["id"], "duplicate": True} == second
+
+    @pytest.mark.parametrize(
+        ("message", "reason"),
+        [
+            ({"userId": "u1", "traits": {}}, "needs a string `type`"),
+            ({"type": "", "userId": "u1"}, "needs a string `type`"),
+            ({"type": "pageview", "userId": "u1"}, "is not a Segment Spec type"),
+            ([], "empty JSON array"),
+            ("hello", "must be a JSON object"),
+        ],
+    )
+    async def test_malformed_messages_are_quarantined(self, bridge: Bridge, message: Any, reason: str) -> None:
+        """A message without a usable type answers 422 and is kept in quarantine with the reason."""
+        response = await bridge.post_segment(message)
+        assert 422 == response.status_code
+        assert reason in response.json()["error"]["message"]
+        [item] = await bridge.runtime.store.list_quarantine(10)
+        assert reason in item.error
+
+    async def test_mixed_array_keeps_everything(self, bridge: Bridge) -> None:
+        """In an array, good messages are stored and bad ones quarantined; the answer is 422 listing both."""
+        response = await bridge.post_segment([identify(1), {"userId": "u2"}], token=SEGMENT_TOKEN)
+        assert 422 == response.status_code
+        error = response.json()["error"]
+        assert 1 == len(error["accepted_ids"])
+        assert 1 == len(error["quarantine_ids"])
+        assert "1 of 2 messages" in error["message"]
+        stats = (await bridge.runtime.store.stats())["by_source"]["segment"]
+        assert {"received": 2, "duplicate": 0, "quarantined": 1} == stats
