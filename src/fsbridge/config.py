@@ -53,6 +53,7 @@ class IdentityConfig(_Strict):
     )
     fullstory_uid_prefix: str = ""
     hash_emails: bool = False
+    lookup_fullstory_users: bool = True  # ask Fullstory for the uid of an email no Segment call linked yet
 
 
 class FrustrationFlowConfig(_Strict):

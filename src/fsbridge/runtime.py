@@ -21,6 +21,7 @@ from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
+from fsbridge.targets.fullstory_lookups import FullstoryLookups
 from fsbridge.targets.segment import SegmentDestination
 
 log = get_logger(__name__)
@@ -72,6 +73,7 @@ class Runtime:
             poll_interval=config.worker.poll_interval_seconds,
             lease_seconds=config.worker.lease_seconds,
             dispatch_batch=config.worker.dispatch_batch,
+            lookups=self._lookups(transport),
         )
         self.receiver = Receiver(settings, self.store, self.clock, on_stored=self.worker.notify_inbox)
 
@@ -103,6 +105,15 @@ class Runtime:
                 concurrency=fullstory.concurrency,
             ),
         }
+
+    def _lookups(self, transport: httpx.AsyncBaseTransport | None) -> FullstoryLookups | None:
+        """Fullstory look-ups, only when sending to Fullstory for real is allowed (never in dry-run)."""
+        key = self.settings.fullstory_api_key
+        if key is None or not self.config.identity.lookup_fullstory_users or self.settings.is_dry_run("fullstory"):
+            return None
+        timeout = self.config.destinations.fullstory.timeout_seconds
+        client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
+        return FullstoryLookups(client, api_url=self.settings.fullstory_api_url, api_key=key)
 
     def _refuse_sending_without_credentials(self) -> None:
         if self.settings.dry_run is not False:
@@ -148,6 +159,8 @@ class Runtime:
         await self.worker.stop()
         for destination in self.destinations.values():
             await destination.aclose()
+        if self.worker.lookups is not None:
+            await self.worker.lookups.aclose()
         await self.store.close()
 
     async def resume_destination(self, name: str) -> int:

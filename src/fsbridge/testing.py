@@ -12,7 +12,7 @@ import orjson
 
 from fsbridge.sources.signatures import sign_fullstory
 
-Scripted = int | tuple[int, dict[str, str]] | Exception
+Scripted = int | tuple[int, dict[str, str]] | Exception | httpx.Response
 
 
 @dataclass
@@ -31,6 +31,8 @@ class FakeUpstream:
         outcome = self.script.pop(0) if self.script else self.default
         if isinstance(outcome, Exception):
             raise outcome
+        if isinstance(outcome, httpx.Response):
+            return outcome
         status, headers = outcome if isinstance(outcome, tuple) else (outcome, {})
         body = {"success": True} if status < 300 else {"code": "error", "message": f"scripted {status}"}
         return httpx.Response(status, json=body, headers=headers)

@@ -82,6 +82,21 @@ class IdentityRules:
         group_id = group_id or _text(lookup(message, "context.groupId"))
         return [GroupMembership(group_id, user_id)] if user_id and group_id else []
 
+    def user_id_for_uid(self, uid: str) -> str | None:
+        """The Segment userId behind a Fullstory uid (None when the uid lacks the configured prefix)."""
+        prefix = self.config.fullstory_uid_prefix
+        if not uid.startswith(prefix) or len(uid) == len(prefix):
+            return None
+        return uid[len(prefix) :]
+
+    def fullstory_email(self, envelope: Envelope) -> str | None:
+        """The normalised email a Fullstory payload carries, if any."""
+        for path in self.config.fullstory_email_paths:
+            email = normalise_email(lookup(envelope.payload, path))
+            if email:
+                return email
+        return None
+
     def lookup_keys(self, envelope: Envelope) -> list[tuple[str, str]]:
         """For a Fullstory event without a user id: the identifiers that may resolve it, best first."""
         if self.fullstory_user_id.resolve(envelope) is not MISSING:
@@ -91,8 +106,7 @@ class IdentityRules:
             anonymous_id = _text(lookup(envelope.payload, path))
             if anonymous_id:
                 keys.append(("anonymous_id", anonymous_id))
-        for path in self.config.fullstory_email_paths:
-            email = normalise_email(lookup(envelope.payload, path))
-            if email:
-                keys += self.email_keys(email)
+        email = self.fullstory_email(envelope)
+        if email:
+            keys += self.email_keys(email)
         return keys

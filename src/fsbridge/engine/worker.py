@@ -17,8 +17,9 @@ from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_af
 from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
 from fsbridge.sources.fullstory import STREAM_SOURCE, SYSTEM_SOURCE
-from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, Store
+from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, IdentityClaim, Store
 from fsbridge.targets import Destination, SendResult
+from fsbridge.targets.fullstory_lookups import FullstoryLookups, LookupUnavailableError
 
 log = get_logger(__name__)
 
@@ -35,8 +36,10 @@ class Worker:
         poll_interval: float = 0.5,
         lease_seconds: float = 60.0,
         dispatch_batch: int = 500,
+        lookups: FullstoryLookups | None = None,
     ) -> None:
         self.store = store
+        self.lookups = lookups
         self.router = router
         self.destinations = dict(destinations)
         self.policy = policy
@@ -71,8 +74,10 @@ class Worker:
         events = await self.store.claim_inbox(self.dispatch_batch, now, self.lease_seconds)
         if not events:
             return 0
-        envelopes = await self._resolve_identities([envelope_of(event) for event in events])
+        envelopes, learned = await self._resolve_identities([envelope_of(event) for event in events])
         results = [self.router.route(envelope) for envelope in envelopes]
+        for result in results:
+            result.claims.extend(learned.get(result.inbox_id, []))
         scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
         results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
         conflicts = await self.store.record_dispatch(results, self.clock.now())
@@ -97,19 +102,55 @@ class Worker:
         )
         return len(events)
 
-    async def _resolve_identities(self, envelopes: list[Envelope]) -> list[Envelope]:
-        """Fullstory events without a user id get the Segment userId their email or anonymous id links to."""
+    async def _resolve_identities(
+        self, envelopes: list[Envelope]
+    ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
+        """Fullstory events without a user id get the Segment userId their email or anonymous id links
+        to; an email no link knows is looked up in Fullstory when look-ups are on. Returns the
+        envelopes and, per event, the links learned from Fullstory."""
         rules = self.router.identity
         wanted = {e.event_id: rules.lookup_keys(e) for e in envelopes if e.source in (STREAM_SOURCE, SYSTEM_SOURCE)}
         keys = [key for event_keys in wanted.values() for key in event_keys]
         if not keys:
-            return envelopes
+            return envelopes, {}
         found = await self.store.resolve_identities(keys)
+        unresolved = {
+            e.event_id: email
+            for e in envelopes
+            if wanted.get(e.event_id)
+            and not any(k in found for k in wanted[e.event_id])
+            and (email := rules.fullstory_email(e)) is not None
+        }
+        from_fullstory = await self._look_up_emails(set(unresolved.values()))
+        learned: dict[str, list[IdentityClaim]] = {}
         resolved = []
         for envelope in envelopes:
             user_id = next((found[k] for k in wanted.get(envelope.event_id, []) if k in found), None)
+            email = unresolved.get(envelope.event_id)
+            if user_id is None and email is not None and (user_id := from_fullstory.get(email)) is not None:
+                learned[envelope.event_id] = [
+                    IdentityClaim(kind, value, user_id) for kind, value in rules.email_keys(email)
+                ]
             resolved.append(replace(envelope, resolved_user_id=user_id) if user_id else envelope)
-        return resolved
+        return resolved, learned
+
+    async def _look_up_emails(self, emails: set[str]) -> dict[str, str]:
+        if self.lookups is None or not emails:
+            return {}
+        lookups, rules = self.lookups, self.router.identity
+        gate = asyncio.Semaphore(4)
+
+        async def one(email: str) -> tuple[str, str | None]:
+            async with gate:
+                try:
+                    uid = await lookups.uid_for_email(email)
+                except LookupUnavailableError as exc:
+                    log.warning("identity.lookup_failed", error=str(exc))
+                    return email, None
+            return email, rules.user_id_for_uid(uid) if uid else None
+
+        answers = await asyncio.gather(*(one(email) for email in sorted(emails)))
+        return {email: user_id for email, user_id in answers if user_id is not None}
 
     async def deliver_once(self, name: str) -> int:
         """Claim and send one round of due deliveries for a destination; returns how many."""
