@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 from pydantic import SecretStr
-from tenacity import RetryCallState
+from tenacity import AsyncRetrying, RetryCallState
 
 from fsbridge.targets.fullstory_lookups import FullstoryLookups, LookupUnavailableError
 from fsbridge.testing import FakeUpstream
@@ -71,7 +71,7 @@ def test_wait_honours_a_short_retry_after_within_the_cap() -> None:
     """The wait between attempts is Retry-After when given, else exponential, never above the cap."""
     client = httpx.AsyncClient()
     look = FullstoryLookups(client, api_url="https://x", api_key=SecretStr("K"), max_wait_seconds=2.0)
-    state = RetryCallState(None, None, (), {})
+    state = RetryCallState(AsyncRetrying(), None, (), {})
     state.attempt_number = 1
     state.set_exception((LookupUnavailableError, LookupUnavailableError("429", retry_after=1.5), None))
     assert 1.5 == look._wait(state)
