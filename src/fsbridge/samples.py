@@ -1,5 +1,6 @@
 """Sample webhooks that `fsbridge send-sample` posts, correctly signed, so a new user sees the
-whole path work: Streams frustration clicks (bearer token) and system webhooks (signature)."""
+whole path work: Streams frustration clicks (bearer token), system webhooks (signature) and a
+Segment identify (X-Signature)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 
 from fsbridge.settings import Settings
-from fsbridge.sources.signatures import sign_fullstory
+from fsbridge.sources.signatures import sign_fullstory, sign_segment
 
 SAMPLE_ORG = "o-1ABC-na1"
 
@@ -91,9 +92,35 @@ def _system(payload: Callable[[], dict[str, Any]]) -> Callable[[Settings, float]
     return build
 
 
+def _identify(settings: Settings, now: float) -> SampleRequest:
+    body = orjson.dumps(
+        {
+            "type": "identify",
+            "messageId": f"sample-{secrets.token_hex(8)}",
+            "userId": "u_1842",
+            "anonymousId": "9f1f3c2e-6d3a-4b7e-9b1a-0f4c2d7e8a11",
+            "traits": {
+                "email": "Ada.Lovelace@Example.com",
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "plan": "enterprise",
+                "createdAt": "2024-03-01T10:00:00Z",
+            },
+            "timestamp": _now_iso(),
+        }
+    )
+    headers = {"Content-Type": "application/json"}
+    if settings.segment_webhook_secrets:
+        headers["X-Signature"] = sign_segment(body, settings.segment_webhook_secrets[0].get_secret_value())
+    elif settings.segment_webhook_tokens:
+        headers["Authorization"] = f"Bearer {settings.segment_webhook_tokens[0].get_secret_value()}"
+    return SampleRequest("/webhooks/segment", body, headers)
+
+
 SAMPLES: dict[str, Callable[[Settings, float], SampleRequest]] = {
     "rage_click": _stream("rage-click"),
     "dead_click": _stream("dead_click"),
     "error_click": _stream("ErrorClick"),
     "note_created": _system(_note_created),
+    "identify": _identify,
 }
