@@ -18,6 +18,7 @@ from fsbridge.app import create_app
 from fsbridge.clock import FrozenClock
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.retry import RetryPolicy
+from fsbridge.flows import Flow, build_flows
 from fsbridge.runtime import Runtime
 from fsbridge.settings import Settings
 from fsbridge.sources.signatures import sign_segment
@@ -54,6 +55,11 @@ RAGE_CLICK: dict[str, Any] = {
     "session_url": "https://app.fullstory.com/ui/o-1ABC/session/5557778531805533%3A6915774531905556",
     "stream": {"name": "frustration"},
 }
+
+
+def flow_named(name: str, config: FsbridgeConfig | None = None) -> Flow:
+    """One compiled flow of a configuration (the defaults when none is given)."""
+    return next(flow for flow in build_flows(config or FsbridgeConfig()) if flow.name == name)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fsbridge.errors import ConfigError
 
@@ -85,10 +85,57 @@ class DeletionFlowConfig(_Strict):
     enabled: bool = True
 
 
-class FlowsConfig(_Strict):
+Source = Literal["fullstory", "fullstory_stream", "segment"]
+TargetName = Literal[
+    "segment.track",
+    "segment.identify",
+    "fullstory.event",
+    "fullstory.user",
+    "fullstory.delete_user",
+    "slack.message",
+]
+
+
+class TriggerSpec(_Strict):
+    source: Source
+    kinds: list[str] = Field(default_factory=list)
+
+
+class FlowSpec(_Strict):
+    """One user-defined flow (see fsbridge.flows.spec and the README)."""
+
+    enabled: bool = True
+    description: str = ""
+    trigger: TriggerSpec
+    when: list[Any] = Field(default_factory=list)
+    sample: float | None = Field(default=None, gt=0, le=1)
+    max_per_minute: int | None = Field(default=None, ge=1)
+    skip_unchanged: bool = False
+    target: TargetName
+    mapping: dict[str, Any]
+
+    @field_validator("mapping")
+    @classmethod
+    def _not_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            msg = "a mapping needs at least one output field"
+            raise ValueError(msg)
+        return value
+
+
+class FlowsConfig(BaseModel):
+    """The built-in flows' options, and any number of user-defined flows under other names."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FlowSpec] = Field(init=False)
+
     frustration_to_segment_track: FrustrationFlowConfig = Field(default_factory=FrustrationFlowConfig)
     segment_identify_to_fullstory_user: IdentifyFlowConfig = Field(default_factory=IdentifyFlowConfig)
     segment_delete_to_fullstory_user: DeletionFlowConfig = Field(default_factory=DeletionFlowConfig)
+
+    @property
+    def custom(self) -> dict[str, FlowSpec]:
+        return dict(self.__pydantic_extra__ or {})
 
 
 class FsbridgeConfig(_Strict):
@@ -130,18 +177,27 @@ def parse_config(text: str, name: str = "<config>") -> FsbridgeConfig:
     if not isinstance(data, dict):
         raise ConfigError([f"{name}:1: the configuration must be a mapping of sections."])
     try:
-        return FsbridgeConfig.model_validate(data)
+        config = FsbridgeConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
-            line = _line_of(root, loc)
-            where = ".".join(loc) or "(top level)"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = f"unknown setting '{loc[-1]}'"
-            problems.append(f"{name}:{line}: {where}: {message}")
+            problems.append(_located(name, root, loc, message))
         raise ConfigError(problems) from exc
+    # Imported here: the flow compiler imports this module.
+    from fsbridge.flows import check_flows
+
+    flow_problems = check_flows(config)
+    if flow_problems:
+        raise ConfigError([_located(name, root, [str(p) for p in loc], message) for loc, message in flow_problems])
+    return config
+
+
+def _located(name: str, root: Any, loc: list[str], message: str) -> str:
+    return f"{name}:{_line_of(root, loc)}: {'.'.join(loc) or '(top level)'}: {message}"
 
 
 def _line_of(node: Any, loc: list[str]) -> int:

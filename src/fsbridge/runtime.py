@@ -23,6 +23,7 @@ from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.fullstory_lookups import FullstoryLookups
 from fsbridge.targets.segment import SegmentDestination
+from fsbridge.targets.slack import SlackDestination
 
 log = get_logger(__name__)
 
@@ -103,6 +104,11 @@ class Runtime:
                 api_key=self.settings.fullstory_api_key,
                 dry_run=self.settings.is_dry_run("fullstory"),
                 concurrency=fullstory.concurrency,
+            ),
+            "slack": SlackDestination(
+                client(10.0, 1),
+                webhook_url=self.settings.slack_webhook_url,
+                dry_run=self.settings.is_dry_run("slack"),
             ),
         }
 

@@ -9,14 +9,14 @@ import orjson
 import pytest
 
 from fsbridge import __version__
-from fsbridge.config import FrustrationFlowConfig
+from fsbridge.config import FsbridgeConfig
 from fsbridge.envelope import Envelope
 from fsbridge.flows.base import stable_message_id
-from fsbridge.flows.frustration import NAME, frustration_to_segment_track
 from fsbridge.sources.fullstory import stream_kind
-from tests.conftest import RAGE_CLICK, Bridge
+from tests.conftest import RAGE_CLICK, Bridge, flow_named
 
-FLOW = frustration_to_segment_track(FrustrationFlowConfig())
+NAME = "frustration_to_segment_track"
+FLOW = flow_named(NAME)
 RECEIVED_AT = 1_795_000_000.5
 
 
@@ -137,9 +137,10 @@ def test_other_event_types_are_filtered_with_a_reason() -> None:
 
 def test_signals_and_names_come_from_config() -> None:
     """The config chooses which signals the flow sends and under which event names."""
-    flow = frustration_to_segment_track(
-        FrustrationFlowConfig(signals=["rage_click"], event_names={"rage_click": "Rage Click"})
+    config = FsbridgeConfig.model_validate(
+        {"flows": {NAME: {"signals": ["rage_click"], "event_names": {"rage_click": "Rage Click"}}}}
     )
+    flow = flow_named(NAME, config)
     assert flow.held_back_by(envelope({"event": {"event_type": "dead-click"}})) is not None
     assert "Rage Click" == orjson.loads(flow.render(envelope(RAGE_CLICK)))["event"]
 

@@ -13,13 +13,11 @@ import respx
 from pydantic import SecretStr
 from segment.analytics import Client
 
-from fsbridge.config import FrustrationFlowConfig
 from fsbridge.envelope import Envelope
-from fsbridge.flows.frustration import frustration_to_segment_track
 from fsbridge.sources.fullstory import stream_kind
 from fsbridge.store import Delivery
 from fsbridge.targets.segment import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, SegmentDestination, SegmentIdentify
-from tests.conftest import RAGE_CLICK
+from tests.conftest import RAGE_CLICK, flow_named
 
 
 def delivery(n: int, body: bytes, send_alone: bool = False) -> Delivery:
@@ -111,7 +109,7 @@ class TestConformance:
         """For the same track, fsbridge's message has the fields and types segment-analytics-python produces."""
         payload = RAGE_CLICK if with_user else {**RAGE_CLICK, "user": {"user_email": "a@b.co"}}
         env = Envelope("evt", "fullstory_stream", "s", stream_kind(payload), "k", 1_795_000_000.0, payload)
-        ours = orjson.loads(frustration_to_segment_track(FrustrationFlowConfig()).render(env))
+        ours = orjson.loads(flow_named("frustration_to_segment_track").render(env))
 
         official = Client(write_key="wk", send=False, sync_mode=True)
         ok, theirs = official.track(

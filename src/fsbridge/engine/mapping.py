@@ -183,6 +183,15 @@ class StableId:
 MappingSpec = Mapping[str, "Directive | MappingSpec"]
 
 
+@dataclass(frozen=True)
+class Filter:
+    """A named predicate; `explain` says why an envelope was held back (it shows in logs and stats)."""
+
+    name: str
+    test: Callable[[Envelope], bool]
+    explain: Callable[[Envelope], str]
+
+
 def resolve(mapping: MappingSpec, envelope: Envelope) -> dict[str, Any]:
     """Evaluate every directive of `mapping` against `envelope`."""
     out: dict[str, Any] = {}

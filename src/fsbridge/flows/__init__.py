@@ -1,24 +1,45 @@
-"""The business flows. `build_flows(config)` returns the enabled ones, in a fixed order."""
+"""The business flows: the built-in ones and those defined in the configuration, all compiled from
+the same flow language. `build_flows(config)` returns the enabled ones, built-in first."""
 
 from __future__ import annotations
 
-from fsbridge.config import FsbridgeConfig
+from fsbridge.config import FlowSpec, FsbridgeConfig
+from fsbridge.engine.language import LanguageError, Loc
 from fsbridge.flows.base import Flow
-from fsbridge.flows.deletion import segment_delete_to_fullstory_user
-from fsbridge.flows.frustration import frustration_to_segment_track
-from fsbridge.flows.identify import segment_identify_to_fullstory_user
+from fsbridge.flows.builtin import DELETION, FRUSTRATION, IDENTIFY, deletion_spec, frustration_spec, identify_spec
+from fsbridge.flows.functions import functions
+from fsbridge.flows.spec import compile_flow
+
+
+def flow_specs(config: FsbridgeConfig) -> dict[str, FlowSpec]:
+    """Every flow's spec by name, enabled or not."""
+    flows, identity = config.flows, config.identity
+    specs = {
+        FRUSTRATION: frustration_spec(flows.frustration_to_segment_track, identity),
+        IDENTIFY: identify_spec(flows.segment_identify_to_fullstory_user, identity),
+        DELETION: deletion_spec(flows.segment_delete_to_fullstory_user, identity),
+    }
+    specs[FRUSTRATION].enabled = flows.frustration_to_segment_track.enabled
+    specs[IDENTIFY].enabled = flows.segment_identify_to_fullstory_user.enabled
+    specs[DELETION].enabled = flows.segment_delete_to_fullstory_user.enabled
+    return specs | flows.custom
 
 
 def build_flows(config: FsbridgeConfig) -> tuple[Flow, ...]:
-    flows = config.flows
-    enabled: list[Flow] = []
-    if flows.frustration_to_segment_track.enabled:
-        enabled.append(frustration_to_segment_track(flows.frustration_to_segment_track, config.identity))
-    if flows.segment_identify_to_fullstory_user.enabled:
-        enabled.append(segment_identify_to_fullstory_user(flows.segment_identify_to_fullstory_user, config.identity))
-    if flows.segment_delete_to_fullstory_user.enabled:
-        enabled.append(segment_delete_to_fullstory_user(config.identity))
-    return tuple(enabled)
+    named = functions(config.identity)
+    return tuple(compile_flow(name, spec, named) for name, spec in flow_specs(config).items() if spec.enabled)
 
 
-__all__ = ["Flow", "build_flows"]
+def check_flows(config: FsbridgeConfig) -> list[tuple[Loc, str]]:
+    """Every problem in every flow (enabled or not), located from the top of the file."""
+    named = functions(config.identity)
+    problems: list[tuple[Loc, str]] = []
+    for name, spec in flow_specs(config).items():
+        try:
+            compile_flow(name, spec, named)
+        except LanguageError as exc:
+            problems += [(("flows", name, *loc), message) for loc, message in exc.problems]
+    return problems
+
+
+__all__ = ["Flow", "build_flows", "check_flows", "flow_specs"]

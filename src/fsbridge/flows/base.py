@@ -4,14 +4,13 @@ envelope through a mapping of directives, *send to* a target action. Flows never
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from fsbridge.engine.mapping import MappingSpec, resolve
+from fsbridge.engine.mapping import Filter, MappingSpec, resolve
 from fsbridge.envelope import Envelope
 from fsbridge.errors import MappingError
 
@@ -28,24 +27,6 @@ class Trigger:
 def on(source: str, *kinds: str) -> Trigger:
     """The trigger for `source` events of these kinds (any kind when none is named)."""
     return Trigger(source, frozenset(kinds))
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A named predicate; `explain` says why an envelope was held back (it shows in logs and stats)."""
-
-    name: str
-    test: Callable[[Envelope], bool]
-    explain: Callable[[Envelope], str]
-
-
-def kind_in(kinds: frozenset[str]) -> Filter:
-    listed = ", ".join(sorted(kinds))
-    return Filter(
-        name="kind_in",
-        test=lambda e: e.kind in kinds,
-        explain=lambda e: f"event kind {e.kind!r} is not one of {listed}",
-    )
 
 
 @dataclass(frozen=True)
@@ -90,16 +71,45 @@ class Flow:
     mapping: MappingSpec
     target: TargetAction
     skip_unchanged: bool = False  # do not resend what was last delivered for the same scope
+    sample: float | None = None  # keep this share of the events that pass the filters
+    rate_cap: RateCap | None = None
 
     def held_back_by(self, envelope: Envelope) -> str | None:
-        """The reason the first failing filter gives, or None when every filter passes."""
+        """Why this flow holds the envelope back (first failing filter, sampling, rate cap), or None."""
         for check in self.when:
             if not check.test(envelope):
                 return f"{check.name}: {check.explain(envelope)}"
+        if self.sample is not None and not sampled_in(envelope, self.name, self.sample):
+            return f"sample: outside the sampled {self.sample:.0%}"
+        if self.rate_cap is not None and not self.rate_cap.admit(envelope):
+            return f"max_per_minute: over the cap of {self.rate_cap.per_minute} events a minute"
         return None
 
     def render(self, envelope: Envelope) -> bytes:
         return self.target.render(resolve(self.mapping, envelope), stable_message_id(envelope, self.name))
+
+
+class RateCap:
+    """At most `per_minute` events a minute pass, by receipt time; the rest are held back.
+    The count is per process: with several workers each one admits up to the cap."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._minute = -1
+        self._count = 0
+
+    def admit(self, envelope: Envelope) -> bool:
+        minute = int(envelope.received_at // 60)
+        if minute != self._minute:
+            self._minute, self._count = minute, 0
+        self._count += 1
+        return self._count <= self.per_minute
+
+
+def sampled_in(envelope: Envelope, flow: str, rate: float) -> bool:
+    """Deterministic by event identity, so a replay samples the same events."""
+    digest = hashlib.sha256(f"{envelope.source}\n{envelope.dedup_key}\n{flow}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 def stable_message_id(envelope: Envelope, flow: str) -> str:

@@ -1,4 +1,5 @@
-"""Fullstory server API target: request models for `POST /v2/users` and `DELETE /v2/users`, the
+"""Fullstory server API target: request models for `POST /v2/users`, `DELETE /v2/users` and
+`POST /v2/events`, the
 trait sanitiser that makes Segment traits valid Fullstory properties, and the client.
 
 Property rules (Fullstory's v2 Users spec): names of letters, digits and underscores starting
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from fsbridge import __version__
 from fsbridge.engine.mapping import as_iso_timestamp
@@ -27,6 +28,7 @@ from fsbridge.store import Delivery
 from fsbridge.targets import SendResult, excerpt
 
 NAME = "fullstory"
+POST_PATHS = {"users.create": "/v2/users", "events.create": "/v2/events"}
 MAX_PROPERTIES = 500
 MAX_NAME_LENGTH = 512
 MAX_VALUE_BYTES = 8192
@@ -44,6 +46,48 @@ class FullstoryCreateUser(BaseModel):
     email: str | None = Field(default=None, max_length=128)
     properties: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PROPERTIES)
     type_schema: dict[str, dict[str, str]] | None = Field(default=None, alias="schema")
+
+
+class FullstoryEventUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uid: str | None = Field(default=None, max_length=256)
+    id: str | None = None
+
+
+class FullstoryEventSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    use_most_recent: bool | None = None
+
+
+class FullstoryCreateEvent(BaseModel):
+    """`fullstory.v2.events.CreateEventRequest`: a server-side custom event."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    timestamp: str | None = None
+    user: FullstoryEventUser | None = None
+    session: FullstoryEventSession | None = None
+    context: dict[str, Any] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    type_schema: dict[str, dict[str, str]] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _identify_the_event_once(self) -> FullstoryCreateEvent:
+        # Fullstory answers 400 when an event carries more than one form of identification.
+        if self.session is not None and self.session.id and self.user is not None:
+            msg = "with session.id Fullstory does not accept user; send one or the other"
+            raise ValueError(msg)
+        if self.session is not None and self.session.use_most_recent and self.user is None:
+            msg = "session.use_most_recent needs a user (uid or id)"
+            raise ValueError(msg)
+        if self.user is not None and bool(self.user.uid) == bool(self.user.id):
+            msg = "user needs exactly one of uid or id"
+            raise ValueError(msg)
+        return self
 
 
 class FullstoryDeleteUser(BaseModel):
@@ -167,9 +211,10 @@ class FullstoryDestination:
                 response = await self._client.delete(
                     f"{self._base}/v2/users?{urlencode({'uid': uid})}", headers=headers
                 )
-            elif delivery.action == "users.create":
+            elif delivery.action in POST_PATHS:
                 headers |= {"Content-Type": "application/json", "Idempotency-Key": delivery.message_id}
-                response = await self._client.post(f"{self._base}/v2/users", content=delivery.body, headers=headers)
+                url = f"{self._base}{POST_PATHS[delivery.action]}"
+                response = await self._client.post(url, content=delivery.body, headers=headers)
             else:
                 return SendResult(400, 0.0, error=f"fsbridge cannot send Fullstory action {delivery.action!r}")
         except httpx.HTTPError as exc:
@@ -194,6 +239,7 @@ def _ms(started: float) -> float:
 
 
 __all__ = [
+    "FullstoryCreateEvent",
     "FullstoryCreateUser",
     "FullstoryDeleteUser",
     "FullstoryDestination",

@@ -1,0 +1,511 @@
+"""The mapping and filter language of `config/fsbridge.yaml`, compiled into directives and filters.
+
+A mapping is a YAML tree. A plain scalar is a constant; a dict holding one directive key is a
+directive; any other dict is a nested object of the output. Directives:
+
+    {path: a.b}  {path: [a.b, c]}       the first present of these paths ($kind, $received_at... for metadata)
+    {const: value}                      a constant (also for objects that would look like a directive)
+    {template: "Note by {data.author}"} text with {path} placeholders (a missing one renders empty)
+    {lookup: $kind, table: {a: b}}      a value looked up in a table
+    {first: [<value>, <value>]}         the first that is present
+    {stable_id: session.session_id, namespace: session}   a UUID derived from a value
+    {function: full_name}               a named function, for rules that are computation
+
+Modifiers on any directive: `cast` (one name or a list: string, integer, number, boolean,
+timestamp, lowercase, uppercase, trim, email, email_sha256), `default` (when missing), `unless`
+(only when that value is missing). On `path`: `rename` {old: new} and `drop` [keys] for objects.
+
+Filters (`when`) are a list; each is a predicate on one value, or a combination:
+
+    {path: x, equals: v}  {path: x, one_of: [..]}  {path: x, matches: regex}  {path: x, exists: true}
+    {path: x, gt: n} (gte, lt, lte)   {all: [...]}  {any: [...]}  {not: {...}}
+
+Every problem is reported with its location (`mapping.properties.page_url: unknown directive 'pathh'`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fsbridge.engine.mapping import (
+    CASTS as BASIC_CASTS,
+)
+from fsbridge.engine.mapping import (
+    Const,
+    Directive,
+    Filter,
+    First,
+    Lookup,
+    MappingSpec,
+    Meta,
+    StableId,
+)
+from fsbridge.envelope import MISSING, Envelope, lookup
+
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str]
+
+DIRECTIVES = ("path", "const", "template", "lookup", "first", "stable_id", "function")
+MODIFIERS = {
+    "path": {"cast", "default", "unless", "rename", "drop"},
+    "const": set(),
+    "template": {"cast", "default", "unless"},
+    "lookup": {"table", "cast", "default", "unless"},
+    "first": {"cast", "default", "unless"},
+    "stable_id": {"namespace", "cast", "default", "unless"},
+    "function": {"cast", "default", "unless"},
+}
+ALL_MODIFIERS = set().union(*MODIFIERS.values())
+META_FIELDS = ("event_id", "source", "stream", "kind", "received_at", "dedup_key", "resolved_user_id")
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+class LanguageError(Exception):
+    """A mapping or filter that does not compile; `problems` are (location, message) pairs."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
+
+# -- casts ------------------------------------------------------------------------------------------
+
+
+def _integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        return MISSING
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return MISSING
+        return int(number) if number.is_integer() else MISSING
+    return MISSING
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return MISSING
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return MISSING
+        return number if math.isfinite(number) else MISSING
+    return MISSING
+
+
+def _boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "1", "on"):
+            return True
+        if text in ("false", "no", "0", "off", ""):
+            return False
+    return MISSING
+
+
+def _text_cast(transform: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda value: transform(value) if isinstance(value, str) else MISSING
+
+
+def _email_sha256(value: Any) -> Any:
+    email = BASIC_CASTS["email"](value)
+    return MISSING if email is MISSING else hashlib.sha256(email.encode()).hexdigest()
+
+
+CASTS: dict[str, Callable[[Any], Any]] = {
+    "string": BASIC_CASTS["string"],
+    "integer": _integer,
+    "number": _number,
+    "boolean": _boolean,
+    "timestamp": BASIC_CASTS["timestamp"],
+    "lowercase": _text_cast(str.lower),
+    "uppercase": _text_cast(str.upper),
+    "trim": _text_cast(str.strip),
+    "email": BASIC_CASTS["email"],
+    "email_sha256": _email_sha256,
+}
+
+
+# -- compiled directives -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathRead:
+    """A path, or `$field` for envelope metadata."""
+
+    path: str
+
+    def resolve(self, envelope: Envelope) -> Any:
+        if self.path.startswith("$"):
+            return Meta(self.path[1:]).resolve(envelope)  # type: ignore[arg-type]
+        value = lookup(envelope.payload, self.path)
+        return MISSING if value is None or value == "" else value
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """An object read from a path with keys renamed and dropped."""
+
+    inner: Directive
+    rename: Mapping[str, str]
+    drop: frozenset[str]
+
+    def resolve(self, envelope: Envelope) -> Any:
+        value = self.inner.resolve(envelope)
+        if not isinstance(value, dict):
+            return value
+        return {self.rename.get(k, k): v for k, v in value.items() if k not in self.drop}
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+
+    def resolve(self, envelope: Envelope) -> Any:
+        def fill(match: re.Match[str]) -> str:
+            value = PathRead(match.group(1).strip()).resolve(envelope)
+            return "" if value is MISSING else str(value)
+
+        return _PLACEHOLDER.sub(fill, self.text)
+
+
+@dataclass(frozen=True)
+class Modified:
+    """A directive with casts, a default, and an `unless` condition."""
+
+    inner: Directive
+    casts: tuple[str, ...] = ()
+    default: Any = MISSING
+    unless: Directive | None = None
+
+    def resolve(self, envelope: Envelope) -> Any:
+        if self.unless is not None and self.unless.resolve(envelope) is not MISSING:
+            return MISSING
+        value = self.inner.resolve(envelope)
+        for cast in self.casts:
+            if value is MISSING:
+                break
+            value = CASTS[cast](value)
+        if value is MISSING or value == "":
+            return self.default
+        return value
+
+
+@dataclass(frozen=True)
+class NamedFunction:
+    name: str
+    function: Callable[[Envelope], Any]
+
+    def resolve(self, envelope: Envelope) -> Any:
+        return self.function(envelope)
+
+
+Functions = Mapping[str, Callable[[Envelope], Any]]
+
+
+# -- compiler ---------------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self, functions: Functions) -> None:
+        self.functions = functions
+        self.problems: list[Problem] = []
+
+    def fail(self, loc: Loc, message: str) -> Directive:
+        self.problems.append((loc, message))
+        return Const(MISSING)
+
+    def value(self, node: Any, loc: Loc) -> Directive | MappingSpec:
+        """A mapping value: a constant, a directive, or a nested object."""
+        if isinstance(node, dict):
+            if self._looks_like_directive(node):
+                return self.directive(node, loc)
+            return {str(key): self.value(child, (*loc, str(key))) for key, child in node.items()}
+        if isinstance(node, list):
+            return Const([self._constant(item, (*loc, i)) for i, item in enumerate(node)])
+        return Const(node)
+
+    def _constant(self, node: Any, loc: Loc) -> Any:
+        if isinstance(node, dict | list):
+            self.problems.append((loc, "lists hold constants only; use {first: [...]} to choose between values"))
+        return node
+
+    @staticmethod
+    def _looks_like_directive(node: dict[Any, Any]) -> bool:
+        keys = {str(k) for k in node}
+        if keys & set(DIRECTIVES) or keys & ALL_MODIFIERS:
+            return True
+        # A one-key object whose key is a near-miss of a directive name is almost surely a typo.
+        return len(keys) == 1 and bool(difflib.get_close_matches(next(iter(keys)), DIRECTIVES, n=1, cutoff=0.75))
+
+    def directive(self, node: dict[Any, Any], loc: Loc) -> Directive:
+        keys = [str(k) for k in node]
+        names = [k for k in keys if k in DIRECTIVES]
+        if not names:
+            unknown = next((k for k in keys if k not in ALL_MODIFIERS), keys[0])
+            hint = difflib.get_close_matches(unknown, DIRECTIVES, n=1)
+            suffix = f" (did you mean '{hint[0]}'?)" if hint else f"; directives are {', '.join(DIRECTIVES)}"
+            return self.fail(loc, f"unknown directive '{unknown}'{suffix}")
+        if len(names) > 1:
+            return self.fail(loc, f"one directive per value, found {', '.join(names)}")
+        name = names[0]
+        extra = [k for k in keys if k != name and k not in MODIFIERS[name]]
+        if extra:
+            allowed = ", ".join(sorted(MODIFIERS[name])) or "none"
+            return self.fail((*loc, extra[0]), f"'{extra[0]}' is not an option of {name} (options: {allowed})")
+        builders: dict[str, Callable[[Any, dict[str, Any], Loc], Directive]] = {
+            "path": self._path,
+            "const": self._const,
+            "template": self._template,
+            "lookup": self._lookup,
+            "first": self._first,
+            "stable_id": self._stable_id,
+            "function": self._function,
+        }
+        inner = builders[name](node[name], node, (*loc, name))
+        if name == "const":
+            return inner
+        casts = self._casts(node.get("cast"), (*loc, "cast"))
+        unless = self._operand(node["unless"], (*loc, "unless")) if "unless" in node else None
+        if not casts and "default" not in node and unless is None:
+            return inner
+        return Modified(inner, casts, node.get("default", MISSING), unless)
+
+    def _casts(self, node: Any, loc: Loc) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        names = node if isinstance(node, list) else [node]
+        for name in names:
+            if name not in CASTS:
+                self.problems.append((loc, f"unknown cast '{name}' (casts: {', '.join(CASTS)})"))
+        return tuple(str(n) for n in names if n in CASTS)
+
+    def _operand(self, node: Any, loc: Loc) -> Directive:
+        """Where a directive expects a value: a path string, or a directive."""
+        if isinstance(node, str):
+            return self._read(node, loc)
+        if isinstance(node, dict):
+            return self.directive(node, loc)
+        return self.fail(loc, "expected a path or a directive")
+
+    def _read(self, path: str, loc: Loc) -> Directive:
+        if not path.strip():
+            return self.fail(loc, "a path cannot be empty")
+        if path.startswith("$") and path[1:] not in META_FIELDS:
+            return self.fail(loc, f"unknown metadata '{path}' (metadata: {', '.join('$' + f for f in META_FIELDS)})")
+        return PathRead(path.strip())
+
+    def _path(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        paths = node if isinstance(node, list) else [node]
+        if not paths or not all(isinstance(p, str) for p in paths):
+            return self.fail(loc, "path takes a string or a list of strings")
+        reads = [self._read(p, (*loc, i) if isinstance(node, list) else loc) for i, p in enumerate(paths)]
+        inner: Directive = reads[0] if len(reads) == 1 else First(*reads)
+        if "rename" in spec or "drop" in spec:
+            rename, drop = spec.get("rename", {}), spec.get("drop", [])
+            if not isinstance(rename, dict) or not all(isinstance(v, str) for v in rename.values()):
+                return self.fail((*loc[:-1], "rename"), "rename takes a mapping of old name: new name")
+            if not isinstance(drop, list) or not all(isinstance(v, str) for v in drop):
+                return self.fail((*loc[:-1], "drop"), "drop takes a list of names")
+            inner = Reshape(inner, {str(k): v for k, v in rename.items()}, frozenset(drop))
+        return inner
+
+    def _const(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        return Const(node)
+
+    def _template(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        if not isinstance(node, str):
+            return self.fail(loc, "template takes a string with {path} placeholders")
+        for placeholder in _PLACEHOLDER.findall(node):
+            self._read(placeholder.strip(), loc)
+        return Template(node)
+
+    def _lookup(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        key = self._operand(node, loc)
+        table = spec.get("table")
+        if not isinstance(table, dict) or not table:
+            return self.fail((*loc[:-1], "table"), "lookup needs a non-empty table of key: value")
+        return Lookup(key, {str(k): v for k, v in table.items()})
+
+    def _first(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        if not isinstance(node, list) or not node:
+            return self.fail(loc, "first takes a non-empty list of values")
+        options = []
+        for i, item in enumerate(node):
+            compiled = self.value(item, (*loc, i))
+            options.append(Const(dict(item)) if isinstance(compiled, Mapping) else compiled)
+        return First(*options)
+
+    def _stable_id(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        namespace = spec.get("namespace", "anonymous")
+        if not isinstance(namespace, str):
+            return self.fail((*loc[:-1], "namespace"), "namespace takes a string")
+        return StableId(self._operand(node, loc), namespace)
+
+    def _function(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
+        if not isinstance(node, str) or node not in self.functions:
+            known = ", ".join(sorted(self.functions)) or "none"
+            return self.fail(loc, f"unknown function '{node}' (functions: {known})")
+        return NamedFunction(node, self.functions[node])
+
+    # -- filters ------------------------------------------------------------------------------------
+
+    def filters(self, node: Any, loc: Loc) -> tuple[Filter, ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, list):
+            self.problems.append((loc, "when takes a list of filters"))
+            return ()
+        return tuple(self.filter(item, (*loc, i)) for i, item in enumerate(node))
+
+    def filter(self, node: Any, loc: Loc) -> Filter:
+        never = Filter("invalid", lambda e: False, lambda e: "invalid filter")
+        if not isinstance(node, dict):
+            self.problems.append((loc, "a filter is a mapping such as {path: x, equals: y}"))
+            return never
+        name = node.get("name")
+        body = {k: v for k, v in node.items() if k != "name"}
+        combinators = [k for k in ("all", "any", "not") if k in body]
+        if combinators:
+            return self._combination(combinators[0], body, loc, name)
+        if "path" not in body:
+            self.problems.append((loc, "a filter needs a path (or all, any, not)"))
+            return never
+        path = self._read(str(body.pop("path")), (*loc, "path"))
+        tests = [k for k in body if k in PREDICATES]
+        unknown = [k for k in body if k not in PREDICATES]
+        if unknown or len(tests) != 1:
+            what = f"unknown test '{unknown[0]}'" if unknown else "exactly one test per filter"
+            self.problems.append((loc, f"{what} (tests: {', '.join(PREDICATES)})"))
+            return never
+        test = tests[0]
+        check = PREDICATES[test](body[test], (*loc, test), self.problems)
+        label = name or f"{test}({node['path']})"
+
+        def passes(envelope: Envelope) -> bool:
+            return check(path.resolve(envelope))
+
+        def explain(envelope: Envelope) -> str:
+            value = path.resolve(envelope)
+            shown = "missing" if value is MISSING else repr(value)[:80]
+            return f"{node['path']} is {shown}, which fails {test} {body[test]!r}"
+
+        return Filter(str(label), passes, explain)
+
+    def _combination(self, kind: str, body: dict[str, Any], loc: Loc, name: Any) -> Filter:
+        inner_node = body[kind]
+        if kind == "not":
+            inner = self.filter(inner_node, (*loc, "not"))
+            return Filter(
+                str(name or f"not({inner.name})"),
+                lambda e: not inner.test(e),
+                lambda e: f"{inner.name} passed, and this filter negates it",
+            )
+        if not isinstance(inner_node, list) or not inner_node:
+            self.problems.append(((*loc, kind), f"{kind} takes a non-empty list of filters"))
+            return Filter("invalid", lambda e: False, lambda e: "invalid filter")
+        parts = [self.filter(item, (*loc, kind, i)) for i, item in enumerate(inner_node)]
+        if kind == "all":
+
+            def explain_all(e: Envelope) -> str:
+                failed = next(p for p in parts if not p.test(e))
+                return f"{failed.name}: {failed.explain(e)}"
+
+            return Filter(str(name or "all"), lambda e: all(p.test(e) for p in parts), explain_all)
+        return Filter(
+            str(name or "any"),
+            lambda e: any(p.test(e) for p in parts),
+            lambda e: "none of " + ", ".join(p.name for p in parts) + " passed",
+        )
+
+
+def _equals(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
+    return lambda value: value is not MISSING and value == arg
+
+
+def _one_of(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
+    if not isinstance(arg, list) or not arg:
+        problems.append((loc, "one_of takes a non-empty list"))
+        return lambda value: False
+    allowed = list(arg)
+    return lambda value: value is not MISSING and value in allowed
+
+
+def _matches(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
+    try:
+        pattern = re.compile(str(arg))
+    except re.error as exc:
+        problems.append((loc, f"invalid regular expression: {exc}"))
+        return lambda value: False
+    return lambda value: isinstance(value, str) and pattern.search(value) is not None
+
+
+def _exists(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
+    if not isinstance(arg, bool):
+        problems.append((loc, "exists takes true or false"))
+    wanted = bool(arg)
+    return lambda value: (value is not MISSING) == wanted
+
+
+def _compare(op: Callable[[float, float], bool]) -> Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]:
+    def build(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
+        if isinstance(arg, bool) or not isinstance(arg, int | float):
+            problems.append((loc, "numeric comparisons take a number"))
+            return lambda value: False
+
+        def check(value: Any) -> bool:
+            number = _number(value)
+            return number is not MISSING and op(number, arg)
+
+        return check
+
+    return build
+
+
+PREDICATES: dict[str, Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]] = {
+    "equals": _equals,
+    "one_of": _one_of,
+    "matches": _matches,
+    "exists": _exists,
+    "gt": _compare(lambda a, b: a > b),
+    "gte": _compare(lambda a, b: a >= b),
+    "lt": _compare(lambda a, b: a < b),
+    "lte": _compare(lambda a, b: a <= b),
+}
+
+
+def compile_mapping(node: Any, functions: Functions, loc: Loc = ("mapping",)) -> MappingSpec:
+    compiler = _Compiler(functions)
+    if not isinstance(node, dict) or not node:
+        raise LanguageError([(loc, "a mapping is an object of output fields")])
+    compiled = compiler.value(node, loc)
+    if compiler.problems:
+        raise LanguageError(compiler.problems)
+    assert isinstance(compiled, Mapping)
+    return compiled
+
+
+def compile_filters(node: Any, loc: Loc = ("when",)) -> tuple[Filter, ...]:
+    compiler = _Compiler({})
+    filters = compiler.filters(node, loc)
+    if compiler.problems:
+        raise LanguageError(compiler.problems)
+    return filters

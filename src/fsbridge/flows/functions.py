@@ -1,0 +1,67 @@
+"""Named functions a mapping can call (`{function: full_name}`): the few rules that are computation,
+not data. Each takes the envelope and returns a value or MISSING."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fsbridge.config import IdentityConfig
+from fsbridge.engine.identity import IdentityRules
+from fsbridge.envelope import MISSING, Envelope, lookup
+from fsbridge.log import get_logger
+from fsbridge.targets.fullstory import user_properties
+
+log = get_logger(__name__)
+
+# Traits that become a Fullstory user's email and display_name rather than properties.
+MAPPED_TRAITS = frozenset({"email", "name"})
+
+
+def full_name(envelope: Envelope) -> Any:
+    """`traits.firstName` + `traits.lastName` (or the snake_case spellings)."""
+    parts = []
+    for spellings in (("traits.firstName", "traits.first_name"), ("traits.lastName", "traits.last_name")):
+        value = next((v for p in spellings if (v := lookup(envelope.payload, p)) is not MISSING), MISSING)
+        if isinstance(value, str) and value.strip():
+            parts.append(value.strip())
+    return " ".join(parts) if parts else MISSING
+
+
+def _traits(envelope: Envelope) -> dict[str, Any]:
+    traits = lookup(envelope.payload, "traits")
+    return traits if isinstance(traits, dict) else {}
+
+
+def fullstory_user_properties(envelope: Envelope) -> Any:
+    """The identify's other traits, made valid Fullstory properties; each drop is logged with its reason."""
+    result = user_properties(_traits(envelope), exclude=MAPPED_TRAITS)
+    for reason in result.dropped:
+        log.warning("fullstory.property_dropped", event_id=envelope.event_id, reason=reason)
+    return result.properties
+
+
+def fullstory_user_schema(envelope: Envelope) -> Any:
+    """Schema hints for the traits that are dates."""
+    hints = user_properties(_traits(envelope), exclude=MAPPED_TRAITS).schema
+    return {"properties": hints} if hints else MISSING
+
+
+def functions(identity: IdentityConfig) -> dict[str, Callable[[Envelope], Any]]:
+    rules = IdentityRules(identity)
+
+    def segment_user_id(envelope: Envelope) -> Any:
+        user_id = rules.segment_user_id(envelope.payload)
+        return MISSING if user_id is None else user_id
+
+    def fullstory_uid(envelope: Envelope) -> Any:
+        user_id = rules.segment_user_id(envelope.payload)
+        return MISSING if user_id is None else rules.fullstory_uid(user_id)
+
+    return {
+        "full_name": full_name,
+        "fullstory_uid": fullstory_uid,
+        "fullstory_user_properties": fullstory_user_properties,
+        "fullstory_user_schema": fullstory_user_schema,
+        "segment_user_id": segment_user_id,
+    }
