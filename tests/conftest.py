@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from fsbridge.app import create_app
@@ -145,6 +146,13 @@ async def start_bridge(
 
 
 _upstreams: list[FakeUpstream] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """A command that configured logging in one test does not leak into the next."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

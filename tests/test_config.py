@@ -72,3 +72,74 @@ def test_unreadable_file(tmp_path: Path) -> None:
     """A missing file is a ConfigError naming the path."""
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.yaml")
+
+
+USER_FLOW = """\
+flows:
+  rage_to_track:
+    trigger: {source: fullstory_stream, kinds: [rage-click]}
+    target: segment.track
+    mapping:
+      event: Rage
+      userId: {path: user.user_id}
+      properties:
+        page_url: {pathh: event.url}
+"""
+
+
+def test_user_flow_directive_typo_names_line_and_path() -> None:
+    """The issue's own example: a misspelt directive is reported with its line and the flow path."""
+    [problem] = problems(USER_FLOW)
+    assert problem.startswith("f.yaml:9: flows.rage_to_track.mapping.properties.page_url: unknown directive 'pathh'")
+
+
+def test_user_flow_is_compiled_and_kept() -> None:
+    """A valid user flow is kept with its spec; its trigger kinds are normalised like intake's."""
+    config = parse_config(USER_FLOW.replace("pathh", "path"))
+    spec = config.flows.custom["rage_to_track"]
+    assert "segment.track" == spec.target
+
+
+@pytest.mark.parametrize(
+    ("original", "replacement", "expected"),
+    [
+        ("target: segment.track", "target: segment.page", "f.yaml:4: flows.rage_to_track.target: Input should be"),
+        (
+            "source: fullstory_stream",
+            "source: hubspot",
+            "f.yaml:3: flows.rage_to_track.trigger.source: Input should be",
+        ),
+        (
+            "    mapping:",
+            "    sample: 2\n    mapping:",
+            "f.yaml:5: flows.rage_to_track.sample: Input should be less than",
+        ),
+        (
+            "{path: user.user_id}",
+            "{function: nope}",
+            "f.yaml:7: flows.rage_to_track.mapping.userId.function: unknown function",
+        ),
+        (
+            "    mapping:",
+            "    when: [{path: a, equal: 1}]\n    mapping:",
+            "f.yaml:5: flows.rage_to_track.when.0: unknown test 'equal'",
+        ),
+        (
+            "    target:",
+            "    colour: red\n    target:",
+            "f.yaml:4: flows.rage_to_track.colour: unknown setting 'colour'",
+        ),
+    ],
+)
+def test_each_kind_of_flow_error(original: str, replacement: str, expected: str) -> None:
+    """Bad target, bad source, sample out of range, unknown function, bad filter, unknown key: each located."""
+    text = USER_FLOW.replace("pathh", "path").replace(original, replacement, 1)
+    [problem] = problems(text)
+    assert problem.startswith(expected), problem
+
+
+def test_disabled_user_flow_is_still_checked() -> None:
+    """A disabled flow is still validated, so it is right when someone enables it."""
+    text = USER_FLOW.replace("  rage_to_track:\n", "  rage_to_track:\n    enabled: false\n")
+    [problem] = problems(text)
+    assert "unknown directive 'pathh'" in problem

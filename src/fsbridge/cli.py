@@ -1,4 +1,4 @@
-"""The `fsbridge` command: serve, check-config, send-sample, dlq list|replay, init-env."""
+"""The `fsbridge` command: serve, check-config, test-mapping, replay, send-sample, dlq list|replay, init-env."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import httpx
+import orjson
 import typer
 import uvicorn
 
 from fsbridge.config import FsbridgeConfig, load_config
+from fsbridge.envelope import Envelope
 from fsbridge.errors import ConfigError
 from fsbridge.log import configure_logging
 from fsbridge.runtime import Role, Runtime
@@ -170,6 +173,107 @@ def _with_runtime(action: Callable[[Runtime], Awaitable[None]]) -> None:
             await runtime.stop()
 
     asyncio.run(main())
+
+
+@app.command("test-mapping")
+def preview_mapping(
+    flow: Annotated[str, typer.Argument(help="The flow's name.")],
+    input_file: Annotated[Path, typer.Argument(help="A JSON payload as the flow's source would send it.")],
+    config: Annotated[Path | None, typer.Option(help="Default: FSBRIDGE_CONFIG.")] = None,
+) -> None:
+    """Print what a flow would send for an input (or why it holds it back). Nothing is sent or stored."""
+    from fsbridge.engine.mapping import resolve
+    from fsbridge.errors import MappingError
+    from fsbridge.flows import build_flows
+    from fsbridge.sources.envelopes import envelope_for
+    from fsbridge.sources.fullstory import ShapeError
+
+    settings = Settings()
+    flows = {f.name: f for f in build_flows(_load(settings, config))}
+    if flow not in flows:
+        raise _fail([f"No enabled flow is called {flow!r}; flows: {', '.join(flows) or 'none'}."])
+    chosen = flows[flow]
+    try:
+        payload = orjson.loads(input_file.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise _fail([f"{input_file}: cannot read JSON ({exc})."]) from exc
+    try:
+        envelope = envelope_for(chosen.trigger.source, payload)
+    except ShapeError as exc:
+        raise _fail([f"{input_file}: {chosen.trigger.source} would quarantine this payload: {exc}"], code=1) from exc
+    if not chosen.trigger.matches(envelope):
+        kinds = ", ".join(sorted(chosen.trigger.kinds)) or "any"
+        typer.echo(f"not triggered: {flow} takes {chosen.trigger.source} events of kind {kinds}, not {envelope.kind!r}")
+        return
+    reason = chosen.held_back_by(envelope)
+    if reason is not None:
+        typer.echo(f"filtered: {reason}")
+        return
+    try:
+        body = chosen.target.render(resolve(chosen.mapping, envelope), "fsb-test-mapping")
+    except MappingError as exc:
+        raise _fail([f"mapping error: {exc}"], code=1) from exc
+    typer.echo(f"{chosen.target.destination}.{chosen.target.action}:")
+    typer.echo(orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def replay(
+    flow: Annotated[str, typer.Option(help="The flow to run the stored events through.")],
+    since: Annotated[str, typer.Option(help="ISO-8601 time, or an age such as 30m, 6h, 7d.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many stored events.")] = 10_000,
+) -> None:
+    """Run stored events through the current configuration; show, and unless --dry-run enqueue, the changes."""
+    from fsbridge.engine.replay import replay_flow
+
+    started = _parse_since(since)
+
+    async def run(runtime: Runtime) -> None:
+        chosen = next((f for f in runtime.flows if f.name == flow), None)
+        if chosen is None:
+            raise _fail([f"No enabled flow is called {flow!r}."])
+
+        async def resolve_identities(envelopes: list[Envelope]) -> list[Envelope]:
+            resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
+            return resolved
+
+        items = await replay_flow(
+            runtime.store,
+            chosen,
+            started,
+            resolve_identities=resolve_identities,
+            apply=not dry_run,
+            dry_run=runtime.destinations[chosen.target.destination].dry_run,
+            now=runtime.clock.now(),
+            limit=limit,
+        )
+        counts: dict[str, int] = {}
+        for item in items:
+            counts[item.outcome] = counts.get(item.outcome, 0) + 1
+            if item.outcome == "unchanged":
+                continue
+            typer.echo(f"{item.event_id}: {item.outcome}{': ' + item.detail if item.detail else ''}")
+            for line in item.diff:
+                typer.echo(f"    {line}")
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no stored events"
+        action = (
+            "nothing enqueued (--dry-run)" if dry_run else f"{counts.get('changed', 0) + counts.get('new', 0)} enqueued"
+        )
+        typer.echo(f"{flow} since {since}: {summary}; {action}.")
+
+    _with_runtime(run)
+
+
+def _parse_since(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _fail([f"--since takes an ISO-8601 time or an age such as 30m, 6h, 7d, not {text!r}."]) from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 @app.command("init-env")

@@ -61,7 +61,8 @@ def configure_logging(fmt: str | None = None, secrets: Iterable[str] = (), level
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # The process's own stdout, bound once: not whatever sys.stdout is swapped for later.
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
 

@@ -260,7 +260,9 @@ class _Compiler:
         keys = [str(k) for k in node]
         names = [k for k in keys if k in DIRECTIVES]
         if not names:
-            unknown = next((k for k in keys if k not in ALL_MODIFIERS), keys[0])
+            unknown = next((k for k in keys if k not in ALL_MODIFIERS), None)
+            if unknown is None:
+                return self.fail(loc, f"'{keys[0]}' modifies a directive, and there is none ({', '.join(DIRECTIVES)})")
             hint = difflib.get_close_matches(unknown, DIRECTIVES, n=1)
             suffix = f" (did you mean '{hint[0]}'?)" if hint else f"; directives are {', '.join(DIRECTIVES)}"
             return self.fail(loc, f"unknown directive '{unknown}'{suffix}")

@@ -74,7 +74,7 @@ class Worker:
         events = await self.store.claim_inbox(self.dispatch_batch, now, self.lease_seconds)
         if not events:
             return 0
-        envelopes, learned = await self._resolve_identities([envelope_of(event) for event in events])
+        envelopes, learned = await self.resolve_identities([envelope_of(event) for event in events])
         results = [self.router.route(envelope) for envelope in envelopes]
         for result in results:
             result.claims.extend(learned.get(result.inbox_id, []))
@@ -102,8 +102,8 @@ class Worker:
         )
         return len(events)
 
-    async def _resolve_identities(
-        self, envelopes: list[Envelope]
+    async def resolve_identities(
+        self, envelopes: list[Envelope], *, look_up: bool = True
     ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
         """Fullstory events without a user id get the Segment userId their email or anonymous id links
         to; an email no link knows is looked up in Fullstory when look-ups are on. Returns the
@@ -121,7 +121,7 @@ class Worker:
             and not any(k in found for k in wanted[e.event_id])
             and (email := rules.fullstory_email(e)) is not None
         }
-        from_fullstory = await self._look_up_emails(set(unresolved.values()))
+        from_fullstory = await self._look_up_emails(set(unresolved.values())) if look_up else {}
         learned: dict[str, list[IdentityClaim]] = {}
         resolved = []
         for envelope in envelopes:

@@ -634,6 +634,35 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    async def list_inbox(self, since: float, limit: int) -> list[InboxEvent]:
+        def read(conn: sqlite3.Connection) -> list[InboxEvent]:
+            rows = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at FROM inbox"
+                " WHERE received_at >= ? ORDER BY received_at, rowid LIMIT ?",
+                (since, limit),
+            ).fetchall()
+            return [InboxEvent(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def deliveries_for_events(self, event_ids: list[str], flow: str) -> dict[str, Delivery]:
+        def read(conn: sqlite3.Connection) -> dict[str, Delivery]:
+            found: dict[str, Delivery] = {}
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - fixed columns and placeholders
+                    f" WHERE flow = ? AND inbox_id IN ({marks}) ORDER BY created_at, rowid",
+                    (flow, *chunk),
+                ).fetchall()
+                for row in rows:
+                    delivery = _delivery(row)
+                    found[delivery.inbox_id] = delivery
+            return found
+
+        return await self._read(read)
+
     async def stats(self) -> dict[str, Any]:
         return await self._read(_stats)
 

@@ -1,0 +1,80 @@
+"""Golden examples: every `config/examples/golden/<flow>/<case>.in.json` gives exactly `<case>.out.json`
+(or, with no .out file, is held back by the flow). Adding an example adds a test.
+
+Run with FSBRIDGE_UPDATE_GOLDEN=1 to write the .out files after a deliberate change; review the diff."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from fsbridge.config import load_config, parse_config
+from fsbridge.engine.mapping import resolve
+from fsbridge.flows import Flow, build_flows
+from fsbridge.flows.base import stable_message_id
+from fsbridge.sources.envelopes import envelope_for
+from tests.fullstory_spec import validate_create_event, validate_create_user
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "config" / "examples"
+GOLDEN = EXAMPLES / "golden"
+UPDATE = os.environ.get("FSBRIDGE_UPDATE_GOLDEN") == "1"
+
+
+def all_flows() -> dict[str, Flow]:
+    """The shipped configuration with every example flow added."""
+    merged: dict[str, Any] = yaml.safe_load((ROOT / "config" / "fsbridge.yaml").read_text())
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        merged["flows"].update(yaml.safe_load(example.read_text())["flows"])
+    return {flow.name: flow for flow in build_flows(parse_config(yaml.safe_dump(merged)))}
+
+
+FLOWS = all_flows()
+CASES = sorted(GOLDEN.glob("*/*.in.json"))
+
+
+def render(flow: Flow, payload: Any) -> dict[str, Any] | None:
+    envelope = envelope_for(flow.trigger.source, payload)
+    if not flow.trigger.matches(envelope) or flow.held_back_by(envelope) is not None:
+        return None
+    body: dict[str, Any] = orjson.loads(
+        flow.target.render(resolve(flow.mapping, envelope), stable_message_id(envelope, flow.name))
+    )
+    return body
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: f"{p.parent.name}/{p.name.removesuffix('.in.json')}")
+def test_golden_example(case: Path) -> None:
+    """The flow named by the folder turns the input into exactly the expected output (or holds it back)."""
+    flow = FLOWS[case.parent.name]
+    expected_file = case.with_name(case.name.replace(".in.json", ".out.json"))
+    actual = render(flow, orjson.loads(case.read_bytes()))
+    if UPDATE:
+        if actual is None:
+            expected_file.unlink(missing_ok=True)
+        else:
+            expected_file.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    if not expected_file.exists():
+        assert actual is None, f"{case.name} has no .out.json, so {flow.name} must hold it back"
+        return
+    assert orjson.loads(expected_file.read_bytes()) == actual
+    if flow.target.destination == "fullstory" and flow.target.action == "users.create":
+        validate_create_user(actual)
+    if flow.target.destination == "fullstory" and flow.target.action == "events.create":
+        validate_create_event(actual)
+
+
+def test_every_flow_has_an_example() -> None:
+    """Each built-in and example flow has at least one golden example."""
+    assert set(FLOWS) == {case.parent.name for case in CASES}
+
+
+def test_example_files_load_on_their_own() -> None:
+    """Each example file is a valid configuration by itself (a user can use it as is)."""
+    for example in EXAMPLES.glob("*.yaml"):
+        assert load_config(example).flows.custom
