@@ -26,20 +26,44 @@ class WorkerConfig(_Strict):
     dispatch_batch: int = Field(default=500, ge=1, le=10_000)
 
 
-class SegmentDestinationConfig(_Strict):
-    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    max_batch_messages: int = Field(default=2500, ge=1, le=2500)
-    concurrency: int = Field(default=2, ge=1, le=64)
+class BreakerConfig(_Strict):
+    """Open when, over `window_seconds`, at least `min_requests` were made and `failure_ratio` failed."""
+
+    window_seconds: float = Field(default=300.0, gt=0)
+    min_requests: int = Field(default=10, ge=1)
+    failure_ratio: float = Field(default=0.7, gt=0, le=1)
+    open_seconds: float = Field(default=30.0, gt=0)
 
 
-class FullstoryDestinationConfig(_Strict):
+class _DestinationConfig(_Strict):
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     concurrency: int = Field(default=4, ge=1, le=64)
+    rate_limit_per_second: float = Field(default=20.0, gt=0)  # requests; a 429 halves it for a while
+    burst: int = Field(default=20, ge=1)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
+class SegmentDestinationConfig(_DestinationConfig):
+    max_batch_messages: int = Field(default=2500, ge=1, le=2500)
+    concurrency: int = Field(default=2, ge=1, le=64)
+    rate_limit_per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=50, ge=1)
+
+
+class FullstoryDestinationConfig(_DestinationConfig):
+    pass
+
+
+class SlackDestinationConfig(_DestinationConfig):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    rate_limit_per_second: float = Field(default=1.0, gt=0)  # Slack's incoming webhooks take about one a second
+    burst: int = Field(default=3, ge=1)
 
 
 class DestinationsConfig(_Strict):
     segment: SegmentDestinationConfig = Field(default_factory=SegmentDestinationConfig)
     fullstory: FullstoryDestinationConfig = Field(default_factory=FullstoryDestinationConfig)
+    slack: SlackDestinationConfig = Field(default_factory=SlackDestinationConfig)
 
 
 class IdentityConfig(_Strict):
@@ -148,7 +172,8 @@ class FsbridgeConfig(_Strict):
     @model_validator(mode="after")
     def _lease_outlives_requests(self) -> FsbridgeConfig:
         # A lease shorter than a request lets another worker claim a delivery still in flight.
-        timeout = max(self.destinations.segment.timeout_seconds, self.destinations.fullstory.timeout_seconds)
+        destinations = self.destinations
+        timeout = max(d.timeout_seconds for d in (destinations.segment, destinations.fullstory, destinations.slack))
         if self.worker.lease_seconds < timeout + 5:
             msg = f"worker.lease_seconds must be at least the longest destination timeout + 5 s ({timeout + 5:g})"
             raise ValueError(msg)

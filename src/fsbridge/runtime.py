@@ -11,11 +11,13 @@ from fsbridge.clock import Clock, SystemClock
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.dispatch import DestinationLimits, Router
 from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.isolation import CircuitBreaker, TokenBucket
 from fsbridge.engine.retry import RetryPolicy
-from fsbridge.engine.worker import Worker
+from fsbridge.engine.worker import Guard, Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
 from fsbridge.log import get_logger
+from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
@@ -60,6 +62,7 @@ class Runtime:
             {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()},
             IdentityRules(config.identity),
         )
+        self.metrics = Metrics()
         self.worker = Worker(
             self.store,
             self.router,
@@ -75,8 +78,12 @@ class Runtime:
             lease_seconds=config.worker.lease_seconds,
             dispatch_batch=config.worker.dispatch_batch,
             lookups=self._lookups(transport),
+            guards=self._guards(),
+            metrics=self.metrics,
         )
-        self.receiver = Receiver(settings, self.store, self.clock, on_stored=self.worker.notify_inbox)
+        self.receiver = Receiver(
+            settings, self.store, self.clock, on_stored=self.worker.notify_inbox, metrics=self.metrics
+        )
 
     def _destinations(self, transport: httpx.AsyncBaseTransport | None) -> dict[str, Destination]:
         segment, fullstory = self.config.destinations.segment, self.config.destinations.fullstory
@@ -106,11 +113,22 @@ class Runtime:
                 concurrency=fullstory.concurrency,
             ),
             "slack": SlackDestination(
-                client(10.0, 1),
+                client(self.config.destinations.slack.timeout_seconds, 1),
                 webhook_url=self.settings.slack_webhook_url,
                 dry_run=self.settings.is_dry_run("slack"),
             ),
         }
+
+    def _guards(self) -> dict[str, Guard]:
+        now = self.clock.now()
+        guards = {}
+        for name in self.destinations:
+            options = getattr(self.config.destinations, name)
+            guards[name] = Guard(
+                TokenBucket(options.rate_limit_per_second, options.burst, now),
+                CircuitBreaker(**options.breaker.model_dump()),
+            )
+        return guards
 
     def _lookups(self, transport: httpx.AsyncBaseTransport | None) -> FullstoryLookups | None:
         """Fullstory look-ups, only when sending to Fullstory for real is allowed (never in dry-run)."""
@@ -141,8 +159,7 @@ class Runtime:
             released = await self.store.recover_after_restart(self.clock.now())
             if released:
                 log.warning("worker.recovered_claims", released=released)
-        for name, reason in (await self.store.parked_destinations()).items():
-            self.worker.parked[name] = reason
+        await self.worker.refresh_destination_states(force=True)
         for name, destination in self.destinations.items():
             if destination.dry_run:
                 why = "FSBRIDGE_DRY_RUN=true" if self.settings.dry_run else f"{CREDENTIAL_VARIABLES[name]} is not set"
@@ -170,8 +187,17 @@ class Runtime:
         await self.store.close()
 
     async def resume_destination(self, name: str) -> int:
+        """Release a parked or paused destination; returns how many parked deliveries it released."""
         resumed = await self.store.resume_destination(name, self.clock.now())
+        await self.store.set_paused(name, paused=False)
         self.worker.parked.pop(name, None)
+        self.worker.paused.discard(name)
         self.worker.notify_due(name)
         log.info("destination.resumed", destination=name, deliveries=resumed)
         return resumed
+
+    async def pause_destination(self, name: str) -> None:
+        """Stop sending to a destination; its deliveries keep queueing as pending."""
+        await self.store.set_paused(name, paused=True)
+        self.worker.paused.add(name)
+        log.warning("destination.paused", destination=name)

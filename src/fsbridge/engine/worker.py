@@ -9,19 +9,29 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
+from fsbridge.engine.isolation import BreakerState, CircuitBreaker, TokenBucket
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
+from fsbridge.ops.metrics import Metrics
 from fsbridge.sources.fullstory import STREAM_SOURCE, SYSTEM_SOURCE
 from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, IdentityClaim, Store
 from fsbridge.targets import Destination, SendResult
 from fsbridge.targets.fullstory_lookups import FullstoryLookups, LookupUnavailableError
 
 log = get_logger(__name__)
+
+
+@dataclass
+class Guard:
+    """One destination's rate limit and circuit breaker."""
+
+    bucket: TokenBucket
+    breaker: CircuitBreaker
 
 
 class Worker:
@@ -37,9 +47,15 @@ class Worker:
         lease_seconds: float = 60.0,
         dispatch_batch: int = 500,
         lookups: FullstoryLookups | None = None,
+        guards: Mapping[str, Guard] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups
+        self.metrics = metrics or Metrics()
+        self.guards = dict(guards or {})
+        self.paused: set[str] = set()
+        self._states_read_at = float("-inf")
         self.router = router
         self.destinations = dict(destinations)
         self.policy = policy
@@ -81,6 +97,12 @@ class Worker:
         scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
         results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
         conflicts = await self.store.record_dispatch(results, self.clock.now())
+        for result in results:
+            for skip in result.filtered:
+                self.metrics.filtered.labels(skip.flow, skip.reason.split(":", 1)[0]).inc()
+            for delivery in result.deliveries:
+                if delivery.status in ("dry_run", "dead"):
+                    self.metrics.deliveries.labels(delivery.destination, delivery.status).inc()
         for conflict in conflicts:
             # The identifier may be an email: log only its kind and a short hash.
             log.warning(
@@ -155,19 +177,33 @@ class Worker:
     async def deliver_once(self, name: str) -> int:
         """Claim and send one round of due deliveries for a destination; returns how many."""
         destination = self.destinations[name]
-        if name in self.parked:
+        if name in self.parked or name in self.paused:
             return 0
-        deliveries = await self.store.claim_deliveries(
-            name, destination.claim_limit, self.clock.now(), self.lease_seconds
-        )
+        guard = self.guards.get(name)
+        now = self.clock.now()
+        requests = destination.concurrency
+        if guard is not None:
+            requests = min(requests, guard.bucket.available(now))
+            if requests < 1 or not guard.breaker.allows(now):
+                return 0
+            if guard.breaker.state is BreakerState.HALF_OPEN:
+                requests = 1
+        limit = min(destination.claim_limit, requests * destination.messages_per_request)
+        deliveries = await self.store.claim_deliveries(name, limit, now, self.lease_seconds)
         if not deliveries:
+            if guard is not None:
+                guard.breaker.cancel_probe()
             return 0
         if destination.dry_run:
             await self.store.record_updates(
                 [DeliveryUpdate(d.id, "dry_run", d.next_attempt_at, None) for d in deliveries]
             )
+            self.metrics.deliveries.labels(name, "dry_run").inc(len(deliveries))
             log.info("delivery.dry_run", destination=name, deliveries=len(deliveries))
             return len(deliveries)
+        batches = destination.plan(deliveries)
+        if guard is not None:
+            guard.bucket.take(len(batches), now)
         gate = asyncio.Semaphore(destination.concurrency)
 
         async def send(batch: list[Delivery]) -> None:
@@ -175,8 +211,29 @@ class Worker:
                 result = await destination.send(batch)
             await self._record(destination, batch, result)
 
-        await asyncio.gather(*(send(batch) for batch in destination.plan(deliveries)))
+        await asyncio.gather(*(send(batch) for batch in batches))
         return len(deliveries)
+
+    def idle_for(self, name: str) -> float | None:
+        """How long a destination's rate limit or breaker keeps it idle (None: not held)."""
+        guard = self.guards.get(name)
+        if guard is None:
+            return None
+        now = self.clock.now()
+        if guard.breaker.state is BreakerState.OPEN:
+            return guard.breaker.reopens_in(now)
+        wait = guard.bucket.wait(now)
+        return wait if wait > 0 else None
+
+    async def refresh_destination_states(self, force: bool = False) -> None:
+        """Pick up pauses and parking another process (or an operator) recorded in the store."""
+        now = self.clock.now()
+        if not force and now - self._states_read_at < self.poll_interval:
+            return
+        self._states_read_at = now
+        self.paused = await self.store.paused_destinations()
+        parked = await self.store.parked_destinations()
+        self.parked = {name: reason for name, reason in parked.items()}
 
     async def drain(self, max_rounds: int = 100) -> None:
         """Dispatch and deliver until nothing is due now (tests; bounded)."""
@@ -190,6 +247,13 @@ class Worker:
     async def _record(self, destination: Destination, batch: list[Delivery], result: SendResult) -> None:
         now = self.clock.now()
         verdict = Verdict.DELIVERED if result.already_done else classify(result.status_code)
+        guard = self.guards.get(destination.name)
+        if guard is not None:
+            guard.breaker.record(verdict is not Verdict.RETRY, now)
+            if result.status_code == 429:
+                guard.bucket.throttled(now)
+                log.warning("destination.throttled", destination=destination.name, rate=guard.bucket.rate)
+        self.metrics.attempt_seconds.labels(destination.name).observe(result.duration_ms / 1000)
         attempt = AttemptRecord(
             attempted_at=now,
             duration_ms=result.duration_ms,
@@ -217,6 +281,11 @@ class Worker:
         retry_after = parse_retry_after(result.retry_after, now)
         updates = [self._update(d, verdict, attempt, len(batch), retry_after, now) for d in batch]
         await self.store.record_updates(updates)
+        for update, delivery in zip(updates, batch, strict=True):
+            outcome = "retry" if update.status == "pending" else update.status
+            self.metrics.deliveries.labels(destination.name, outcome).inc()
+            if update.status == "delivered":
+                self.metrics.receipt_to_delivery.labels(destination.name).observe(max(0.0, now - delivery.received_at))
         for update in updates:
             if update.status == "dead":
                 log.warning(
@@ -309,9 +378,13 @@ class Worker:
         while not self._stopping:
             self.heartbeats[f"deliver-{name}"] = self.clock.now()
             try:
+                await self.refresh_destination_states()
                 moved = await self.deliver_once(name)
                 timeout = self.poll_interval
-                if moved == 0:
+                idle = self.idle_for(name)
+                if moved == 0 and idle is not None:
+                    timeout = min(timeout, max(idle, 0.01))
+                elif moved == 0:
                     next_due = await self.store.next_due_at(name)
                     if next_due is not None:
                         timeout = min(timeout, max(0.0, next_due - self.clock.now()))

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from fsbridge.clock import Clock
 from fsbridge.errors import IntakeError, StoreUnavailableError
 from fsbridge.log import get_logger
+from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources import fullstory, segment
 from fsbridge.sources.fullstory import ShapeError
@@ -94,11 +95,19 @@ def segment_messages(payload: Any, body: bytes, method: str) -> list[Item]:
 class Receiver:
     """Holds what every inbound endpoint needs; one method per endpoint."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock, on_stored: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        on_stored: Callable[[], None],
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
+        self.metrics = metrics or Metrics()
 
     async def fullstory_webhook(self, request: Request) -> Response:
         secrets = self.settings.fullstory_webhook_secrets
@@ -192,6 +201,10 @@ class Receiver:
         except StoreUnavailableError as exc:
             log.error("inbox.store_unavailable", source=source, error=str(exc))
             return error_response(503, "store_unavailable", "The event could not be stored; retry later.")
+        for outcome, _ in stored:
+            self.metrics.received.labels(source).inc()
+            if outcome != "accepted":
+                (self.metrics.duplicates if outcome == "duplicate" else self.metrics.quarantined).labels(source).inc()
         if any(outcome == "accepted" for outcome, _ in stored):
             self.on_stored()
         return _response(items, stored)

@@ -168,6 +168,17 @@ class DeliveryUpdate:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EventStory:
+    """Everything that happened to one inbound event."""
+
+    event: InboxEvent
+    dispatched_at: float | None
+    filtered: list[FlowSkip]
+    deliveries: list[Delivery]
+    attempts: dict[str, list[AttemptRecord]]
+
+
 class Store(Protocol):
     """Everything fsbridge keeps. Writes are durable when the awaited call returns."""
 
@@ -208,6 +219,8 @@ class Store(Protocol):
     async def park_destination(self, name: str, reason: str, now: float) -> None: ...
     async def resume_destination(self, name: str, now: float) -> int: ...
     async def parked_destinations(self) -> dict[str, str]: ...
+    async def set_paused(self, name: str, paused: bool) -> None: ...
+    async def paused_destinations(self) -> set[str]: ...
 
     async def list_deliveries(self, status: str | None, flow: str | None, limit: int) -> list[Delivery]: ...
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
@@ -227,6 +240,46 @@ class Store(Protocol):
         ...
 
     async def stats(self) -> dict[str, Any]: ...
+
+    # -- operations: dashboards, metrics, health --------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """(destination, status) -> count, for pending, retrying (pending after a failure), dead and parked."""
+        ...
+
+    async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        """Counts of what was received and produced since `since`, by source, flow and destination."""
+        ...
+
+    async def timeline(self, since: float, bucket_seconds: float, buckets: int) -> dict[str, list[int]]:
+        """Per time bucket from `since`: events received, deliveries delivered, deliveries that died."""
+        ...
+
+    async def event_story(self, event_id: str) -> EventStory | None: ...
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantinedEvent | None: ...
+    async def release_quarantined(self, quarantine_id: str, event: NewInboxEvent) -> Accepted:
+        """Move a quarantined event into the inbox (after its shape is recognised)."""
+        ...
+
+    async def attempt_outcomes(self, since: float) -> dict[str, tuple[int, int]]:
+        """destination -> (successful attempts, all attempts) since `since`."""
+        ...
+
+    async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
+        """source -> events received in [start, end), quarantined ones included."""
+        ...
+
+    async def dead_letters_since(self, since: float) -> dict[str, int]:
+        """destination -> deliveries that became dead letters since `since`."""
+        ...
+
+    async def alert_states(self) -> dict[str, tuple[bool, float, str]]: ...
+    async def set_alert(self, key: str, active: bool, now: float, detail: str) -> None: ...
+
+    async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
+        """Queue deliveries that no inbound event produced (health alerts)."""
+        ...
 
 
 def open_store(database_url: str) -> Store:

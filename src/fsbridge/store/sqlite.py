@@ -32,9 +32,12 @@ from fsbridge.store.base import (
     Delivery,
     DeliveryUpdate,
     DispatchResult,
+    EventStory,
+    FlowSkip,
     IdentityClaim,
     IdentityConflict,
     InboxEvent,
+    NewDelivery,
     NewInboxEvent,
     NewQuarantined,
     QuarantinedEvent,
@@ -556,6 +559,22 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    async def set_paused(self, name: str, paused: bool) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO destination_state (name, paused) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                (name, int(paused)),
+            )
+
+        await self._write(write)
+
+    async def paused_destinations(self) -> set[str]:
+        def read(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute("SELECT name FROM destination_state WHERE paused = 1")}
+
+        return await self._read(read)
+
     # -- operators --------------------------------------------------------------------------------
 
     async def list_deliveries(self, status: str | None, flow: str | None, limit: int) -> list[Delivery]:
@@ -665,6 +684,192 @@ class SQLiteStore:
 
     async def stats(self) -> dict[str, Any]:
         return await self._read(_stats)
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        def read(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                "SELECT destination, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END,"
+                " COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead', 'parked') GROUP BY 1, 2"
+            ).fetchall()
+            return {(destination, status): count for destination, status, count in rows}
+
+        return await self._read(read)
+
+    async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, dict[str, int]]]:
+            by_source: dict[str, dict[str, int]] = {}
+            for source, count in conn.execute(
+                "SELECT source, COUNT(*) FROM inbox WHERE received_at >= ? GROUP BY source", (since,)
+            ):
+                by_source.setdefault(source, {})["received"] = count
+            for source, count in conn.execute(
+                "SELECT source, COUNT(*) FROM quarantine WHERE received_at >= ? GROUP BY source", (since,)
+            ):
+                by_source.setdefault(source, {})["quarantined"] = count
+            by_flow: dict[str, dict[str, int]] = {}
+            by_destination: dict[str, dict[str, int]] = {}
+            for flow, destination, status, count in conn.execute(
+                "SELECT flow, destination, status, COUNT(*) FROM deliveries WHERE created_at >= ?"
+                " GROUP BY flow, destination, status",
+                (since,),
+            ):
+                by_flow.setdefault(flow, {})[status] = by_flow.get(flow, {}).get(status, 0) + count
+                by_destination.setdefault(destination, {})[status] = (
+                    by_destination.get(destination, {}).get(status, 0) + count
+                )
+            for flow, count in conn.execute(
+                "SELECT flow, COUNT(*) FROM flow_outcomes WHERE at >= ? GROUP BY flow", (since,)
+            ):
+                by_flow.setdefault(flow, {})["filtered"] = count
+            return {"by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}
+
+        return await self._read(read)
+
+    async def timeline(self, since: float, bucket_seconds: float, buckets: int) -> dict[str, list[int]]:
+        def read(conn: sqlite3.Connection) -> dict[str, list[int]]:
+            series = {name: [0] * buckets for name in ("received", "delivered", "dead")}
+            queries = {
+                "received": "SELECT CAST((received_at - ?) / ? AS INTEGER), COUNT(*) FROM inbox"
+                " WHERE received_at >= ? GROUP BY 1",
+                "delivered": "SELECT CAST((delivered_at - ?) / ? AS INTEGER), COUNT(*) FROM deliveries"
+                " WHERE status = 'delivered' AND delivered_at >= ? GROUP BY 1",
+                "dead": "SELECT CAST((a.attempted_at - ?) / ? AS INTEGER), COUNT(DISTINCT d.id) FROM deliveries d"
+                " JOIN attempts a ON a.delivery_id = d.id WHERE d.status = 'dead' AND a.attempted_at >= ? GROUP BY 1",
+            }
+            for name, sql in queries.items():
+                for bucket, count in conn.execute(sql, (since, bucket_seconds, since)):
+                    if 0 <= bucket < buckets:
+                        series[name][bucket] += count
+            return series
+
+        return await self._read(read)
+
+    async def event_story(self, event_id: str) -> EventStory | None:
+        def read(conn: sqlite3.Connection) -> EventStory | None:
+            row = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at, dispatched_at FROM inbox WHERE id = ?",
+                (event_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            filtered = [
+                FlowSkip(flow, reason)
+                for flow, reason in conn.execute(
+                    "SELECT flow, reason FROM flow_outcomes WHERE inbox_id = ? ORDER BY flow", (event_id,)
+                )
+            ]
+            deliveries = [
+                _delivery(r)
+                for r in conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE inbox_id = ? ORDER BY created_at",  # noqa: S608
+                    (event_id,),
+                )
+            ]
+            attempts = {
+                d.id: [
+                    AttemptRecord(*a)
+                    for a in conn.execute(
+                        "SELECT attempted_at, duration_ms, status_code, error, response_excerpt FROM attempts"
+                        " WHERE delivery_id = ? ORDER BY id",
+                        (d.id,),
+                    )
+                ]
+                for d in deliveries
+            }
+            return EventStory(InboxEvent(*row[:7]), row[7], filtered, deliveries, attempts)
+
+        return await self._read(read)
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantinedEvent | None:
+        def read(conn: sqlite3.Connection) -> QuarantinedEvent | None:
+            row = conn.execute(
+                "SELECT id, source, stream, body, error, received_at, status FROM quarantine WHERE id = ?",
+                (quarantine_id,),
+            ).fetchone()
+            return None if row is None else QuarantinedEvent(*row)
+
+        return await self._read(read)
+
+    async def release_quarantined(self, quarantine_id: str, event: NewInboxEvent) -> Accepted:
+        def write(conn: sqlite3.Connection) -> Accepted:
+            conn.execute("UPDATE quarantine SET status = 'replayed' WHERE id = ?", (quarantine_id,))
+            new_id = _new_id("evt")
+            row = conn.execute(
+                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (new_id, event.source, event.stream, event.dedup_key, event.kind, event.body, event.received_at),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            existing = conn.execute(
+                "SELECT id FROM inbox WHERE source = ? AND dedup_key = ?", (event.source, event.dedup_key)
+            ).fetchone()
+            return Accepted(existing[0], duplicate=True)
+
+        return await self._write(write)
+
+    async def attempt_outcomes(self, since: float) -> dict[str, tuple[int, int]]:
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            rows = conn.execute(
+                "SELECT d.destination, SUM(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END), COUNT(*)"
+                " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.attempted_at >= ?"
+                " GROUP BY d.destination",
+                (since,),
+            ).fetchall()
+            return {destination: (ok, total) for destination, ok, total in rows}
+
+        return await self._read(read)
+
+    async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for table in ("inbox", "quarantine"):
+                for source, count in conn.execute(
+                    f"SELECT source, COUNT(*) FROM {table} WHERE received_at >= ? AND received_at < ?"  # noqa: S608
+                    " GROUP BY source",
+                    (start, end),
+                ):
+                    counts[source] = counts.get(source, 0) + count
+            return counts
+
+        return await self._read(read)
+
+    async def dead_letters_since(self, since: float) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT d.destination, COUNT(DISTINCT d.id) FROM deliveries d"
+                " LEFT JOIN attempts a ON a.delivery_id = d.id"
+                " WHERE d.status = 'dead' AND COALESCE(a.attempted_at, d.created_at) >= ? GROUP BY d.destination",
+                (since,),
+            ).fetchall()
+            return dict(rows)
+
+        return await self._read(read)
+
+    async def alert_states(self) -> dict[str, tuple[bool, float, str]]:
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[bool, float, str]]:
+            return {
+                key: (bool(active), since, detail)
+                for key, active, since, detail in conn.execute("SELECT key, active, since, detail FROM alerts")
+            }
+
+        return await self._read(read)
+
+    async def set_alert(self, key: str, active: bool, now: float, detail: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO alerts (key, active, since, detail) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET active = excluded.active, since = excluded.since,"
+                " detail = excluded.detail",
+                (key, int(active), now, detail),
+            )
+
+        await self._write(write)
+
+    async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
+        await self.record_dispatch([DispatchResult("", deliveries=deliveries)], now)
 
 
 def _claim(conn: sqlite3.Connection, claim: IdentityClaim, now: float) -> IdentityConflict | None:

@@ -84,7 +84,8 @@ CREATE TABLE counters (
 CREATE TABLE destination_state (
     name          TEXT PRIMARY KEY,
     parked_reason TEXT,
-    parked_at     REAL
+    parked_at     REAL,
+    paused        INTEGER NOT NULL DEFAULT 0   -- an operator's pause survives restarts; parking does not
 );
 
 -- The last content successfully synced per scope (a Fullstory uid): an identical update is not sent again.
@@ -127,3 +128,13 @@ CREATE TABLE audience_membership (
     updated_at   REAL NOT NULL,
     PRIMARY KEY (user_id, audience_key)
 );
+
+-- Health alerts: one row per condition, so an alert is sent once when it starts and once when it clears.
+CREATE TABLE alerts (
+    key         TEXT PRIMARY KEY,
+    active      INTEGER NOT NULL,
+    since       REAL NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX inbox_by_time ON inbox (received_at);
+CREATE INDEX attempts_by_time ON attempts (attempted_at);

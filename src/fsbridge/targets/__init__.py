@@ -29,6 +29,7 @@ class Destination(Protocol):
     dry_run: bool
     concurrency: int
     claim_limit: int
+    messages_per_request: int
     max_message_bytes: int | None
 
     def plan(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:

@@ -194,6 +194,7 @@ class FullstoryDestination:
         self._auth = f"Basic {api_key.get_secret_value()}" if api_key is not None else None
         self.dry_run = dry_run
         self.concurrency = concurrency
+        self.messages_per_request = 1
         self.claim_limit = concurrency * 8
 
     def plan(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:

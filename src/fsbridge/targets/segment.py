@@ -105,6 +105,7 @@ class SegmentDestination:
         self.max_batch_messages = min(max_batch_messages, MAX_BATCH_MESSAGES)
         self.max_batch_bytes = min(max_batch_bytes, MAX_BATCH_BYTES)
         self.concurrency = concurrency
+        self.messages_per_request = self.max_batch_messages
         self.claim_limit = self.max_batch_messages * concurrency
 
     def plan(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:

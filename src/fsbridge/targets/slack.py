@@ -35,6 +35,7 @@ class SlackDestination:
         self._url = webhook_url
         self.dry_run = dry_run
         self.concurrency = 1  # Slack allows about one message a second per webhook
+        self.messages_per_request = 1
         self.claim_limit = 5
 
     def plan(self, deliveries: Sequence[Delivery]) -> list[list[Delivery]]:

@@ -1,0 +1,73 @@
+"""Prometheus metrics (prometheus-client), one registry per runtime. Counters and histograms are
+updated where things happen; queue depths and destination states are read at scrape time."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from fsbridge import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+END_TO_END_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.received = Counter(
+            "fsbridge_events_received",
+            "Authenticated inbound events, duplicates and quarantined included",
+            ["source"],
+            registry=r,
+        )
+        self.duplicates = Counter("fsbridge_events_duplicate", "Inbound events stored before", ["source"], registry=r)
+        self.quarantined = Counter(
+            "fsbridge_events_quarantined", "Authenticated inbound events of an unknown shape", ["source"], registry=r
+        )
+        self.filtered = Counter(
+            "fsbridge_events_filtered",
+            "Events a flow held back, by the filter that did",
+            ["flow", "reason"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "fsbridge_delivery_outcomes",
+            "Delivery outcomes: delivered, retry, dead, parked, dry_run",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.attempt_seconds = Histogram(
+            "fsbridge_attempt_duration_seconds", "Duration of one outbound request", ["destination"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.receipt_to_delivery = Histogram(
+            "fsbridge_receipt_to_delivery_seconds", "From receiving an event to its delivery", ["destination"],
+            buckets=END_TO_END_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "fsbridge_queue_depth", "Deliveries by destination and status (pending, retrying, dead, parked)",
+            ["destination", "status"], registry=r,
+        )  # fmt: skip
+        self.breaker_state = Gauge(
+            "fsbridge_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["destination"], registry=r
+        )
+        self.paused = Gauge(
+            "fsbridge_destination_paused", "1 when an operator paused the destination", ["destination"], registry=r
+        )
+        self.parked = Gauge(
+            "fsbridge_destination_parked", "1 when the destination is parked (401/403)", ["destination"], registry=r
+        )
+        self.rate_limit = Gauge(
+            "fsbridge_rate_limit_per_second",
+            "Current request rate limit (lowered after 429)",
+            ["destination"],
+            registry=r,
+        )
+        Info("fsbridge_build", "fsbridge version", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
