@@ -13,6 +13,7 @@ from starlette.responses import Response
 from fsbridge import __version__
 from fsbridge.errors import IntakeError
 from fsbridge.ops.api import health, ops
+from fsbridge.ops.dashboard import router as dashboard
 from fsbridge.ops.middleware import RequestContext
 from fsbridge.runtime import Runtime
 from fsbridge.sources.intake import error_response
@@ -86,6 +87,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
 
     app.include_router(health)
     app.include_router(ops)
+    app.include_router(dashboard)
 
     @app.exception_handler(IntakeError)
     async def intake_error(_: Request, exc: IntakeError) -> Response:

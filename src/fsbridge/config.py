@@ -66,6 +66,23 @@ class DestinationsConfig(_Strict):
     slack: SlackDestinationConfig = Field(default_factory=SlackDestinationConfig)
 
 
+class HealthConfig(_Strict):
+    """The health monitor: when to alert in Slack (once per condition, then once when it clears)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, gt=0)
+    success_window_minutes: float = Field(default=15.0, gt=0)
+    success_rate_below: float = Field(default=0.95, gt=0, le=1)
+    success_min_attempts: int = Field(default=20, ge=1)
+    volume_window_minutes: float = Field(default=60.0, gt=0)
+    volume_compare_to: Literal["day", "week"] = "day"
+    volume_change_percent: float = Field(default=50.0, gt=0)
+    volume_min_events: int = Field(default=50, ge=1)
+    dead_letter_window_minutes: float = Field(default=15.0, gt=0)
+    dead_letters_above: int = Field(default=0, ge=0)
+    breaker_open_minutes: float = Field(default=5.0, ge=0)
+
+
 class IdentityConfig(_Strict):
     """How ids line up between the two systems."""
 
@@ -167,6 +184,7 @@ class FsbridgeConfig(_Strict):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     destinations: DestinationsConfig = Field(default_factory=DestinationsConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
 
     @model_validator(mode="after")

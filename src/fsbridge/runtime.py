@@ -3,6 +3,8 @@ receiver out. The HTTP app and the CLI both drive one `Runtime`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Literal
 
 import httpx
@@ -17,6 +19,7 @@ from fsbridge.engine.worker import Guard, Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
 from fsbridge.log import get_logger
+from fsbridge.ops.health_monitor import HealthMonitor
 from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
@@ -81,6 +84,15 @@ class Runtime:
             guards=self._guards(),
             metrics=self.metrics,
         )
+        self.monitor = HealthMonitor(
+            self.store,
+            self.clock,
+            config.health,
+            guards=self.worker.guards,
+            parked=lambda: self.worker.parked,
+            slack_dry_run=self.destinations["slack"].dry_run,
+        )
+        self._monitor_task: asyncio.Task[None] | None = None
         self.receiver = Receiver(
             settings, self.store, self.clock, on_stored=self.worker.notify_inbox, metrics=self.metrics
         )
@@ -177,8 +189,26 @@ class Runtime:
         )
         if run_workers:
             self.worker.start()
+            if self.config.health.enabled:
+                self._monitor_task = asyncio.create_task(self._monitor_loop(), name="fsbridge-health-monitor")
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health.interval_seconds)
+            try:
+                sent = await self.monitor.check_once()
+            except Exception as exc:
+                log.error("health.check_failed", error=str(exc))
+                continue
+            if sent:
+                self.worker.notify_due("slack")
 
     async def stop(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+            self._monitor_task = None
         await self.worker.stop()
         for destination in self.destinations.values():
             await destination.aclose()
@@ -195,6 +225,18 @@ class Runtime:
         self.worker.notify_due(name)
         log.info("destination.resumed", destination=name, deliveries=resumed)
         return resumed
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges that are read at scrape time: queue depths and destination states."""
+        depths = await self.store.queue_depths()
+        metrics = self.metrics
+        for name, guard in self.worker.guards.items():
+            for status in ("pending", "retrying", "dead", "parked"):
+                metrics.queue_depth.labels(name, status).set(depths.get((name, status), 0))
+            metrics.breaker_state.labels(name).set(guard.breaker.state.value)
+            metrics.rate_limit.labels(name).set(guard.bucket.rate)
+            metrics.paused.labels(name).set(int(name in self.worker.paused))
+            metrics.parked.labels(name).set(int(name in self.worker.parked))
 
     async def pause_destination(self, name: str) -> None:
         """Stop sending to a destination; its deliveries keep queueing as pending."""

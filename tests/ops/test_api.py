@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import httpx
+import orjson
 
 from fsbridge.app import create_app
-from tests.conftest import RAGE_CLICK, Bridge, start_bridge
+from tests.conftest import OPS_TOKEN, RAGE_CLICK, SEGMENT_TOKEN, Bridge, start_bridge
 
 
 async def test_healthz_needs_no_token(bridge: Bridge) -> None:
@@ -148,3 +150,105 @@ async def test_unknown_path_is_a_json_404(bridge: Bridge) -> None:
     response = await bridge.client.get("/webhooks/nothing")
     assert 404 == response.status_code
     assert "not_found" == response.json()["error"]["code"]
+
+
+async def test_quarantine_replay_accepts_what_is_now_recognised(bridge: Bridge) -> None:
+    """A quarantined event whose shape is recognised now is moved to the inbox and routed."""
+    response = await bridge.post_stream({"user": {"user_id": "u1"}})
+    quarantine_id = response.json()["error"]["quarantine_id"]
+    store = bridge.runtime.store
+    # Simulate a fix upstream of the shape check: the stored body now carries an event type.
+    path = bridge.runtime.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE quarantine SET body = ? WHERE id = ?",
+            (orjson.dumps({**RAGE_CLICK, "note": "fixed"}), quarantine_id),
+        )
+    replayed = await bridge.client.post(f"/ops/api/quarantine/{quarantine_id}/replay", headers=bridge.ops_headers())
+    assert 202 == replayed.status_code
+    event_id = replayed.json()["event_id"]
+    await bridge.drain()
+    assert [] == await store.list_quarantine(10)
+    story = (await bridge.client.get(f"/ops/api/events/{event_id}", headers=bridge.ops_headers())).json()
+    assert "delivered" == story["deliveries"][0]["status"]
+
+
+async def test_quarantine_replay_of_what_is_still_wrong(bridge: Bridge) -> None:
+    """Replaying an event that is still not recognised answers 422 and keeps it in quarantine."""
+    quarantine_id = (await bridge.post_stream({"nothing": 1})).json()["error"]["quarantine_id"]
+    response = await bridge.client.post(f"/ops/api/quarantine/{quarantine_id}/replay", headers=bridge.ops_headers())
+    assert 422 == response.status_code
+    assert "Still not recognised" in response.json()["error"]["message"]
+    assert 1 == len(await bridge.runtime.store.list_quarantine(10))
+    missing = await bridge.client.post("/ops/api/quarantine/qtn_nope/replay", headers=bridge.ops_headers())
+    assert 404 == missing.status_code
+
+
+async def test_event_story(bridge: Bridge) -> None:
+    """/ops/api/events/{id} tells an event's whole story: raw body, filtered flows, deliveries, attempts."""
+    bridge.upstream.script_next([500])
+    event_id = (await bridge.post_stream(RAGE_CLICK)).json()["id"]
+    await bridge.drain()
+    bridge.clock.advance(1)
+    await bridge.drain()
+    story = (await bridge.client.get(f"/ops/api/events/{event_id}", headers=bridge.ops_headers())).json()
+    assert "rage-click" == story["event"]["body"]["event"]["event_type"]
+    [delivery] = story["deliveries"]
+    assert [500, 200] == [a["status_code"] for a in delivery["attempts"]]
+    assert "Rage Click Detected" == delivery["body"]["event"]
+    assert 404 == (await bridge.client.get("/ops/api/events/evt_nope", headers=bridge.ops_headers())).status_code
+
+
+async def test_event_story_hides_a_segment_write_key(bridge: Bridge) -> None:
+    """A writeKey carried inside a Segment message is not shown to operators."""
+    event_id = (
+        await bridge.post_segment(
+            {"type": "track", "event": "X", "userId": "u", "messageId": "m", "writeKey": "SEGMENT-SOURCE-KEY"},
+            token=SEGMENT_TOKEN,
+        )
+    ).json()["id"]
+    story = (await bridge.client.get(f"/ops/api/events/{event_id}", headers=bridge.ops_headers())).text
+    assert "SEGMENT-SOURCE-KEY" not in story
+
+
+class TestDashboard:
+    async def test_signs_in_with_the_form_and_sets_a_safe_cookie(self, bridge: Bridge) -> None:
+        """The login form sets an HTTP-only, SameSite=Strict cookie that is not the token itself."""
+        assert "Ops token" in (await bridge.client.get("/ops")).text
+        response = await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+        assert 303 == response.status_code
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        assert OPS_TOKEN not in cookie
+        page = await bridge.client.get("/ops")
+        assert "Destinations" in page.text
+
+    async def test_wrong_token_is_refused(self, bridge: Bridge) -> None:
+        """A wrong token shows the form again with an error and sets no cookie."""
+        response = await bridge.client.post("/ops/login", data={"token": "nope"})
+        assert 401 == response.status_code
+        assert "set-cookie" not in response.headers
+
+    async def test_query_token_sets_the_cookie_and_leaves_the_url(self, bridge: Bridge) -> None:
+        """?token= signs in and redirects to /ops without the token in the address."""
+        response = await bridge.client.get(f"/ops?token={OPS_TOKEN}")
+        assert 303 == response.status_code
+        assert "/ops" == response.headers["location"]
+        assert "Newest dead letters" in (await bridge.client.get("/ops")).text
+
+    async def test_forms_need_the_csrf_token(self, bridge: Bridge) -> None:
+        """A replay posted without the page's CSRF token is refused."""
+        await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+        response = await bridge.client.post("/ops/deliveries/dlv_x/replay", data={"csrf": "forged"})
+        assert 403 == response.status_code
+
+    async def test_pause_button(self, bridge: Bridge) -> None:
+        """The dashboard's pause and resume buttons pause and resume a destination."""
+        await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+        page = (await bridge.client.get("/ops")).text
+        csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        await bridge.client.post("/ops/destinations/slack/pause", data={"csrf": csrf})
+        assert "slack" in bridge.runtime.worker.paused
+        await bridge.client.post("/ops/destinations/slack/resume", data={"csrf": csrf})
+        assert "slack" not in bridge.runtime.worker.paused

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -15,10 +17,13 @@ from starlette.responses import Response
 from fsbridge.errors import IntakeError
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
+from fsbridge.sources.envelopes import envelope_for
+from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.intake import error_response, json_response
-from fsbridge.store import Delivery
+from fsbridge.store import Delivery, EventStory, NewInboxEvent
 
 WORKER_MAX_SILENCE_SECONDS = 30.0
+_SECRET_FIELD = re.compile(r"^(writeKey|write_key|password|secret|token|apiKey|api_key)$", re.IGNORECASE)
 
 
 class DeliveryItem(BaseModel):
@@ -63,6 +68,69 @@ class Operations:
         count = await self.runtime.store.replay_deliveries(status, flow, self.runtime.clock.now())
         self.runtime.worker.notify_due()
         return count
+
+    async def replay_quarantined(self, quarantine_id: str) -> str | IntakeError:
+        """Accept a quarantined event if its shape is now recognised; the new inbox id, or why not."""
+        store = self.runtime.store
+        item = await store.get_quarantined(quarantine_id)
+        if item is None or item.status != "quarantined":
+            return IntakeError(404, "not_found", f"No quarantined event has id {quarantine_id}.")
+        try:
+            envelope = envelope_for(item.source, orjson.loads(item.body), stream=item.stream)
+        except (ShapeError, orjson.JSONDecodeError) as exc:
+            return IntakeError(422, "unrecognised_payload", f"Still not recognised: {exc}")
+        event = NewInboxEvent(
+            item.source, item.stream, envelope.dedup_key, envelope.kind, item.body, self.runtime.clock.now()
+        )
+        accepted = await store.release_quarantined(quarantine_id, event)
+        self.runtime.worker.notify_inbox()
+        return accepted.id
+
+
+def story_json(story: EventStory) -> dict[str, Any]:
+    event = story.event
+    try:
+        raw: Any = orjson.loads(event.body)
+    except orjson.JSONDecodeError:
+        raw = event.body.decode("utf-8", errors="replace")
+    return {
+        "event": {
+            "id": event.id,
+            "source": event.source,
+            "stream": event.stream,
+            "kind": event.kind,
+            "received_at": event.received_at,
+            "dispatched_at": story.dispatched_at,
+            "body": redact_payload(raw),
+        },
+        "filtered": [{"flow": f.flow, "reason": f.reason} for f in story.filtered],
+        "deliveries": [
+            {
+                **delivery_item(d).model_dump(),
+                "body": redact_payload(orjson.loads(d.body)),
+                "attempts": [
+                    {
+                        "attempted_at": a.attempted_at,
+                        "duration_ms": a.duration_ms,
+                        "status_code": a.status_code,
+                        "error": a.error,
+                        "response_excerpt": a.response_excerpt,
+                    }
+                    for a in story.attempts.get(d.id, [])
+                ],
+            }
+            for d in story.deliveries
+        ],
+    }
+
+
+def redact_payload(value: Any) -> Any:
+    """Segment deliveries may carry the source's writeKey; operators see everything else."""
+    if isinstance(value, dict):
+        return {k: ("[REDACTED]" if _SECRET_FIELD.search(str(k)) else redact_payload(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_payload(v) for v in value]
+    return value
 
 
 def delivery_item(d: Delivery) -> DeliveryItem:
@@ -124,11 +192,19 @@ async def readyz(request: Request) -> Response:
     if runtime.role in ("all", "worker"):
         reasons += [f"worker loop {name} has stopped" for name in runtime.worker.alive(WORKER_MAX_SILENCE_SECONDS)]
     parked = dict(runtime.worker.parked)
+    paused = sorted(runtime.worker.paused)
     reasons += [f"destination {name} is parked: {reason}" for name, reason in parked.items()]
-    body: dict[str, Any] = {"status": "ready" if not reasons else "not_ready", "parked": parked}
+    body: dict[str, Any] = {"status": "ready" if not reasons else "not_ready", "parked": parked, "paused": paused}
     if reasons:
-        return error_response(503, "not_ready", "; ".join(reasons), reasons=reasons, parked=parked)
+        return error_response(503, "not_ready", "; ".join(reasons), reasons=reasons, parked=parked, paused=paused)
     return json_response(200, body)
+
+
+@health.get("/metrics", summary="Prometheus metrics (ops token)", dependencies=[Depends(require_ops_access)])
+async def metrics(request: Request) -> Response:
+    runtime = _runtime(request)
+    await runtime.refresh_metrics()
+    return Response(runtime.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -193,9 +269,33 @@ async def stats(request: Request) -> dict[str, Any]:
     return await _runtime(request).store.stats()
 
 
-@ops.post("/destinations/{name}/resume", summary="Resume a parked destination")
+@ops.post("/destinations/{name}/resume", summary="Resume a parked or paused destination")
 async def resume_destination(request: Request, name: str) -> Response:
     if name not in DESTINATIONS:
         return error_response(404, "not_found", f"Destinations are {', '.join(DESTINATIONS)}.")
     resumed = await _runtime(request).resume_destination(name)
     return json_response(200, {"status": "resumed", "destination": name, "deliveries": resumed})
+
+
+@ops.post("/destinations/{name}/pause", summary="Pause a destination (its deliveries keep queueing)")
+async def pause_destination(request: Request, name: str) -> Response:
+    if name not in DESTINATIONS:
+        return error_response(404, "not_found", f"Destinations are {', '.join(DESTINATIONS)}.")
+    await _runtime(request).pause_destination(name)
+    return json_response(200, {"status": "paused", "destination": name})
+
+
+@ops.post("/quarantine/{quarantine_id}/replay", status_code=202, summary="Accept a quarantined event again")
+async def replay_quarantined(request: Request, quarantine_id: str) -> Response:
+    outcome = await Operations(_runtime(request)).replay_quarantined(quarantine_id)
+    if isinstance(outcome, IntakeError):
+        return error_response(outcome.status, outcome.code, outcome.message)
+    return json_response(202, {"status": "replayed", "id": quarantine_id, "event_id": outcome})
+
+
+@ops.get("/events/{event_id}", summary="An event's whole story: raw body, flows, deliveries, attempts")
+async def event_story(request: Request, event_id: str) -> Response:
+    story = await _runtime(request).store.event_story(event_id)
+    if story is None:
+        return error_response(404, "not_found", f"No stored event has id {event_id}.")
+    return json_response(200, story_json(story))

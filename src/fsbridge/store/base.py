@@ -267,7 +267,7 @@ class Store(Protocol):
         ...
 
     async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
-        """source -> events received in [start, end), quarantined ones included."""
+        """source -> events received in (start, end], quarantined ones included."""
         ...
 
     async def dead_letters_since(self, since: float) -> dict[str, int]:

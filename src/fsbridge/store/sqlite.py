@@ -827,7 +827,7 @@ class SQLiteStore:
             counts: dict[str, int] = {}
             for table in ("inbox", "quarantine"):
                 for source, count in conn.execute(
-                    f"SELECT source, COUNT(*) FROM {table} WHERE received_at >= ? AND received_at < ?"  # noqa: S608
+                    f"SELECT source, COUNT(*) FROM {table} WHERE received_at > ? AND received_at <= ?"  # noqa: S608
                     " GROUP BY source",
                     (start, end),
                 ):

@@ -1,0 +1,126 @@
+"""Real processes and servers for end-to-end tests, all on 127.0.0.1: the fsbridge server as a
+subprocess, and a fake Segment HTTP server that records what it receives."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FSBRIDGE = [sys.executable, "-m", "fsbridge"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class FakeSegment:
+    """A fake Segment on 127.0.0.1 (optionally slow) that answers the scripted statuses, then 200,
+    and records every message it accepted."""
+
+    def __init__(self, delay: float = 0.0, script: list[int] | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.script = list(script or [])
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                with outer.lock:
+                    status = outer.script.pop(0) if outer.script else 200
+                    if status == 200:
+                        outer.messages.extend(json.loads(body)["batch"])
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"success":true}' if status == 200 else b'{"code":"invalid","message":"scripted"}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client killed mid-request (the point of the test) breaks its pipe
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeSegment:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def marks(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m["properties"]["element_text"] for m in self.messages)
+
+    def message_ids(self) -> Counter[str]:
+        with self.lock:
+            return Counter(m["messageId"] for m in self.messages)
+
+
+class Server:
+    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
+        self.workdir, self.env, self.port = workdir, env, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.workdir / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [*FSBRIDGE, "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.workdir / "server.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("fsbridge did not start within 30 s")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def base_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server under test: this process's, without any FSBRIDGE_* of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSBRIDGE_")}
+    env.update(
+        FSBRIDGE_DATABASE_URL=f"sqlite:///{workdir / 'var' / 'fsbridge.db'}",
+        FSBRIDGE_LOG_FORMAT="json",
+        **extra,
+    )
+    return env
