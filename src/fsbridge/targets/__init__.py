@@ -3,9 +3,12 @@ deliveries into HTTP calls and reports what came back; the worker decides what t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import httpx
 
 from fsbridge.store import Delivery
 
@@ -45,3 +48,26 @@ class Destination(Protocol):
 
 def excerpt(text: str) -> str:
     return text if len(text) <= RESPONSE_EXCERPT_CHARS else text[:RESPONSE_EXCERPT_CHARS] + "…"
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading)."""
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def response_result(response: httpx.Response, started: float, vendor: str, *, already_done: bool = False) -> SendResult:
+    """What one HTTP response means, in the shape the worker records."""
+    return SendResult(
+        response.status_code,
+        elapsed_ms(started),
+        error=None if response.is_success or already_done else f"{vendor} answered {response.status_code}",
+        response_excerpt=excerpt(response.text),
+        retry_after=response.headers.get("Retry-After"),
+        already_done=already_done,
+    )
+
+
+def transport_failure(exc: httpx.HTTPError, started: float, *, detail: bool = True) -> SendResult:
+    """A request that got no response. Without `detail`, only the error type is kept (the URL is secret)."""
+    error = f"{type(exc).__name__}: {exc}".rstrip(": ") if detail else type(exc).__name__
+    return SendResult(None, elapsed_ms(started), error=error)

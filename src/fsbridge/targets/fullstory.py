@@ -25,7 +25,7 @@ from fsbridge import __version__
 from fsbridge.engine.mapping import as_iso_timestamp
 from fsbridge.envelope import MISSING
 from fsbridge.store import Delivery
-from fsbridge.targets import SendResult, excerpt
+from fsbridge.targets import SendResult, response_result, transport_failure
 
 NAME = "fullstory"
 POST_PATHS = {"users.create": "/v2/users", "events.create": "/v2/events"}
@@ -219,24 +219,13 @@ class FullstoryDestination:
             else:
                 return SendResult(400, 0.0, error=f"fsbridge cannot send Fullstory action {delivery.action!r}")
         except httpx.HTTPError as exc:
-            return SendResult(None, _ms(started), error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return transport_failure(exc, started)
         # A user that is already gone has been deleted, which is what was asked.
         already_done = delivery.action == "users.delete" and response.status_code == 404
-        return SendResult(
-            response.status_code,
-            _ms(started),
-            error=None if response.is_success or already_done else f"Fullstory answered {response.status_code}",
-            response_excerpt=excerpt(response.text),
-            retry_after=response.headers.get("Retry-After"),
-            already_done=already_done,
-        )
+        return response_result(response, started, "Fullstory", already_done=already_done)
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 __all__ = [

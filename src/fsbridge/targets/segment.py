@@ -20,7 +20,7 @@ from fsbridge import __version__
 from fsbridge.engine.mapping import as_iso_timestamp
 from fsbridge.envelope import MISSING
 from fsbridge.store import Delivery
-from fsbridge.targets import SendResult, excerpt
+from fsbridge.targets import SendResult, response_result, transport_failure
 
 NAME = "segment"
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -136,14 +136,8 @@ class SegmentDestination:
         try:
             response = await self._client.post(self._url, content=_envelope_bytes(batch), headers=headers)
         except httpx.HTTPError as exc:
-            return SendResult(None, _ms(started), error=f"{type(exc).__name__}: {exc}".rstrip(": "))
-        return SendResult(
-            response.status_code,
-            _ms(started),
-            error=None if response.is_success else f"Segment answered {response.status_code}",
-            response_excerpt=excerpt(response.text),
-            retry_after=response.headers.get("Retry-After"),
-        )
+            return transport_failure(exc, started)
+        return response_result(response, started, "Segment")
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -152,7 +146,3 @@ class SegmentDestination:
 def _envelope_bytes(batch: Sequence[Delivery]) -> bytes:
     sent_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     return b'{"batch":[' + b",".join(d.body for d in batch) + b'],"sentAt":"' + sent_at.encode() + b'"}'
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fsbridge import __version__
 from fsbridge.store import Delivery
-from fsbridge.targets import SendResult, excerpt
+from fsbridge.targets import SendResult, response_result, transport_failure
 
 NAME = "slack"
 
@@ -53,18 +53,8 @@ class SlackDestination:
                 headers={"Content-Type": "application/json", "User-Agent": f"fsbridge/{__version__}"},
             )
         except httpx.HTTPError as exc:
-            return SendResult(None, _ms(started), error=type(exc).__name__)
-        return SendResult(
-            response.status_code,
-            _ms(started),
-            error=None if response.is_success else f"Slack answered {response.status_code}: {response.text[:200]}",
-            response_excerpt=excerpt(response.text),
-            retry_after=response.headers.get("Retry-After"),
-        )
+            return transport_failure(exc, started, detail=False)
+        return response_result(response, started, "Slack")
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
