@@ -277,6 +277,11 @@ class Store(Protocol):
     async def alert_states(self) -> dict[str, tuple[bool, float, str]]: ...
     async def set_alert(self, key: str, active: bool, now: float, detail: str) -> None: ...
 
+    async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
+        """Take or renew the right to run a periodic job for `seconds`: true for one owner at a time,
+        so a cluster runs each job once, and another replica takes over when the owner dies."""
+        ...
+
     async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
         """Queue deliveries that no inbound event produced (health alerts)."""
         ...
@@ -289,7 +294,8 @@ def open_store(database_url: str) -> Store:
 
         return SQLiteStore(database_url.removeprefix("sqlite:///"))
     if database_url.startswith(("postgresql://", "postgres://")):
-        msg = "The PostgreSQL store is not available in this version; use sqlite:///path/to/file.db."
-        raise ValueError(msg)
+        from fsbridge.store.postgres import PostgresStore
+
+        return PostgresStore(database_url)
     msg = f"FSBRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://, not {database_url.split(':')[0]!r}."
     raise ValueError(msg)

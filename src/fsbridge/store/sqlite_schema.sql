@@ -138,3 +138,10 @@ CREATE TABLE alerts (
 );
 CREATE INDEX inbox_by_time ON inbox (received_at);
 CREATE INDEX attempts_by_time ON attempts (attempted_at);
+
+-- Periodic jobs (the health monitor) run once per cluster: whoever holds the lease runs them.
+CREATE TABLE job_leases (
+    name        TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    lease_until REAL NOT NULL
+);

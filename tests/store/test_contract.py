@@ -1,4 +1,5 @@
-"""The SQLite store: idempotent intake, group commit, leases that return crashed claims, durability."""
+"""The store contract, run against both engines (SQLite, and a real PostgreSQL): idempotent intake,
+group commit, leases that return crashed claims, durability, destinations, identity and job leases."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from fsbridge.store import DeliveryUpdate, DispatchResult, FlowSkip, NewDelivery, NewInboxEvent, NewQuarantined
+from fsbridge.store import (
+    AttemptRecord,
+    DeliveryUpdate,
+    DispatchResult,
+    FlowSkip,
+    IdentityClaim,
+    IdentityConflict,
+    NewDelivery,
+    NewInboxEvent,
+    NewQuarantined,
+)
+from fsbridge.store.engine import Connection
+from fsbridge.store.postgres import PostgresStore
+from fsbridge.store.sql import SqlStore
 from fsbridge.store.sqlite import SQLiteStore
 
 NOW = 1_795_000_000.0
@@ -19,15 +33,27 @@ def event(n: int, source: str = "fullstory_stream") -> NewInboxEvent:
     return NewInboxEvent(source, "s", f"key-{n}", "rage_click", b'{"n":%d}' % n, NOW + n)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """The same store contract on each engine."""
+    if request.param == "sqlite":
+        s: SqlStore = SQLiteStore(str(tmp_path / "sub" / "fsbridge.db"))
+    else:
+        s = PostgresStore(request.getfixturevalue("postgres_url"))
+    await s.open()
+    yield s
+    await s.close()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     s = SQLiteStore(str(tmp_path / "sub" / "fsbridge.db"))
     await s.open()
     yield s
     await s.close()
 
 
-async def dispatched(store: SQLiteStore, n: int = 1) -> list[str]:
+async def dispatched(store: SqlStore, n: int = 1) -> list[str]:
     ids = [(await store.accept(event(i))).id for i in range(n)]
     claimed = await store.claim_inbox(100, NOW, 60)
     await store.record_dispatch(
@@ -37,14 +63,14 @@ async def dispatched(store: SQLiteStore, n: int = 1) -> list[str]:
 
 
 class TestIntake:
-    async def test_wal_mode_and_full_sync(self, store: SQLiteStore) -> None:
-        """The file is in WAL mode, and the schema version is recorded."""
-        conn = sqlite3.connect(store.path)
+    async def test_wal_mode_and_full_sync(self, sqlite_store: SQLiteStore) -> None:
+        """The SQLite file is in WAL mode, and the schema version is recorded."""
+        conn = sqlite3.connect(sqlite_store.path)
         assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
         assert 1 == conn.execute("PRAGMA user_version").fetchone()[0]
         conn.close()
 
-    async def test_duplicate_returns_the_first_id_and_is_counted(self, store: SQLiteStore) -> None:
+    async def test_duplicate_returns_the_first_id_and_is_counted(self, store: SqlStore) -> None:
         """Accepting the same (source, dedup key) twice stores one row and counts one duplicate."""
         first = await store.accept(event(1))
         again = await store.accept(event(1))
@@ -53,29 +79,29 @@ class TestIntake:
             "fullstory_stream"
         ]
 
-    async def test_same_key_from_another_source_is_new(self, store: SQLiteStore) -> None:
+    async def test_same_key_from_another_source_is_new(self, store: SqlStore) -> None:
         """Dedup keys are scoped by source."""
         a = await store.accept(event(1, "fullstory"))
         b = await store.accept(event(1, "segment"))
         assert a.id != b.id
 
-    async def test_quarantine_dedups_too(self, store: SQLiteStore) -> None:
+    async def test_quarantine_dedups_too(self, store: SqlStore) -> None:
         """A quarantined event sent twice is kept once."""
         q = NewQuarantined("fullstory", "", "k", b"{}", "no eventName", NOW)
         assert (await store.quarantine(q)).id == (await store.quarantine(q)).id
         assert 1 == len(await store.list_quarantine(10))
 
-    async def test_concurrent_writes_share_commits(self, store: SQLiteStore) -> None:
+    async def test_concurrent_writes_share_commits(self, store: SqlStore) -> None:
         """Hundreds of concurrent accepts all succeed in far fewer transactions (group commit)."""
         before = store.transactions
         results = await asyncio.gather(*(store.accept(event(n)) for n in range(500)))
         assert 500 == len({r.id for r in results})
         assert store.transactions - before < 250
 
-    async def test_a_failing_write_does_not_undo_the_others(self, store: SQLiteStore) -> None:
+    async def test_a_failing_write_does_not_undo_the_others(self, store: SqlStore) -> None:
         """One write that raises inside a group fails alone; the rest of the group commits."""
 
-        def boom(conn: sqlite3.Connection) -> None:
+        def boom(conn: Connection) -> None:
             conn.execute("INSERT INTO counters (name, key, value) VALUES ('x', 'y', 1)")
             raise ValueError("bad write")
 
@@ -84,9 +110,7 @@ class TestIntake:
         )
         assert isinstance(results[1], ValueError)
         assert 2 == (await store.stats())["by_source"]["fullstory_stream"]["received"]
-        conn = sqlite3.connect(store.path)
-        assert [] == conn.execute("SELECT * FROM counters WHERE name = 'x'").fetchall()
-        conn.close()
+        assert [] == await store._read(lambda conn: conn.execute("SELECT * FROM counters WHERE name = 'x'").fetchall())
 
     async def test_acknowledged_writes_survive_reopening(self, tmp_path: Path) -> None:
         """What accept returned is on disk: a new store on the same file sees it."""
@@ -104,14 +128,14 @@ class TestIntake:
 
 
 class TestClaims:
-    async def test_inbox_claim_is_leased(self, store: SQLiteStore) -> None:
+    async def test_inbox_claim_is_leased(self, store: SqlStore) -> None:
         """A claimed inbox event is not claimed again until its lease expires."""
         await store.accept(event(1))
         assert 1 == len(await store.claim_inbox(10, NOW, 30))
         assert [] == await store.claim_inbox(10, NOW + 29, 30)
         assert 1 == len(await store.claim_inbox(10, NOW + 31, 30))
 
-    async def test_dispatch_is_idempotent_on_message_id(self, store: SQLiteStore) -> None:
+    async def test_dispatch_is_idempotent_on_message_id(self, store: SqlStore) -> None:
         """Dispatching the same event twice (a crash between claim and commit) creates one delivery."""
         accepted = await store.accept(event(1))
         result = DispatchResult(accepted.id, [NewDelivery("flow", "segment", "m-1", b"{}")], [FlowSkip("f2", "why")])
@@ -121,7 +145,7 @@ class TestClaims:
         assert [] == await store.claim_inbox(10, NOW + 999, 30)
         assert 1 == (await store.stats())["by_flow"]["f2"]["filtered"]
 
-    async def test_a_crashed_workers_claim_comes_back(self, store: SQLiteStore) -> None:
+    async def test_a_crashed_workers_claim_comes_back(self, store: SqlStore) -> None:
         """A delivery claimed by a worker that never reports is claimable again after the lease."""
         await dispatched(store)
         [claimed] = await store.claim_deliveries("segment", 10, NOW, 30)
@@ -129,7 +153,7 @@ class TestClaims:
         [again] = await store.claim_deliveries("segment", 10, NOW + 31, 30)
         assert claimed.id == again.id
 
-    async def test_only_due_deliveries_are_claimed(self, store: SQLiteStore) -> None:
+    async def test_only_due_deliveries_are_claimed(self, store: SqlStore) -> None:
         """A delivery scheduled for later is not claimed before its time, and next_due_at says when."""
         await dispatched(store)
         [d] = await store.claim_deliveries("segment", 10, NOW, 30)
@@ -138,7 +162,7 @@ class TestClaims:
         assert NOW + 100 == await store.next_due_at("segment")
         assert 1 == len(await store.claim_deliveries("segment", 10, NOW + 100, 30))
 
-    async def test_parked_destination_gets_new_deliveries_as_parked(self, store: SQLiteStore) -> None:
+    async def test_parked_destination_gets_new_deliveries_as_parked(self, store: SqlStore) -> None:
         """While a destination is parked, new deliveries for it are stored as parked; resume releases them."""
         await store.park_destination("segment", "401", NOW)
         await dispatched(store, 2)
@@ -148,7 +172,7 @@ class TestClaims:
         assert {} == await store.parked_destinations()
 
 
-async def test_stats_have_every_count_with_zeros(store: SQLiteStore) -> None:
+async def test_stats_have_every_count_with_zeros(store: SqlStore) -> None:
     """Stats list every count of the contract for sources, flows and destinations, zeros included."""
     await dispatched(store)
     stats = await store.stats()
@@ -162,17 +186,73 @@ async def test_stats_have_every_count_with_zeros(store: SQLiteStore) -> None:
     assert {"pending": 1, "delivered": 0, "dead": 0, "parked": 0, "dry_run": 0} == stats["by_destination"]["segment"]
 
 
-async def test_restart_releases_claims_and_unparks(store: SQLiteStore) -> None:
-    """After a restart, claims of the previous run are free again and parked deliveries are pending."""
+async def test_restart_releases_claims_and_unparks(store: SqlStore) -> None:
+    """After a restart on a store one process owns (SQLite), the previous run's claims are free at once;
+    on a shared store (PostgreSQL) other replicas' claims stay until their lease expires."""
     await dispatched(store, 2)
     assert 2 == len(await store.claim_deliveries("segment", 10, NOW, 60))
     await store.accept(event(9))
     assert 1 == len(await store.claim_inbox(10, NOW, 60))
-    assert 3 == await store.recover_after_restart(NOW + 1)
-    assert 1 == len(await store.claim_inbox(10, NOW + 1, 60))
-    assert 2 == len(await store.claim_deliveries("segment", 10, NOW + 1, 60))
+    released = await store.recover_after_restart(NOW + 1)
+    later = NOW + 1 if store.engine.exclusive else NOW + 61
+    assert (3 if store.engine.exclusive else 0) == released
+    assert 1 == len(await store.claim_inbox(10, later, 60))
+    assert 2 == len(await store.claim_deliveries("segment", 10, later, 60))
 
     await store.park_destination("segment", "401", NOW + 2)
     await store.recover_after_restart(NOW + 3)
     assert {} == await store.parked_destinations()
     assert {"pending"} == {d.status for d in await store.list_deliveries(None, None, 10)}
+
+
+async def test_job_lease_runs_a_job_once_per_cluster(store: SqlStore) -> None:
+    """One owner holds a job's lease and renews it; another takes over only after it expires."""
+    assert await store.acquire_job_lease("health", "replica-a", NOW, 120)
+    assert not await store.acquire_job_lease("health", "replica-b", NOW + 60, 120)
+    assert await store.acquire_job_lease("health", "replica-a", NOW + 60, 120)
+    assert not await store.acquire_job_lease("health", "replica-b", NOW + 179, 120)
+    assert await store.acquire_job_lease("health", "replica-b", NOW + 181, 120)
+
+
+async def test_timeline_buckets_and_window_counts(store: SqlStore) -> None:
+    """Events fall into whole time buckets on either engine; window counts see only the window."""
+    for n in range(3):
+        await store.accept(NewInboxEvent("segment", "", f"t{n}", "track", b"{}", NOW + n * 950))
+    series = await store.timeline(NOW, 900, 4)
+    assert [1, 1, 1, 0] == series["received"]  # at 0 s, 950 s and 1,900 s: buckets 0, 1 and 2
+    assert {"received": 2} == (await store.window_counts(NOW + 900))["by_source"]["segment"]
+
+
+async def test_queue_depths_tell_retrying_from_pending(store: SqlStore) -> None:
+    """A pending delivery that failed once counts as retrying."""
+    await dispatched(store, 2)
+    [first, _] = await store.claim_deliveries("segment", 10, NOW, 60)
+    await store.record_updates(
+        [DeliveryUpdate(first.id, "pending", NOW + 10, AttemptRecord(NOW, 1.0, 503, "down", None))]
+    )
+    assert {("segment", "pending"): 1, ("segment", "retrying"): 1} == await store.queue_depths()
+
+
+async def test_identity_claims_keep_the_first_and_report_conflicts(store: SqlStore) -> None:
+    """A second user claiming an identifier is a conflict; the first link stays."""
+    one = await store.accept(event(1))
+    two = await store.accept(event(2))
+    conflicts = await store.record_dispatch(
+        [
+            DispatchResult(one.id, claims=[IdentityClaim("email", "a@b.co", "u1")]),
+            DispatchResult(two.id, claims=[IdentityClaim("email", "a@b.co", "u2")]),
+        ],
+        NOW,
+    )
+    assert [IdentityConflict("email", "a@b.co", "u1", "u2")] == conflicts
+    assert {("email", "a@b.co"): "u1"} == await store.resolve_identities([("email", "a@b.co")])
+
+
+async def test_replay_of_dead_letters(store: SqlStore) -> None:
+    """Dead deliveries are replayed in bulk, by flow, back to pending with a fresh retry window."""
+    await dispatched(store, 2)
+    for d in await store.claim_deliveries("segment", 10, NOW, 60):
+        await store.record_updates([DeliveryUpdate(d.id, "dead", NOW, None, last_error="400")])
+    assert 0 == await store.replay_deliveries("dead", "other-flow", NOW + 5)
+    assert 2 == await store.replay_deliveries("dead", "flow", NOW + 5)
+    assert {("segment", "pending"): 2} == await store.queue_depths()

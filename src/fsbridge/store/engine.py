@@ -1,0 +1,47 @@
+"""What a SQL engine gives the store: connections that look alike (sqlite3's and psycopg's share
+`execute`, `fetchone`, `fetchall`, `rowcount`), its schema, and the few phrases where the two
+dialects differ. Everything else (every query, group commit, leases) is shared, so both engines
+behave the same by construction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
+    def close(self) -> None: ...
+    @property
+    def in_transaction(self) -> bool: ...
+
+
+class Engine(Protocol):
+    name: str
+    exclusive: bool  # one process owns the store, so every lease in it is that process's
+    begin: str  # the statement that opens a write transaction
+    skip_locked: str  # appended to claim subqueries so concurrent workers take disjoint rows
+    errors: tuple[type[Exception], ...]
+
+    def connect(self) -> Connection: ...
+    def prepare(self) -> None:
+        """Create or migrate the schema (safe when several processes start at once)."""
+        ...
+
+    def bucket(self, expression: str) -> str:
+        """`expression` truncated to a whole number (time buckets)."""
+        ...
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """The write failed only because another process holds a lock: worth retrying."""
+        ...
+
+    def describe(self) -> str: ...

@@ -1,0 +1,994 @@
+"""The store over SQL, shared by the SQLite and PostgreSQL engines.
+
+One writer thread owns the write connection and commits concurrent requests together (group
+commit): it takes every write queued while the previous transaction was committing, runs each in
+its own SAVEPOINT (so one failure does not undo the others) and commits them with one sync. An
+awaited write has returned only after its transaction is durable. Reads run on reader threads
+with connections of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from fsbridge.errors import StoreUnavailableError
+from fsbridge.log import get_logger
+from fsbridge.store.base import (
+    DELIVERY_STATUSES,
+    Accepted,
+    AttemptRecord,
+    Delivery,
+    DeliveryUpdate,
+    DispatchResult,
+    EventStory,
+    FlowSkip,
+    IdentityClaim,
+    IdentityConflict,
+    InboxEvent,
+    NewDelivery,
+    NewInboxEvent,
+    NewQuarantined,
+    QuarantinedEvent,
+)
+from fsbridge.store.engine import Connection, Engine
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+MAX_GROUP = 1024
+
+_DELIVERY_COLUMNS = (
+    "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action"
+)
+
+
+def _new_id(prefix: str) -> str:
+    # Time-ordered (nanoseconds, then randomness), so ids sort by creation on every engine.
+    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class _GroupCommitWriter:
+    """The single writer thread. `submit` queues a write; its future resolves after the commit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fsbridge-store-writer", daemon=True)
+        self._conn: Connection | None = None
+        self.transactions = 0
+
+    def start(self) -> None:
+        self._conn = self._engine.connect()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+
+    def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                group.append(job)
+            self._commit_group(group)
+            if stop:
+                return
+
+    def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            results = self._transaction(group)
+        except Exception as exc:
+            log.error("store.commit_failed", error=str(exc), writes=len(group))
+            failure = StoreUnavailableError(f"The store could not commit: {exc}")
+            for job in group:
+                _resolve(job, None, failure)
+            return
+        self.transactions += 1
+        for job, (value, error) in zip(group, results, strict=True):
+            _resolve(job, value, error)
+
+    def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+        # Another process (the CLI, another replica) may hold a lock for a moment; tenacity retries
+        # the whole group briefly before the callers get StoreUnavailableError (intake: 503).
+        retrying = Retrying(
+            retry=retry_if_exception(self._engine.is_busy),
+            wait=wait_exponential(multiplier=0.01, max=0.5),
+            stop=stop_after_delay(10),
+            reraise=True,
+        )
+        return retrying(self._attempt, group)
+
+    def _attempt(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        conn = self._conn
+        assert conn is not None
+        results: list[tuple[Any, BaseException | None]] = []
+        conn.execute(self._engine.begin)
+        try:
+            for job in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except self._engine.errors as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append((None, StoreUnavailableError(f"The store could not write: {exc}")))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    results.append((None, exc))
+                else:
+                    results.append((value, None))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException:
+            self._discard_after_failure(conn)
+            raise
+        return results
+
+    def _discard_after_failure(self, conn: Connection) -> None:
+        # A lost server connection cannot even roll back: drop it, and connect anew next time.
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except self._engine.errors:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._conn = None
+
+
+def _resolve(job: _Job, value: Any, error: BaseException | None) -> None:
+    def settle() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(value)
+
+    if not job.loop.is_closed():
+        job.loop.call_soon_threadsafe(settle)
+
+
+class SqlStore:
+    """The `Store` on a SQL engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writer = _GroupCommitWriter(engine)
+        self._reader_local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsbridge-store-reader")
+        self._reader_conns: list[Connection] = []
+        self._reader_lock = threading.Lock()
+        self._opened = False
+
+    @property
+    def transactions(self) -> int:
+        """How many write transactions have committed (group commit makes this < writes)."""
+        return self._writer.transactions
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        try:
+            await asyncio.to_thread(self.engine.prepare)
+        except self.engine.errors as exc:
+            raise StoreUnavailableError(f"{self.engine.describe()} cannot be prepared: {exc}") from exc
+        self._writer.start()
+        self._opened = True
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        await asyncio.to_thread(self._writer.stop)
+        self._readers.shutdown(wait=True)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._reader_conns.clear()
+        self._opened = False
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        if not self._opened:
+            msg = "The store is not open."
+            raise StoreUnavailableError(msg)
+        return await self._writer.submit(fn)
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            conn = getattr(self._reader_local, "conn", None)
+            if conn is None:
+                conn = self.engine.connect()
+                self._reader_local.conn = conn
+                with self._reader_lock:
+                    self._reader_conns.append(conn)
+            try:
+                return fn(conn)
+            except self.engine.errors:
+                # The connection may be broken (a server restart): the next read connects anew.
+                self._reader_local.conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except self.engine.errors as exc:
+            raise StoreUnavailableError(f"The store could not be read: {exc}") from exc
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def recover_after_restart(self, now: float) -> int:
+        exclusive = self.engine.exclusive
+
+        def write(conn: Connection) -> int:
+            released = 0
+            if exclusive:
+                # One process owns the store, so every lease in it belongs to a run that is gone.
+                # Shared stores (PostgreSQL) keep other replicas' leases: they expire by themselves.
+                released += conn.execute("UPDATE inbox SET lease_until = NULL WHERE lease_until IS NOT NULL").rowcount
+                released += conn.execute(
+                    "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
+                ).rowcount
+            conn.execute("UPDATE destination_state SET parked_reason = NULL")
+            conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?"
+                " WHERE status = 'parked'",
+                (now, now),
+            )
+            return released
+
+        return await self._write(write)
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    async def accept(self, event: NewInboxEvent) -> Accepted:
+        def write(conn: Connection) -> Accepted:
+            new_id = _new_id("evt")
+            row = conn.execute(
+                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (
+                    new_id,
+                    event.source,
+                    event.stream,
+                    event.dedup_key,
+                    event.kind,
+                    event.body,
+                    event.received_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            return self._duplicate(conn, "inbox", event.source, event.dedup_key)
+
+        return await self._write(write)
+
+    async def quarantine(self, event: NewQuarantined) -> Accepted:
+        def write(conn: Connection) -> Accepted:
+            new_id = _new_id("qtn")
+            row = conn.execute(
+                "INSERT INTO quarantine (id, source, stream, dedup_key, body, error, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (
+                    new_id,
+                    event.source,
+                    event.stream,
+                    event.dedup_key,
+                    event.body,
+                    event.error,
+                    event.received_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            return self._duplicate(conn, "quarantine", event.source, event.dedup_key)
+
+        return await self._write(write)
+
+    @staticmethod
+    def _duplicate(conn: Connection, table: str, source: str, dedup_key: str) -> Accepted:
+        existing = conn.execute(
+            f"SELECT id FROM {table} WHERE source = ? AND dedup_key = ?",  # noqa: S608 - fixed table names
+            (source, dedup_key),
+        ).fetchone()
+        _increment(conn, "duplicate", source)
+        return Accepted(existing[0], duplicate=True)
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]:
+        skip_locked = self.engine.skip_locked
+
+        def write(conn: Connection) -> list[InboxEvent]:
+            rows = conn.execute(
+                "UPDATE inbox SET lease_until = ? WHERE id IN ("  # noqa: S608 - fixed text
+                " SELECT id FROM inbox WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY received_at LIMIT ?{skip_locked})"
+                " RETURNING id, source, stream, dedup_key, kind, body, received_at",
+                (now + lease_seconds, now, limit),
+            ).fetchall()
+            return sorted((InboxEvent(*row) for row in rows), key=lambda e: e.received_at)
+
+        return await self._write(write)
+
+    async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
+        def write(conn: Connection) -> list[IdentityConflict]:
+            conflicts: list[IdentityConflict] = []
+            for result in results:
+                row = conn.execute("SELECT received_at FROM inbox WHERE id = ?", (result.inbox_id,)).fetchone()
+                received = row[0] if row else now
+                for d in result.deliveries:
+                    conn.execute(
+                        "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
+                        " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
+                        " sync_scope, content_hash)"
+                        " VALUES (?, ?, ?, ?, ?, ?,"
+                        "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
+                        "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
+                        "  ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT (message_id) DO NOTHING",
+                        (
+                            _new_id("dlv"),
+                            result.inbox_id,
+                            d.flow,
+                            d.destination,
+                            d.message_id,
+                            d.body,
+                            d.status,
+                            d.destination,
+                            d.status,
+                            now,
+                            received,
+                            now,
+                            now,
+                            d.last_error,
+                            d.action,
+                            d.sync_scope,
+                            d.content_hash,
+                        ),
+                    )
+                for skip in result.filtered:
+                    conn.execute(
+                        "INSERT INTO flow_outcomes (inbox_id, flow, outcome, reason, at)"
+                        " VALUES (?, ?, 'filtered', ?, ?) ON CONFLICT (inbox_id, flow) DO NOTHING",
+                        (result.inbox_id, skip.flow, skip.reason, now),
+                    )
+                conflicts += [c for claim in result.claims if (c := _claim(conn, claim, now)) is not None]
+                for group in result.groups:
+                    conn.execute(
+                        "INSERT INTO group_members (group_id, user_id, last_seen) VALUES (?, ?, ?)"
+                        " ON CONFLICT (group_id, user_id) DO UPDATE SET last_seen = excluded.last_seen",
+                        (group.group_id, group.user_id, now),
+                    )
+                for change in result.audiences:
+                    conn.execute(
+                        "INSERT INTO audience_membership (user_id, audience_key, member, updated_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, audience_key) DO UPDATE"
+                        " SET member = excluded.member, updated_at = excluded.updated_at",
+                        (change.user_id, change.audience_key, int(change.member), now),
+                    )
+                conn.execute(
+                    "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
+                    (now, result.inbox_id),
+                )
+            return conflicts
+
+        return await self._write(write)
+
+    async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
+        if not scopes:
+            return {}
+
+        def read(conn: Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(scopes))
+            rows = conn.execute(
+                f"SELECT scope, content_hash FROM sync_snapshots WHERE scope IN ({marks})",  # noqa: S608
+                scopes,
+            ).fetchall()
+            return dict(rows)
+
+        return await self._read(read)
+
+    async def resolve_identities(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        if not keys:
+            return {}
+
+        def read(conn: Connection) -> dict[tuple[str, str], str]:
+            found: dict[tuple[str, str], str] = {}
+            for kind, value in set(keys):
+                row = conn.execute(
+                    "SELECT user_id FROM identity_links WHERE kind = ? AND value = ?", (kind, value)
+                ).fetchone()
+                if row is not None:
+                    found[(kind, value)] = row[0]
+            return found
+
+        return await self._read(read)
+
+    async def audience_memberships(self, user_id: str) -> dict[str, bool]:
+        def read(conn: Connection) -> dict[str, bool]:
+            rows = conn.execute(
+                "SELECT audience_key, member FROM audience_membership WHERE user_id = ?", (user_id,)
+            ).fetchall()
+            return {key: bool(member) for key, member in rows}
+
+        return await self._read(read)
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    async def claim_deliveries(self, destination: str, limit: int, now: float, lease_seconds: float) -> list[Delivery]:
+        skip_locked = self.engine.skip_locked
+
+        def write(conn: Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE id IN ("  # noqa: S608 - fixed text
+                " SELECT id FROM deliveries WHERE destination = ? AND status = 'pending'"
+                " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
+                f" ORDER BY next_attempt_at LIMIT ?{skip_locked})"
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                (now + lease_seconds, destination, now, now, limit),
+            ).fetchall()
+            return sorted((_delivery(row) for row in rows), key=lambda d: d.next_attempt_at)
+
+        return await self._write(write)
+
+    async def record_updates(self, updates: list[DeliveryUpdate]) -> None:
+        def write(conn: Connection) -> None:
+            for u in updates:
+                conn.execute(
+                    "UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
+                    " lease_until = NULL, send_alone = ?, last_status_code = COALESCE(?, last_status_code),"
+                    " last_error = ?, last_response = COALESCE(?, last_response),"
+                    " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                    " WHERE id = ?",
+                    (
+                        u.status,
+                        1 if u.attempt else 0,
+                        u.next_attempt_at,
+                        int(u.send_alone),
+                        u.last_status_code,
+                        u.last_error,
+                        u.attempt.response_excerpt if u.attempt else None,
+                        u.status,
+                        u.attempt.attempted_at if u.attempt else None,
+                        u.delivery_id,
+                    ),
+                )
+                if u.status == "delivered":
+                    conn.execute(
+                        "INSERT INTO sync_snapshots (scope, content_hash, synced_at)"
+                        " SELECT sync_scope, content_hash, ? FROM deliveries"
+                        " WHERE id = ? AND sync_scope IS NOT NULL AND content_hash IS NOT NULL"
+                        " ON CONFLICT (scope) DO UPDATE SET content_hash = excluded.content_hash,"
+                        " synced_at = excluded.synced_at",
+                        (u.attempt.attempted_at if u.attempt else u.next_attempt_at, u.delivery_id),
+                    )
+                if u.attempt is not None:
+                    a = u.attempt
+                    conn.execute(
+                        "INSERT INTO attempts (delivery_id, attempted_at, duration_ms, status_code, error,"
+                        " response_excerpt) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            u.delivery_id,
+                            a.attempted_at,
+                            a.duration_ms,
+                            a.status_code,
+                            a.error,
+                            a.response_excerpt,
+                        ),
+                    )
+
+        await self._write(write)
+
+    async def next_due_at(self, destination: str) -> float | None:
+        def read(conn: Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END)"
+                " FROM deliveries"
+                " WHERE destination = ? AND status = 'pending'",
+                (destination,),
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(read)
+
+    # -- destinations -----------------------------------------------------------------------------
+
+    async def park_destination(self, name: str, reason: str, now: float) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO destination_state (name, parked_reason, parked_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET parked_reason = excluded.parked_reason,"
+                " parked_at = excluded.parked_at",
+                (name, reason, now),
+            )
+            conn.execute(
+                "UPDATE deliveries SET status = 'parked', lease_until = NULL"
+                " WHERE destination = ? AND status = 'pending'",
+                (name,),
+            )
+
+        await self._write(write)
+
+    async def resume_destination(self, name: str, now: float) -> int:
+        def write(conn: Connection) -> int:
+            conn.execute("UPDATE destination_state SET parked_reason = NULL WHERE name = ?", (name,))
+            return conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?"
+                " WHERE destination = ? AND status = 'parked'",
+                (now, now, name),
+            ).rowcount
+
+        return await self._write(write)
+
+    async def parked_destinations(self) -> dict[str, str]:
+        def read(conn: Connection) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT name, parked_reason FROM destination_state WHERE parked_reason IS NOT NULL"
+            ).fetchall()
+            return {name: reason for name, reason in rows}
+
+        return await self._read(read)
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO destination_state (name, paused) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                (name, int(paused)),
+            )
+
+        await self._write(write)
+
+    async def paused_destinations(self) -> set[str]:
+        def read(conn: Connection) -> set[str]:
+            return {row[0] for row in conn.execute("SELECT name FROM destination_state WHERE paused = 1")}
+
+        return await self._read(read)
+
+    # -- operators --------------------------------------------------------------------------------
+
+    async def list_deliveries(self, status: str | None, flow: str | None, limit: int) -> list[Delivery]:
+        clauses, params = _filters(status=status, flow=flow)
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries {clauses}"  # noqa: S608 - clauses are fixed text
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        return await self._read(lambda conn: [_delivery(r) for r in conn.execute(sql, (*params, limit))])
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def read(conn: Connection) -> Delivery | None:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?",  # noqa: S608
+                (delivery_id,),
+            ).fetchone()
+            return None if row is None else _delivery(row)
+
+        return await self._read(read)
+
+    async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]:
+        def read(conn: Connection) -> list[AttemptRecord]:
+            rows = conn.execute(
+                "SELECT attempted_at, duration_ms, status_code, error, response_excerpt FROM attempts"
+                " WHERE delivery_id = ? ORDER BY id",
+                (delivery_id,),
+            ).fetchall()
+            return [AttemptRecord(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def replay_delivery(self, delivery_id: str, now: float) -> bool:
+        def write(conn: Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"
+                    " lease_until = NULL, send_alone = 0 WHERE id = ? AND status != 'pending'",
+                    (now, now, delivery_id),
+                ).rowcount
+                == 1
+            )
+
+        return await self._write(write)
+
+    async def replay_deliveries(self, status: str, flow: str | None, now: float) -> int:
+        clauses, params = _filters(status=status, flow=flow)
+
+        sql = (
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"  # noqa: S608
+            f" lease_until = NULL, send_alone = 0 {clauses}"
+        )
+
+        def write(conn: Connection) -> int:
+            return conn.execute(sql, (now, now, *params)).rowcount
+
+        return await self._write(write)
+
+    async def list_quarantine(self, limit: int) -> list[QuarantinedEvent]:
+        def read(conn: Connection) -> list[QuarantinedEvent]:
+            rows = conn.execute(
+                "SELECT id, source, stream, body, error, received_at, status FROM quarantine"
+                " WHERE status = 'quarantined' ORDER BY received_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [QuarantinedEvent(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def get_inbox_event(self, event_id: str) -> InboxEvent | None:
+        def read(conn: Connection) -> InboxEvent | None:
+            row = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at FROM inbox WHERE id = ?",
+                (event_id,),
+            ).fetchone()
+            return None if row is None else InboxEvent(*row)
+
+        return await self._read(read)
+
+    async def list_inbox(self, since: float, limit: int) -> list[InboxEvent]:
+        def read(conn: Connection) -> list[InboxEvent]:
+            rows = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at FROM inbox"
+                " WHERE received_at >= ? ORDER BY received_at, id LIMIT ?",
+                (since, limit),
+            ).fetchall()
+            return [InboxEvent(*row) for row in rows]
+
+        return await self._read(read)
+
+    async def deliveries_for_events(self, event_ids: list[str], flow: str) -> dict[str, Delivery]:
+        def read(conn: Connection) -> dict[str, Delivery]:
+            found: dict[str, Delivery] = {}
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - fixed columns and placeholders
+                    f" WHERE flow = ? AND inbox_id IN ({marks}) ORDER BY created_at, id",
+                    (flow, *chunk),
+                ).fetchall()
+                for row in rows:
+                    delivery = _delivery(row)
+                    found[delivery.inbox_id] = delivery
+            return found
+
+        return await self._read(read)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._read(_stats)
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        def read(conn: Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute(
+                "SELECT destination, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END,"
+                " COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead', 'parked') GROUP BY 1, 2"
+            ).fetchall()
+            return {(destination, status): count for destination, status, count in rows}
+
+        return await self._read(read)
+
+    async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        def read(conn: Connection) -> dict[str, dict[str, dict[str, int]]]:
+            by_source: dict[str, dict[str, int]] = {}
+            for source, count in conn.execute(
+                "SELECT source, COUNT(*) FROM inbox WHERE received_at >= ? GROUP BY source", (since,)
+            ):
+                by_source.setdefault(source, {})["received"] = count
+            for source, count in conn.execute(
+                "SELECT source, COUNT(*) FROM quarantine WHERE received_at >= ? GROUP BY source", (since,)
+            ):
+                by_source.setdefault(source, {})["quarantined"] = count
+            by_flow: dict[str, dict[str, int]] = {}
+            by_destination: dict[str, dict[str, int]] = {}
+            for flow, destination, status, count in conn.execute(
+                "SELECT flow, destination, status, COUNT(*) FROM deliveries WHERE created_at >= ?"
+                " GROUP BY flow, destination, status",
+                (since,),
+            ):
+                by_flow.setdefault(flow, {})[status] = by_flow.get(flow, {}).get(status, 0) + count
+                by_destination.setdefault(destination, {})[status] = (
+                    by_destination.get(destination, {}).get(status, 0) + count
+                )
+            for flow, count in conn.execute(
+                "SELECT flow, COUNT(*) FROM flow_outcomes WHERE at >= ? GROUP BY flow", (since,)
+            ):
+                by_flow.setdefault(flow, {})["filtered"] = count
+            return {"by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}
+
+        return await self._read(read)
+
+    async def timeline(self, since: float, bucket_seconds: float, buckets: int) -> dict[str, list[int]]:
+        to_bucket = self.engine.bucket
+
+        def read(conn: Connection) -> dict[str, list[int]]:
+            series = {name: [0] * buckets for name in ("received", "delivered", "dead")}
+            queries = {
+                "received": f"SELECT {to_bucket('(received_at - ?) / ?')}, COUNT(*) FROM inbox"  # noqa: S608
+                " WHERE received_at >= ? GROUP BY 1",
+                "delivered": f"SELECT {to_bucket('(delivered_at - ?) / ?')}, COUNT(*) FROM deliveries"  # noqa: S608
+                " WHERE status = 'delivered' AND delivered_at >= ? GROUP BY 1",
+                "dead": f"SELECT {to_bucket('(a.attempted_at - ?) / ?')}, COUNT(DISTINCT d.id) FROM deliveries d"  # noqa: S608
+                " JOIN attempts a ON a.delivery_id = d.id WHERE d.status = 'dead' AND a.attempted_at >= ? GROUP BY 1",
+            }
+            for name, sql in queries.items():
+                for bucket, count in conn.execute(sql, (since, bucket_seconds, since)):
+                    if 0 <= bucket < buckets:
+                        series[name][bucket] += count
+            return series
+
+        return await self._read(read)
+
+    async def event_story(self, event_id: str) -> EventStory | None:
+        def read(conn: Connection) -> EventStory | None:
+            row = conn.execute(
+                "SELECT id, source, stream, dedup_key, kind, body, received_at, dispatched_at FROM inbox WHERE id = ?",
+                (event_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            filtered = [
+                FlowSkip(flow, reason)
+                for flow, reason in conn.execute(
+                    "SELECT flow, reason FROM flow_outcomes WHERE inbox_id = ? ORDER BY flow", (event_id,)
+                )
+            ]
+            deliveries = [
+                _delivery(r)
+                for r in conn.execute(
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE inbox_id = ? ORDER BY created_at",  # noqa: S608
+                    (event_id,),
+                )
+            ]
+            attempts = {
+                d.id: [
+                    AttemptRecord(*a)
+                    for a in conn.execute(
+                        "SELECT attempted_at, duration_ms, status_code, error, response_excerpt FROM attempts"
+                        " WHERE delivery_id = ? ORDER BY id",
+                        (d.id,),
+                    )
+                ]
+                for d in deliveries
+            }
+            return EventStory(InboxEvent(*row[:7]), row[7], filtered, deliveries, attempts)
+
+        return await self._read(read)
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantinedEvent | None:
+        def read(conn: Connection) -> QuarantinedEvent | None:
+            row = conn.execute(
+                "SELECT id, source, stream, body, error, received_at, status FROM quarantine WHERE id = ?",
+                (quarantine_id,),
+            ).fetchone()
+            return None if row is None else QuarantinedEvent(*row)
+
+        return await self._read(read)
+
+    async def release_quarantined(self, quarantine_id: str, event: NewInboxEvent) -> Accepted:
+        def write(conn: Connection) -> Accepted:
+            conn.execute("UPDATE quarantine SET status = 'replayed' WHERE id = ?", (quarantine_id,))
+            new_id = _new_id("evt")
+            row = conn.execute(
+                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                (new_id, event.source, event.stream, event.dedup_key, event.kind, event.body, event.received_at),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], duplicate=False)
+            existing = conn.execute(
+                "SELECT id FROM inbox WHERE source = ? AND dedup_key = ?", (event.source, event.dedup_key)
+            ).fetchone()
+            return Accepted(existing[0], duplicate=True)
+
+        return await self._write(write)
+
+    async def attempt_outcomes(self, since: float) -> dict[str, tuple[int, int]]:
+        def read(conn: Connection) -> dict[str, tuple[int, int]]:
+            rows = conn.execute(
+                "SELECT d.destination, SUM(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END), COUNT(*)"
+                " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.attempted_at >= ?"
+                " GROUP BY d.destination",
+                (since,),
+            ).fetchall()
+            return {destination: (ok, total) for destination, ok, total in rows}
+
+        return await self._read(read)
+
+    async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for table in ("inbox", "quarantine"):
+                for source, count in conn.execute(
+                    f"SELECT source, COUNT(*) FROM {table} WHERE received_at > ? AND received_at <= ?"  # noqa: S608
+                    " GROUP BY source",
+                    (start, end),
+                ):
+                    counts[source] = counts.get(source, 0) + count
+            return counts
+
+        return await self._read(read)
+
+    async def dead_letters_since(self, since: float) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT d.destination, COUNT(DISTINCT d.id) FROM deliveries d"
+                " LEFT JOIN attempts a ON a.delivery_id = d.id"
+                " WHERE d.status = 'dead' AND COALESCE(a.attempted_at, d.created_at) >= ? GROUP BY d.destination",
+                (since,),
+            ).fetchall()
+            return dict(rows)
+
+        return await self._read(read)
+
+    async def alert_states(self) -> dict[str, tuple[bool, float, str]]:
+        def read(conn: Connection) -> dict[str, tuple[bool, float, str]]:
+            return {
+                key: (bool(active), since, detail)
+                for key, active, since, detail in conn.execute("SELECT key, active, since, detail FROM alerts")
+            }
+
+        return await self._read(read)
+
+    async def set_alert(self, key: str, active: bool, now: float, detail: str) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(
+                "INSERT INTO alerts (key, active, since, detail) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET active = excluded.active, since = excluded.since,"
+                " detail = excluded.detail",
+                (key, int(active), now, detail),
+            )
+
+        await self._write(write)
+
+    async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
+        def write(conn: Connection) -> bool:
+            row = conn.execute(
+                "INSERT INTO job_leases (name, owner, lease_until) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
+                " WHERE job_leases.owner = excluded.owner OR job_leases.lease_until < ? RETURNING owner",
+                (job, owner, now + seconds, now),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(write)
+
+    async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
+        await self.record_dispatch([DispatchResult("", deliveries=deliveries)], now)
+
+
+def _claim(conn: Connection, claim: IdentityClaim, now: float) -> IdentityConflict | None:
+    """Link `claim.value` to its user, unless another user claimed it first (then: a conflict)."""
+    row = conn.execute(
+        "INSERT INTO identity_links (kind, value, user_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (kind, value) DO UPDATE SET last_seen = excluded.last_seen"
+        " RETURNING user_id",
+        (claim.kind, claim.value, claim.user_id, now, now),
+    ).fetchone()
+    kept = row[0]
+    if kept == claim.user_id:
+        return None
+    conn.execute(
+        "INSERT INTO identity_conflicts (kind, value, kept_user_id, claimed_by, seen_at) VALUES (?, ?, ?, ?, ?)",
+        (claim.kind, claim.value, kept, claim.user_id, now),
+    )
+    return IdentityConflict(claim.kind, claim.value, kept, claim.user_id)
+
+
+def _increment(conn: Connection, name: str, key: str) -> None:
+    conn.execute(
+        "INSERT INTO counters (name, key, value) VALUES (?, ?, 1)"
+        " ON CONFLICT (name, key) DO UPDATE SET value = counters.value + 1",
+        (name, key),
+    )
+
+
+def _filters(*, status: str | None, flow: str | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if flow is not None:
+        clauses.append("flow = ?")
+        params.append(flow)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def _delivery(row: Iterable[Any]) -> Delivery:
+    values = list(row)
+    values[12] = bool(values[12])
+    return Delivery(*values)
+
+
+SOURCE_COUNTS = ("received", "duplicate", "quarantined")
+FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
+DESTINATION_COUNTS = DELIVERY_STATUSES
+
+
+def _stats(conn: Connection) -> dict[str, Any]:
+    by_source: dict[str, dict[str, int]] = {}
+    by_flow: dict[str, dict[str, int]] = {}
+    by_destination: dict[str, dict[str, int]] = {}
+
+    def bucket(table: dict[str, dict[str, int]], name: str, keys: tuple[str, ...]) -> dict[str, int]:
+        return table.setdefault(name, dict.fromkeys(keys, 0))
+
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM inbox GROUP BY source"):
+        bucket(by_source, source, SOURCE_COUNTS)["received"] += count
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM quarantine GROUP BY source"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["quarantined"] += count
+    for source, count in conn.execute("SELECT key, value FROM counters WHERE name = 'duplicate'"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["duplicate"] += count
+    for flow, destination, status, count in conn.execute(
+        "SELECT flow, destination, status, COUNT(*) FROM deliveries GROUP BY flow, destination, status"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)[status] += count
+        bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
+    for flow, count in conn.execute(
+        "SELECT flow, COUNT(*) FROM flow_outcomes WHERE outcome = 'filtered' GROUP BY flow"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)["filtered"] += count
+
+    links = conn.execute("SELECT COUNT(*) FROM identity_links").fetchone()[0]
+    conflicts = conn.execute("SELECT COUNT(*) FROM identity_conflicts").fetchone()[0]
+    totals = dict.fromkeys((*SOURCE_COUNTS, *FLOW_COUNTS), 0)
+    for counts in by_source.values():
+        for key in SOURCE_COUNTS:
+            totals[key] += counts[key]
+    for counts in by_flow.values():
+        for key in FLOW_COUNTS:
+            totals[key] += counts[key]
+    return {
+        "totals": totals,
+        "by_source": by_source,
+        "by_flow": by_flow,
+        "by_destination": by_destination,
+        "identity": {"links": links, "conflicts": conflicts},
+    }
