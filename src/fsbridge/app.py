@@ -50,6 +50,33 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    if runtime.role in ("all", "api"):
+        _webhooks(app, runtime)
+    app.include_router(health)
+    app.include_router(ops)
+    app.include_router(dashboard)
+
+    @app.exception_handler(IntakeError)
+    async def intake_error(_: Request, exc: IntakeError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    app.add_middleware(RequestContext)
+    return app
+
+
+def _webhooks(app: FastAPI, runtime: Runtime) -> None:
+    """The inbound endpoints (roles all and api; a worker-only replica takes no webhooks)."""
     receiver = runtime.receiver
 
     @app.post(
@@ -84,25 +111,3 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
     )
     async def segment_webhook(request: Request) -> Response:
         return await receiver.segment_webhook(request)
-
-    app.include_router(health)
-    app.include_router(ops)
-    app.include_router(dashboard)
-
-    @app.exception_handler(IntakeError)
-    async def intake_error(_: Request, exc: IntakeError) -> Response:
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    app.add_middleware(RequestContext)
-    return app

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 from typing import Literal
 
 import httpx
@@ -33,6 +36,7 @@ from fsbridge.targets.slack import SlackDestination
 log = get_logger(__name__)
 
 Role = Literal["all", "api", "worker"]
+MONITOR_JOB = "health_monitor"
 CREDENTIAL_VARIABLES = {
     "segment": "FSBRIDGE_SEGMENT_WRITE_KEY",
     "fullstory": "FSBRIDGE_FULLSTORY_API_KEY",
@@ -55,6 +59,7 @@ class Runtime:
         self.settings = settings
         self.config = config
         self.role = role
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.clock = clock or SystemClock()
         self.store = store or open_store(settings.database_url)
         self.flows = build_flows(config)
@@ -193,9 +198,13 @@ class Runtime:
                 self._monitor_task = asyncio.create_task(self._monitor_loop(), name="fsbridge-health-monitor")
 
     async def _monitor_loop(self) -> None:
+        # Once per cluster: the replica holding the lease checks; another takes over if it dies.
+        interval = self.config.health.interval_seconds
         while True:
-            await asyncio.sleep(self.config.health.interval_seconds)
+            await asyncio.sleep(interval)
             try:
+                if not await self.store.acquire_job_lease(MONITOR_JOB, self.instance, self.clock.now(), interval * 3):
+                    continue
                 sent = await self.monitor.check_once()
             except Exception as exc:
                 log.error("health.check_failed", error=str(exc))

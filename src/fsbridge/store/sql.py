@@ -142,8 +142,8 @@ class _GroupCommitWriter:
         conn = self._conn
         assert conn is not None
         results: list[tuple[Any, BaseException | None]] = []
-        conn.execute(self._engine.begin)
         try:
+            conn.execute(self._engine.begin)
             for job in group:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -158,17 +158,17 @@ class _GroupCommitWriter:
                     results.append((value, None))
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
-        except BaseException:
-            self._discard_after_failure(conn)
+        except BaseException as exc:
+            self._discard_after_failure(conn, exc)
             raise
         return results
 
-    def _discard_after_failure(self, conn: Connection) -> None:
-        # A lost server connection cannot even roll back: drop it, and connect anew next time.
-        try:
+    def _discard_after_failure(self, conn: Connection, exc: BaseException) -> None:
+        with contextlib.suppress(Exception):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        except self._engine.errors:
+        if not self._engine.is_busy(exc):
+            # The connection may be lost (a database restart) even if it looks idle: start afresh.
             with contextlib.suppress(Exception):
                 conn.close()
             self._conn = None
