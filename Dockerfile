@@ -1,4 +1,5 @@
-# fsbridge image: build a wheel with its pinned dependencies, then run it as a non-root user.
+# fsbridge image: build the package with its pinned dependencies, then run it as a non-root user.
+# The install command is the README's: pip install --constraint requirements.lock .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
@@ -7,13 +8,14 @@ RUN python -m venv /opt/fsbridge \
  && /opt/fsbridge/bin/pip install --no-cache-dir --constraint requirements.lock .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --home-dir /app fsbridge \
+RUN groupadd --system --gid 10001 fsbridge \
+ && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /app fsbridge \
  && mkdir -p /app/var /app/config \
- && chown fsbridge /app/var
+ && chown 10001:10001 /app/var
 COPY --from=build /opt/fsbridge /opt/fsbridge
 COPY config /app/config
 WORKDIR /app
-USER fsbridge
+USER 10001:10001
 ENV PATH=/opt/fsbridge/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FSBRIDGE_HOST=0.0.0.0 \

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class FakeSegment:
     def __init__(self, delay: float = 0.0, script: list[int] | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.script = list(script or [])
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +49,7 @@ class FakeSegment:
                     status = outer.script.pop(0) if outer.script else 200
                     if status == 200:
                         outer.messages.extend(json.loads(body)["batch"])
+                        outer.lock.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -72,6 +74,11 @@ class FakeSegment:
         self.server.shutdown()
         self.server.server_close()
 
+    def wait_until(self, predicate: Callable[[FakeSegment], bool], timeout: float) -> bool:
+        """Block until `predicate(self)` holds after some message arrived, or `timeout` seconds pass."""
+        with self.lock:
+            return self.lock.wait_for(lambda: predicate(self), timeout=timeout)
+
     def marks(self) -> Counter[str]:
         with self.lock:
             return Counter(m["properties"]["element_text"] for m in self.messages)
@@ -82,15 +89,19 @@ class FakeSegment:
 
 
 class Server:
-    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
-        self.workdir, self.env, self.port = workdir, env, port
+    def __init__(self, workdir: Path, env: dict[str, str], port: int, role: str = "all") -> None:
+        self.workdir, self.env, self.port, self.role = workdir, env, port, role
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with (self.workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [*FSBRIDGE, "serve", "--port", str(self.port)], cwd=self.workdir, env=self.env, stdout=log, stderr=log
+                [*FSBRIDGE, "serve", "--port", str(self.port), "--role", self.role],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -118,9 +129,5 @@ class Server:
 def base_env(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of a server under test: this process's, without any FSBRIDGE_* of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSBRIDGE_")}
-    env.update(
-        FSBRIDGE_DATABASE_URL=f"sqlite:///{workdir / 'var' / 'fsbridge.db'}",
-        FSBRIDGE_LOG_FORMAT="json",
-        **extra,
-    )
-    return env
+    env |= {"FSBRIDGE_DATABASE_URL": f"sqlite:///{workdir / 'var' / 'fsbridge.db'}", "FSBRIDGE_LOG_FORMAT": "json"}
+    return env | extra

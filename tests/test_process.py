@@ -135,9 +135,7 @@ def test_every_acknowledged_event_is_delivered_after_sigkill(workdir: Path) -> N
             acked, refused = asyncio.run(_send_until_killed(server, total=400, kill_after=250))
             delivered_before_restart = sum(segment.marks().values())
             server.start()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not acked <= set(segment.marks()):
-                time.sleep(0.1)
+            segment.wait_until(lambda s: acked <= set(s.marks()), timeout=60)
         finally:
             server.stop()
         marks, ids = segment.marks(), segment.message_ids()

@@ -96,7 +96,7 @@ def test_sign_in_see_a_dead_letter_replay_it_and_see_it_delivered(
 
             rows.first.locator("button", has_text="Replay").click()
             page.wait_for_selector("#dead-letters")
-            wait_for(lambda: len(segment.messages) == 1)
+            assert segment.wait_until(lambda s: len(s.messages) == 1, timeout=20)
 
             page.goto(f"{fsbridge.url}/ops")
             page.wait_for_selector("text=No dead letters.")
