@@ -10,6 +10,7 @@ with a letter, at most 512 characters including the dotted path of nested object
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -148,7 +149,7 @@ def _sanitise(values: dict[str, Any], prefix: str, result: UserProperties, exclu
         if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
             result.dropped.append(f"{path}: arrays of objects are not supported by Fullstory")
             continue
-        if len(orjson.dumps(value)) > MAX_VALUE_BYTES:
+        if _json_size(value) > MAX_VALUE_BYTES:
             result.dropped.append(f"{path}: value larger than {MAX_VALUE_BYTES} bytes")
             continue
         if isinstance(value, dict):
@@ -161,6 +162,13 @@ def _sanitise(values: dict[str, Any], prefix: str, result: UserProperties, exclu
         if hint:
             result.schema[path] = hint
     return out
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # an integer beyond 64 bits, which only the standard library serialises
+        return len(json.dumps(value).encode())
 
 
 def _date_hint(value: Any) -> str | None:
