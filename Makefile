@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check clean
+.PHONY: run test lint typecheck pytest check clean faults bench
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fsbridge needs Python 3.11+"'
@@ -35,6 +35,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 check: test
+
+## faults: every fault-injection scenario, in-process and with real processes; the table lands in bench/faults.md
+faults: $(STAMP)
+	mkdir -p bench
+	FSBRIDGE_FAULTS_REPORT=bench/faults.md $(BIN)/pytest -q -s -p no:cacheprovider \
+		tests/faults tests/test_process.py tests/test_replicas.py
+	@cat bench/faults.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

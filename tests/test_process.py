@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import RAGE_CLICK
+from tests.faults.test_faults import append_to_report
 from tests.servers import FSBRIDGE, ROOT, FakeSegment, Server, base_env, free_port
 
 TOKEN = "crash-test-stream-token"
@@ -146,6 +147,10 @@ def test_every_acknowledged_event_is_delivered_after_sigkill(workdir: Path) -> N
             f"delivered_unique={len(marks)} duplicates={duplicates} lost={len(missing)}"
         )
         print(f"\ncrash-safety: {report}")
+        append_to_report(
+            "fsbridge SIGKILLed during intake and delivery, restarted", len(acked), len(acked & set(marks)),
+            len(missing), duplicates, f"32 concurrent senders, slow Segment; {refused} refused while down",
+        )  # fmt: skip
         (workdir / "crash-report.txt").write_text(report)
         assert not missing, report
         assert len(acked) >= 250

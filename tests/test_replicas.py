@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import RAGE_CLICK
+from tests.faults.test_faults import append_to_report
 from tests.postgres_server import PostgresServer
 from tests.servers import ROOT, FakeSegment, Server, base_env, free_port
 
@@ -90,6 +91,10 @@ def test_two_api_two_workers_one_killed(tmp_path: Path, postgres_server: Postgre
             f"lost={len(missing)} seconds={elapsed:.1f}"
         )
         print(f"\nreplicas: {report}")
+        append_to_report(
+            "2 api + 2 workers on PostgreSQL, one worker SIGKILLed", len(acked_future),
+            len(acked_future & set(marks)), len(missing), duplicates, f"{EVENTS} events in {elapsed:.1f} s",
+        )  # fmt: skip
         (tmp_path / "replicas-report.txt").write_text(report)
         assert not missing, report
         assert workers[0].process is not None
