@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from fsbridge import __version__
 from fsbridge.errors import IntakeError
@@ -16,6 +17,7 @@ from fsbridge.ops.api import health, ops
 from fsbridge.ops.dashboard import router as dashboard
 from fsbridge.ops.middleware import RequestContext
 from fsbridge.runtime import Runtime
+from fsbridge.sources.fast_path import WebhookFastPath
 from fsbridge.sources.intake import error_response
 
 WEBHOOK_RESPONSES: dict[int | str, dict[str, str]] = {
@@ -30,7 +32,7 @@ WEBHOOK_RESPONSES: dict[int | str, dict[str, str]] = {
 JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}}
 
 
-def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
+def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> ASGIApp:
     """The ASGI app. With `manage_runtime`, the app's lifespan starts and stops the runtime."""
 
     @asynccontextmanager
@@ -72,6 +74,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> FastAPI:
         return error_response(exc.status_code, code, str(exc.detail))
 
     app.add_middleware(RequestContext)
+    if runtime.role in ("all", "api"):
+        return WebhookFastPath(app, runtime.receiver)
     return app
 
 

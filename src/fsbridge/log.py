@@ -44,8 +44,11 @@ class Redactor:
         return text
 
 
-def configure_logging(fmt: str | None = None, secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
-    """Configure structlog once for the process; `fmt` is `json`, `console`, or None for automatic."""
+def configure_logging(
+    fmt: str | None = None, secrets: Iterable[str] = (), level: int = logging.INFO, *, cache: bool = False
+) -> None:
+    """Configure structlog once for the process; `fmt` is `json`, `console`, or None for automatic.
+    `cache` (the server) binds each module's logger once, instead of on every call."""
     if fmt is None:
         fmt = "console" if sys.stdout.isatty() else "json"
     renderer: Any = (
@@ -63,7 +66,7 @@ def configure_logging(fmt: str | None = None, secrets: Iterable[str] = (), level
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # The process's own stdout, bound once: not whatever sys.stdout is swapped for later.
         logger_factory=structlog.PrintLoggerFactory(),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
 
 

@@ -50,7 +50,7 @@ class Router:
         self.identity = identity
 
     def route(self, envelope: Envelope) -> DispatchResult:
-        result = DispatchResult(envelope.event_id)
+        result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
         if envelope.source == segment.SOURCE:
             result.claims.extend(self.identity.claims(envelope))
             result.groups.extend(self.identity.groups(envelope))

@@ -21,10 +21,14 @@ class ShapeError(Exception):
     """Authenticated JSON that is not this source's shape: it goes to quarantine (422)."""
 
 
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+
+
 def signal_name(event_type: str) -> str:
     """`rage-click`, `rage_click`, `RageClick` and `Rage Click` all become `rage_click`."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", event_type.strip())
-    return re.sub(r"[^A-Za-z0-9]+", "_", spaced).strip("_").lower()
+    spaced = _CAMEL_BOUNDARY.sub("_", event_type.strip())
+    return _SEPARATORS.sub("_", spaced).strip("_").lower()
 
 
 def system_webhook_kind(payload: Any) -> tuple[str, str | None]:

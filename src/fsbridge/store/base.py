@@ -120,6 +120,7 @@ class DispatchResult:
     inbox_id: str
     deliveries: list[NewDelivery] = field(default_factory=list)
     filtered: list[FlowSkip] = field(default_factory=list)
+    received_at: float | None = None  # when the event came in (read from the inbox when not given)
     claims: list[IdentityClaim] = field(default_factory=list)
     groups: list[GroupMembership] = field(default_factory=list)
     audiences: list[AudienceChange] = field(default_factory=list)

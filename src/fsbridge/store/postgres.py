@@ -32,6 +32,10 @@ class _PgConnection:
         # Every query of the shared store is written without a literal %, so this is the only rewrite.
         return self._conn.execute(sql.replace("?", "%s"), params)
 
+    def executemany(self, sql: str, params: Any, /) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), params)
+
     def close(self) -> None:
         self._conn.close()
 

@@ -118,12 +118,10 @@ class _GroupCommitWriter:
         except Exception as exc:
             log.error("store.commit_failed", error=str(exc), writes=len(group))
             failure = StoreUnavailableError(f"The store could not commit: {exc}")
-            for job in group:
-                _resolve(job, None, failure)
-            return
-        self.transactions += 1
-        for job, (value, error) in zip(group, results, strict=True):
-            _resolve(job, value, error)
+            results = [(None, failure)] * len(group)
+        else:
+            self.transactions += 1
+        _resolve_all(group, results)
 
     def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
         # Another process (the CLI, another replica) may hold a lock for a moment; tenacity retries
@@ -174,17 +172,24 @@ class _GroupCommitWriter:
             self._conn = None
 
 
-def _resolve(job: _Job, value: Any, error: BaseException | None) -> None:
-    def settle() -> None:
-        if job.future.done():
-            return
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            job.future.set_result(value)
+def _resolve_all(group: list[_Job], results: list[tuple[Any, BaseException | None]]) -> None:
+    """Settle every future of a group with one wake-up per event loop, not one per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+    for job, (value, error) in zip(group, results, strict=True):
+        by_loop.setdefault(job.loop, []).append((job, value, error))
 
-    if not job.loop.is_closed():
-        job.loop.call_soon_threadsafe(settle)
+    def settle(items: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        for job, value, error in items:
+            if job.future.done():
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(value)
+
+    for loop, items in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(settle, items)
 
 
 class SqlStore:
@@ -355,64 +360,59 @@ class SqlStore:
 
     async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
         def write(conn: Connection) -> list[IdentityConflict]:
-            conflicts: list[IdentityConflict] = []
-            for result in results:
-                row = conn.execute("SELECT received_at FROM inbox WHERE id = ?", (result.inbox_id,)).fetchone()
-                received = row[0] if row else now
-                for d in result.deliveries:
-                    conn.execute(
-                        "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
-                        " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
-                        " sync_scope, content_hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?,"
-                        "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
-                        "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
-                        "  ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (message_id) DO NOTHING",
-                        (
-                            _new_id("dlv"),
-                            result.inbox_id,
-                            d.flow,
-                            d.destination,
-                            d.message_id,
-                            d.body,
-                            d.status,
-                            d.destination,
-                            d.status,
-                            now,
-                            received,
-                            now,
-                            now,
-                            d.last_error,
-                            d.action,
-                            d.sync_scope,
-                            d.content_hash,
-                        ),
-                    )
-                for skip in result.filtered:
-                    conn.execute(
-                        "INSERT INTO flow_outcomes (inbox_id, flow, outcome, reason, at)"
-                        " VALUES (?, ?, 'filtered', ?, ?) ON CONFLICT (inbox_id, flow) DO NOTHING",
-                        (result.inbox_id, skip.flow, skip.reason, now),
-                    )
-                conflicts += [c for claim in result.claims if (c := _claim(conn, claim, now)) is not None]
-                for group in result.groups:
-                    conn.execute(
-                        "INSERT INTO group_members (group_id, user_id, last_seen) VALUES (?, ?, ?)"
-                        " ON CONFLICT (group_id, user_id) DO UPDATE SET last_seen = excluded.last_seen",
-                        (group.group_id, group.user_id, now),
-                    )
-                for change in result.audiences:
-                    conn.execute(
-                        "INSERT INTO audience_membership (user_id, audience_key, member, updated_at)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, audience_key) DO UPDATE"
-                        " SET member = excluded.member, updated_at = excluded.updated_at",
-                        (change.user_id, change.audience_key, int(change.member), now),
-                    )
-                conn.execute(
-                    "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
-                    (now, result.inbox_id),
+            missing = [r.inbox_id for r in results if r.received_at is None]
+            received = {
+                event_id: conn.execute("SELECT received_at FROM inbox WHERE id = ?", (event_id,)).fetchone()
+                for event_id in missing
+            }
+            deliveries = [
+                (
+                    _new_id("dlv"), r.inbox_id, d.flow, d.destination, d.message_id, d.body, d.status, d.destination,
+                    d.status, now, r.received_at or (received.get(r.inbox_id) or (now,))[0], now, now, d.last_error,
+                    d.action, d.sync_scope, d.content_hash,
                 )
+                for r in results
+                for d in r.deliveries
+            ]  # fmt: skip
+            if deliveries:
+                conn.executemany(
+                    "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
+                    " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
+                    " sync_scope, content_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?,"
+                    "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
+                    "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
+                    "  ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (message_id) DO NOTHING",
+                    deliveries,
+                )
+            filtered = [(r.inbox_id, skip.flow, skip.reason, now) for r in results for skip in r.filtered]
+            if filtered:
+                conn.executemany(
+                    "INSERT INTO flow_outcomes (inbox_id, flow, outcome, reason, at)"
+                    " VALUES (?, ?, 'filtered', ?, ?) ON CONFLICT (inbox_id, flow) DO NOTHING",
+                    filtered,
+                )
+            conflicts = [c for r in results for claim in r.claims if (c := _claim(conn, claim, now)) is not None]
+            groups = [(g.group_id, g.user_id, now) for r in results for g in r.groups]
+            if groups:
+                conn.executemany(
+                    "INSERT INTO group_members (group_id, user_id, last_seen) VALUES (?, ?, ?)"
+                    " ON CONFLICT (group_id, user_id) DO UPDATE SET last_seen = excluded.last_seen",
+                    groups,
+                )
+            audiences = [(a.user_id, a.audience_key, int(a.member), now) for r in results for a in r.audiences]
+            if audiences:
+                conn.executemany(
+                    "INSERT INTO audience_membership (user_id, audience_key, member, updated_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (user_id, audience_key) DO UPDATE"
+                    " SET member = excluded.member, updated_at = excluded.updated_at",
+                    audiences,
+                )
+            conn.executemany(
+                "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
+                [(now, r.inbox_id) for r in results],
+            )
             return conflicts
 
         return await self._write(write)
@@ -475,52 +475,52 @@ class SqlStore:
         return await self._write(write)
 
     async def record_updates(self, updates: list[DeliveryUpdate]) -> None:
-        def write(conn: Connection) -> None:
-            for u in updates:
-                conn.execute(
-                    "UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
-                    " lease_until = NULL, send_alone = ?, last_status_code = COALESCE(?, last_status_code),"
-                    " last_error = ?, last_response = COALESCE(?, last_response),"
-                    " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
-                    " WHERE id = ?",
-                    (
-                        u.status,
-                        1 if u.attempt else 0,
-                        u.next_attempt_at,
-                        int(u.send_alone),
-                        u.last_status_code,
-                        u.last_error,
-                        u.attempt.response_excerpt if u.attempt else None,
-                        u.status,
-                        u.attempt.attempted_at if u.attempt else None,
-                        u.delivery_id,
-                    ),
-                )
-                if u.status == "delivered":
-                    conn.execute(
-                        "INSERT INTO sync_snapshots (scope, content_hash, synced_at)"
-                        " SELECT sync_scope, content_hash, ? FROM deliveries"
-                        " WHERE id = ? AND sync_scope IS NOT NULL AND content_hash IS NOT NULL"
-                        " ON CONFLICT (scope) DO UPDATE SET content_hash = excluded.content_hash,"
-                        " synced_at = excluded.synced_at",
-                        (u.attempt.attempted_at if u.attempt else u.next_attempt_at, u.delivery_id),
-                    )
-                if u.attempt is not None:
-                    a = u.attempt
-                    conn.execute(
-                        "INSERT INTO attempts (delivery_id, attempted_at, duration_ms, status_code, error,"
-                        " response_excerpt) VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            u.delivery_id,
-                            a.attempted_at,
-                            a.duration_ms,
-                            a.status_code,
-                            a.error,
-                            a.response_excerpt,
-                        ),
-                    )
+        rows = [
+            (
+                u.status, 1 if u.attempt else 0, u.next_attempt_at, int(u.send_alone), u.last_status_code,
+                u.last_error, u.attempt.response_excerpt if u.attempt else None, u.status,
+                u.attempt.attempted_at if u.attempt else None, u.delivery_id,
+            )
+            for u in updates
+        ]  # fmt: skip
+        delivered = [
+            (u.attempt.attempted_at if u.attempt else u.next_attempt_at, u.delivery_id)
+            for u in updates
+            if u.status == "delivered"
+        ]
+        attempts = [
+            (u.delivery_id, a.attempted_at, a.duration_ms, a.status_code, a.error, a.response_excerpt)
+            for u in updates
+            if (a := u.attempt) is not None
+        ]
 
-        await self._write(write)
+        def write(conn: Connection) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
+                " lease_until = NULL, send_alone = ?, last_status_code = COALESCE(?, last_status_code),"
+                " last_error = ?, last_response = COALESCE(?, last_response),"
+                " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+                " WHERE id = ?",
+                rows,
+            )
+            if delivered:
+                conn.executemany(
+                    "INSERT INTO sync_snapshots (scope, content_hash, synced_at)"
+                    " SELECT sync_scope, content_hash, ? FROM deliveries"
+                    " WHERE id = ? AND sync_scope IS NOT NULL AND content_hash IS NOT NULL"
+                    " ON CONFLICT (scope) DO UPDATE SET content_hash = excluded.content_hash,"
+                    " synced_at = excluded.synced_at",
+                    delivered,
+                )
+            if attempts:
+                conn.executemany(
+                    "INSERT INTO attempts (delivery_id, attempted_at, duration_ms, status_code, error,"
+                    " response_excerpt) VALUES (?, ?, ?, ?, ?, ?)",
+                    attempts,
+                )
+
+        if updates:
+            await self._write(write)
 
     async def next_due_at(self, destination: str) -> float | None:
         def read(conn: Connection) -> float | None:

@@ -6,7 +6,10 @@ store retries briefly."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +35,8 @@ class SQLiteEngine:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints run in the background (SQLiteStore), so no commit waits for one.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def prepare(self) -> None:
@@ -62,6 +67,40 @@ class SQLiteEngine:
 class SQLiteStore(SqlStore):
     """The store on one SQLite file. One server process owns a file at a time."""
 
+    CHECKPOINT_SECONDS = 1.0
+
     def __init__(self, path: str) -> None:
         super().__init__(SQLiteEngine(path))
         self.path = path
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        if self._checkpointer is None:
+            self._stop_checkpoints.clear()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints, name="fsbridge-sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(self._checkpointer.join, 10)
+            self._checkpointer = None
+        await super().close()
+
+    def _checkpoints(self) -> None:
+        # A passive checkpoint copies committed pages into the database without blocking the writer;
+        # the WAL is reset when the writer next finds it fully checkpointed.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop_checkpoints.wait(self.CHECKPOINT_SECONDS):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()

@@ -1,0 +1,380 @@
+"""`make bench`: fsbridge's figures beside baselines measured in the same run, on 127.0.0.1 only.
+
+Server processes are pinned to core 0 and the load generators and the fake Segment to core 1. Each
+intake figure is the median of several wrk runs. The table is printed, and written into
+BENCHMARKS.md between the bench markers, with the date, the machine, the versions and the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TOKEN = "bench-stream-token"
+SERVER_CORE, LOAD_CORE = 0, 1
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return (
+        ["taskset", "-c", str(core), *argv]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else argv
+    )  # type: ignore[operator]
+
+
+@dataclass
+class Process:
+    argv: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    ready_path: str = "/healthz"
+    handle: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Process:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FSBRIDGE_")} | self.env
+        self.handle = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )  # noqa: S603
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.handle.poll() is not None:
+                raise RuntimeError(
+                    f"{self.argv} exited: {self.handle.stderr.read().decode() if self.handle.stderr else ''}"
+                )
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1).status_code < 500:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.argv} did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None and self.handle.poll() is None:
+            self.handle.terminate()
+            try:
+                self.handle.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.handle.kill()
+
+    def peak_rss_mb(self) -> float:
+        assert self.handle is not None
+        # The server is the exec'd process (taskset execs), so its /proc entry is the server's.
+        status = Path(f"/proc/{self.handle.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def uvicorn(target: str, port: int, core: int) -> Process:
+    argv = [PYTHON, "-m", "uvicorn", f"bench.servers:{target}", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    return Process(pinned(core, argv), port, ready_path="/stats" if target == "fake_segment" else "/")
+
+
+def fsbridge(workdir: Path, segment_port: int, role: str = "all", database: Path | None = None) -> Process:
+    port = free_port()
+    env = {
+        "FSBRIDGE_DATABASE_URL": f"sqlite:///{database or workdir / 'fsbridge.db'}",
+        "FSBRIDGE_FULLSTORY_STREAM_TOKENS": TOKEN,
+        "FSBRIDGE_SEGMENT_WRITE_KEY": "bench-write-key",
+        "FSBRIDGE_SEGMENT_API_URL": f"http://127.0.0.1:{segment_port}",
+        "FSBRIDGE_OPS_TOKEN": "bench-ops-token",
+        "FSBRIDGE_LOG_FORMAT": "json",
+    }
+    argv = [PYTHON, "-m", "fsbridge", "serve", "--port", str(port), "--role", role]
+    return Process(pinned(SERVER_CORE, argv), port, env, cwd=workdir)
+
+
+def wrk(port: int, seconds: float, connections: int = 32) -> dict[str, float]:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(ROOT / "bench" / "intake.lua"),
+            f"http://127.0.0.1:{port}/webhooks/fullstory/streams/bench"]  # fmt: skip
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True,  # noqa: S603
+                         env=os.environ | {"BENCH_STREAM_TOKEN": TOKEN}).stdout  # fmt: skip
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["requests"] = float(total.group(1)) if total else 0
+    result["non_2xx"] = float(errors.group(1)) if errors else 0
+    for percentile in ("50", "99"):
+        value, unit = re.search(rf"\s{percentile}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[f"p{percentile}_ms"] = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    return result
+
+
+def segment_stats(port: int) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=10).json()
+    return stats
+
+
+def wait_for_messages(port: int, count: float, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    stats = segment_stats(port)
+    while stats["messages"] < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        stats = segment_stats(port)
+    return stats
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def measure_intake(target: str, segment_port: int, runs: int, seconds: float, workdir: Path) -> dict[str, float]:
+    results = []
+    for n in range(runs):
+        httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+        if target == "fsbridge":
+            # An api replica: intake alone, as it runs when scaled out (delivery is measured by the drain).
+            run_dir = workdir / f"intake-{n}"
+            shutil.copytree(ROOT / "config", run_dir / "config")
+            server = fsbridge(run_dir, segment_port, role="api")
+        else:
+            server = uvicorn(target, free_port(), SERVER_CORE)
+        with server:
+            wrk(server.port, 1)  # warm-up
+            results.append(wrk(server.port, seconds))
+    return {key: median(results, key) for key in ("rps", "p50_ms", "p99_ms", "non_2xx")}
+
+
+async def steady_load(port: int, rate: int, seconds: float, connections: int = 32) -> dict[str, float]:
+    """Send `rate` events a second for `seconds` over keep-alive connections (raw HTTP/1.1, so the
+    generator is not the bottleneck); each event carries a mark, and its send time is recorded."""
+    queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    sent: dict[str, float] = {}
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (item := await queue.get()) is not None:
+            mark, request = item
+            sent[mark] = time.time()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.monotonic()
+    total = int(rate * seconds)
+    for n in range(total):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        mark = f"lat-{n}"
+        body = orjson.dumps({"event": {"event_type": "rage-click", "target_text": mark, "url": "https://shop.example.com/"},
+                             "session": {"session_id": "1:2"}, "user": {"user_id": "u_1"}})  # fmt: skip
+        request = (
+            f"POST /webhooks/fullstory/streams/latency HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        queue.put_nowait((mark, request))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return {"achieved_rate": total / (time.monotonic() - start), **sent}
+
+
+def measure_latency(segment_port: int, workdir: Path, rate: int, seconds: float) -> dict[str, float]:
+    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+    run_dir = workdir / "latency"
+    shutil.copytree(ROOT / "config", run_dir / "config")
+    with fsbridge(run_dir, segment_port) as server:
+        load = subprocess.run(  # noqa: S603
+            pinned(LOAD_CORE, [PYTHON, str(ROOT / "bench" / "run.py"), "--steady", str(server.port), str(rate), str(seconds)]),
+            capture_output=True, check=True,
+        )  # fmt: skip
+        sent = orjson.loads(load.stdout)
+        arrivals = wait_for_messages(segment_port, rate * seconds, 60)["arrivals"]
+    latencies = sorted((arrivals[m] - t) * 1000 for m, t in sent.items() if m in arrivals)
+    return {
+        "achieved_rate": sent.pop("achieved_rate", 0),
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "delivered": len(latencies),
+    }
+
+
+def preload(database: Path, count: int) -> float:
+    """Create the schema with fsbridge itself, then insert `count` stored Streams events directly."""
+    from fsbridge.store.sqlite import SQLiteEngine
+
+    SQLiteEngine(str(database)).prepare()
+    conn = sqlite3.connect(database)
+    started = time.monotonic()
+    body = b'{"event":{"event_type":"rage-click","target_text":"%d"},"session":{"session_id":"1:2"},"user":{"user_id":"u"}}'
+    now = time.time()
+    with conn:
+        conn.executemany(
+            "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (f"evt_pre{n:012d}", "fullstory_stream", "bench", f"pre-{n}", "rage_click", body % n, now)
+                for n in range(count)
+            ),
+        )
+    conn.close()
+    return time.monotonic() - started
+
+
+def measure_drain(segment_port: int, workdir: Path, count: int) -> dict[str, float]:
+    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+    run_dir = workdir / "drain"
+    shutil.copytree(ROOT / "config", run_dir / "config")
+    preload(run_dir / "fsbridge.db", count)
+    started = time.monotonic()
+    with fsbridge(run_dir, segment_port, role="worker"):
+        stats = wait_for_messages(segment_port, count, 300)
+    seconds = time.monotonic() - started
+    return {"seconds": seconds, "per_s": stats["messages"] / seconds, "delivered": stats["messages"]}
+
+
+def measure_memory(segment_port: int, workdir: Path, backlog: int, watch_seconds: float) -> dict[str, float]:
+    empty_dir, full_dir = workdir / "rss-empty", workdir / "rss-backlog"
+    for directory in (empty_dir, full_dir):
+        shutil.copytree(ROOT / "config", directory / "config")
+    with fsbridge(empty_dir, segment_port) as idle:
+        time.sleep(watch_seconds)
+        empty = idle.peak_rss_mb()
+    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+    load_seconds = preload(full_dir / "fsbridge.db", backlog)
+    with fsbridge(full_dir, segment_port) as busy:
+        time.sleep(watch_seconds)
+        loaded = busy.peak_rss_mb()
+        delivered = segment_stats(segment_port)["messages"]
+    return {"empty_mb": empty, "backlog_mb": loaded, "delivered_while_watching": delivered, "preload_s": load_seconds}
+
+
+def versions() -> str:
+    import fastapi
+    import httpx as httpx_module
+    import pydantic
+    import uvicorn as uvicorn_module
+
+    import fsbridge as package
+
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[
+        0
+    ]
+    return (
+        f"fsbridge {package.__version__}, Python {platform.python_version()}, uvicorn {uvicorn_module.__version__}, "
+        f"FastAPI {fastapi.__version__}, pydantic {pydantic.VERSION}, httpx {httpx_module.__version__}, "
+        f"SQLite {sqlite3.sqlite_version}, {wrk_version.strip()}"
+    )
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // 1024**2  # type: ignore[union-attr]
+    return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    parser.add_argument("--drain", type=int, default=100_000)
+    parser.add_argument("--steady", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.steady:
+        port, rate, seconds = args.steady
+        sys.stdout.buffer.write(orjson.dumps(asyncio.run(steady_load(int(port), int(rate), float(seconds)))))
+        return
+    if not shutil.which("wrk"):
+        sys.exit("make bench needs wrk (Debian package `wrk`).")
+    sys.path.insert(0, str(ROOT / "src"))
+    workdir = Path(tempfile.mkdtemp(prefix="fsbridge-bench-"))
+    try:
+        with uvicorn("fake_segment", free_port(), LOAD_CORE) as segment:
+            print("intake: bare ASGI...", flush=True)
+            bare = measure_intake("bare", segment.port, args.runs, args.seconds, workdir)
+            print("intake: FastAPI + pydantic...", flush=True)
+            floor = measure_intake("fastapi_parse", segment.port, args.runs, args.seconds, workdir)
+            print("intake and delivery: fsbridge...", flush=True)
+            ours = measure_intake("fsbridge", segment.port, args.runs, args.seconds, workdir)
+            print("receipt-to-delivery at 1,000 events/s...", flush=True)
+            latency = measure_latency(segment.port, workdir, 1000, args.seconds)
+            print(f"drain of {args.drain:,} stored events...", flush=True)
+            drain = measure_drain(segment.port, workdir, args.drain)
+            print(f"memory, empty and with {args.backlog:,} stored events...", flush=True)
+            memory = measure_memory(segment.port, workdir, args.backlog, 15)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = render(bare, floor, ours, latency, drain, memory, args)
+    print("\n" + table)
+    write_report(table, args)
+
+
+def render(
+    bare: dict[str, float], floor: dict[str, float], ours: dict[str, float], latency: dict[str, float],
+    drain: dict[str, float], memory: dict[str, float], args: argparse.Namespace,
+) -> str:  # fmt: skip
+    ratio = ours["rps"] / floor["rps"]
+    delivered_ratio = drain["per_s"] / floor["rps"]
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    rows = [
+        "| measure | fsbridge | bare ASGI | FastAPI + pydantic | fsbridge ÷ FastAPI | target |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| intake req/s, 32 connections (api replica) | {ours['rps']:,.0f} | {bare['rps']:,.0f} | {floor['rps']:,.0f} | {ratio:.2f}× | ≥ 1.75× ({mark(ratio >= 1.75)}) |",
+        f"| intake p50 | {ours['p50_ms']:.1f} ms | {bare['p50_ms']:.1f} ms | {floor['p50_ms']:.1f} ms | | |",
+        f"| intake p99 | {ours['p99_ms']:.1f} ms | {bare['p99_ms']:.1f} ms | {floor['p99_ms']:.1f} ms | | ≤ 20 ms ({mark(ours['p99_ms'] <= 20)}) |",
+        f"| delivered events/s to Segment (worker, draining) | {drain['per_s']:,.0f} | | | {delivered_ratio:.2f}× | ≥ 1.2× ({mark(delivered_ratio >= 1.2)}) |",
+        f"| receipt-to-delivery p50 at {latency['achieved_rate']:,.0f} events/s | {latency['p50_ms']:.0f} ms | | | | |",
+        f"| receipt-to-delivery p99 at {latency['achieved_rate']:,.0f} events/s | {latency['p99_ms']:.0f} ms | | | | ≤ 1 s ({mark(latency['p99_ms'] <= 1000)}) |",
+        f"| drain of {args.drain:,} stored events | {drain['seconds']:.1f} s ({drain['per_s']:,.0f}/s) | | | | ≥ 10,000/s ({mark(drain['per_s'] >= 10_000)}) |",
+        f"| peak RSS, empty queue | {memory['empty_mb']:.0f} MiB | | | | |",
+        f"| peak RSS, {args.backlog:,} stored events | {memory['backlog_mb']:.0f} MiB | | | | flat ({mark(memory['backlog_mb'] <= memory['empty_mb'] * 1.5)}) |",
+    ]  # fmt: skip
+    return "\n".join(rows)
+
+
+def write_report(table: str, args: argparse.Namespace) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    section = (
+        f"{START}\n## Latest run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"- Machine: {machine()}\n- Versions: {versions()}\n"
+        f"- Method: servers pinned to core {SERVER_CORE}, wrk (2 threads, 32 connections) and the fake Segment on core "
+        f"{LOAD_CORE}; intake figures are medians of {args.runs} runs of {args.seconds:g} s; all on 127.0.0.1.\n\n"
+        f"{table}\n{END}"
+    )
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n" + START + "\n" + END + "\n"
+    if START not in text:
+        text += "\n" + START + "\n" + END + "\n"
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    path.write_text(before + section + after)
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""ASGI apps the benchmark runs beside fsbridge, each under uvicorn on 127.0.0.1:
+
+- `fake_segment`: answers `/v1/batch` with 200 at once and records each message's arrival time
+  (`GET /stats`), so delivered counts and receipt-to-delivery latency are measured where they land;
+- `bare`: the Python ceiling, a raw ASGI app that reads the body and answers 202;
+- `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FakeSegment:
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.messages = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _body(receive)
+        if scope["path"] == "/stats":
+            stats = {"messages": self.messages, "first": self.first, "last": self.last, "arrivals": self.arrivals}
+            await _send(send, 200, orjson.dumps(stats))
+            return
+        if scope["path"] == "/reset":
+            self.__init__()  # type: ignore[misc]
+            await _send(send, 200, b"{}")
+            return
+        now = time.time()
+        batch = orjson.loads(body)["batch"]
+        self.messages += len(batch)
+        self.first = self.first or now
+        self.last = now
+        for message in batch:
+            mark = message.get("properties", {}).get("element_text", "")
+            if mark.startswith("lat-"):
+                self.arrivals[mark] = now
+        await _send(send, 200, b'{"success":true}')
+
+
+fake_segment = FakeSegment()
+
+
+async def bare(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await _body(receive)
+    await _send(send, 202, b'{"status":"accepted","id":"x"}')
+
+
+class Event(BaseModel):
+    event_type: str
+    event_time: str | None = None
+    url: str | None = None
+    target_text: str | None = None
+    element_name: str | None = None
+    page_name: str | None = None
+
+
+class Session(BaseModel):
+    session_id: str
+
+
+class User(BaseModel):
+    user_id: str | None = None
+    user_email: str | None = None
+    user_display_name: str | None = None
+
+
+class StreamPayload(BaseModel):
+    event: Event
+    session: Session
+    user: User
+    session_url: str | None = None
+
+
+fastapi_parse = FastAPI()
+
+
+@fastapi_parse.post("/webhooks/fullstory/streams/{stream}", status_code=202)
+async def receive(stream: str, payload: StreamPayload) -> dict[str, str]:
+    return {"status": "accepted", "id": "x"}
