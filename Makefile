@@ -36,6 +36,11 @@ pytest: $(STAMP)
 
 check: test
 
+## bench: throughput, latency, drain and memory beside baselines in the same run (needs Debian's wrk)
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 2; }
+	$(BIN)/python bench/run.py
+
 ## faults: every fault-injection scenario, in-process and with real processes; the table lands in bench/faults.md
 faults: $(STAMP)
 	mkdir -p bench

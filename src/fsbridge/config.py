@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class WorkerConfig(_Strict):
     poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     lease_seconds: float = Field(default=60.0, gt=0)
-    dispatch_batch: int = Field(default=500, ge=1, le=10_000)
+    dispatch_batch: int = Field(default=2000, ge=1, le=10_000)
 
 
 class BreakerConfig(_Strict):

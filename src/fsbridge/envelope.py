@@ -4,6 +4,7 @@ way to read a value from a payload (nested objects, dotted keys, list indices)."
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +40,22 @@ def lookup(data: Any, path: str) -> Any:
     exists at each level wins. A numeric segment indexes a list; any other segment applied to a
     list reads its first element (Streams can send `event` as a one-element list).
     """
-    return _walk(data, path.split("."))
+    node = data
+    for segment in _segments(path):
+        # The common case first: plain nested objects. Dotted keys and lists take the general walk.
+        if type(node) is dict:
+            if segment in node:
+                node = node[segment]
+                continue
+            if not any("." in key for key in node):
+                return MISSING
+        return _walk(data, list(_segments(path)))
+    return node
+
+
+@functools.lru_cache(maxsize=4096)
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
 
 
 def _walk(node: Any, segments: list[str]) -> Any:
@@ -54,7 +70,7 @@ def _walk(node: Any, segments: list[str]) -> Any:
                     return found
         return MISSING
     if isinstance(node, list) and node:
-        if segments[0].isdigit():
+        if segments[0].isascii() and segments[0].isdigit():  # "²" is a digit to Python, not an index
             index = int(segments[0])
             return _walk(node[index], segments[1:]) if index < len(node) else MISSING
         return _walk(node[0], segments)

@@ -49,6 +49,10 @@ class TestLookup:
         """A path that does not exist resolves to MISSING, not None."""
         assert lookup(payload, path) is MISSING
 
+    def test_non_ascii_digits_are_not_list_indices(self) -> None:
+        """A segment such as "²" (a digit to Python, not to int()) is a missing key, not a crash."""
+        assert lookup({"a": [1, 2]}, "a.²") is MISSING
+
     def test_dotted_key_falls_back_to_nested(self) -> None:
         """When the dotted key exists but lacks the rest of the path, the nested reading is tried."""
         assert 7 == lookup({"a.b": {}, "a": {"b": {"c": 7}}}, "a.b.c")

@@ -149,13 +149,18 @@ CASTS: dict[str, Callable[[Any], Any]] = {
 
 @dataclass(frozen=True)
 class PathRead:
-    """A path, or `$field` for envelope metadata."""
+    """A path, or `$field` for envelope metadata (decided once, when the mapping is compiled)."""
 
     path: str
 
+    def __post_init__(self) -> None:
+        meta = Meta(self.path[1:]) if self.path.startswith("$") else None  # type: ignore[arg-type]
+        object.__setattr__(self, "_meta", meta)
+
     def resolve(self, envelope: Envelope) -> Any:
-        if self.path.startswith("$"):
-            return Meta(self.path[1:]).resolve(envelope)  # type: ignore[arg-type]
+        meta: Meta | None = self._meta  # type: ignore[attr-defined]
+        if meta is not None:
+            return meta.resolve(envelope)
         value = lookup(envelope.payload, self.path)
         return MISSING if value is None or value == "" else value
 

@@ -16,6 +16,7 @@ nested object that ends up empty. The output is validated into the target's requ
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,19 @@ def _as_string(value: Any) -> Any:
 
 def as_iso_timestamp(value: Any) -> Any:
     """ISO-8601 in UTC with milliseconds (the form segment-analytics-python sends), or MISSING."""
+    if isinstance(value, str):
+        return _iso_from_text(value)
+    return _as_iso_timestamp(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_from_text(value: str) -> Any:
+    # The mapping and the request model both normalise the same strings, and events of a batch
+    # share their seconds: a small cache saves most of the parsing.
+    return _as_iso_timestamp(value)
+
+
+def _as_iso_timestamp(value: Any) -> Any:
     moment: datetime
     if isinstance(value, bool):
         return MISSING
@@ -48,7 +62,7 @@ def as_iso_timestamp(value: Any) -> Any:
     elif isinstance(value, str) and value.strip():
         text = value.strip()
         if text.isdigit():
-            return as_iso_timestamp(int(text))
+            return _as_iso_timestamp(int(text))
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
