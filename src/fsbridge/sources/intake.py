@@ -108,6 +108,7 @@ class Receiver:
         self.clock = clock
         self.on_stored = on_stored
         self.metrics = metrics or Metrics()
+        self._counters: dict[str, tuple[Any, Any, Any]] = {}
 
     async def fullstory_webhook(self, request: Request) -> Response:
         secrets = self.settings.fullstory_webhook_secrets
@@ -206,10 +207,21 @@ class Receiver:
         except StoreUnavailableError as exc:
             log.error("inbox.store_unavailable", source=source, error=str(exc))
             return error_response(503, "store_unavailable", "The event could not be stored; retry later.")
+        counters = self._counters.get(source)
+        if counters is None:
+            metrics = self.metrics
+            counters = self._counters[source] = (
+                metrics.received.labels(source),
+                metrics.duplicates.labels(source),
+                metrics.quarantined.labels(source),
+            )
+        received, duplicates, quarantined = counters
         for outcome, _ in stored:
-            self.metrics.received.labels(source).inc()
-            if outcome != "accepted":
-                (self.metrics.duplicates if outcome == "duplicate" else self.metrics.quarantined).labels(source).inc()
+            received.inc()
+            if outcome == "duplicate":
+                duplicates.inc()
+            elif outcome == "quarantined":
+                quarantined.inc()
         if any(outcome == "accepted" for outcome, _ in stored):
             self.on_stored()
         return _response(items, stored)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import secrets
 import threading
@@ -54,9 +55,14 @@ _DELIVERY_COLUMNS = (
 )
 
 
+_ID_PROCESS = secrets.token_hex(5)  # random per process, so ids from several replicas never collide
+_ID_COUNTER = itertools.count()
+
+
 def _new_id(prefix: str) -> str:
-    # Time-ordered (nanoseconds, then randomness), so ids sort by creation on every engine.
-    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(8)}"
+    # Time-ordered (nanoseconds), then process and counter: sorts by creation on every engine, and
+    # needs no system call for randomness per id.
+    return f"{prefix}_{time.time_ns():016x}{_ID_PROCESS}{next(_ID_COUNTER) & 0xFFFFFF:06x}"
 
 
 @dataclass(slots=True)
@@ -138,28 +144,36 @@ class _GroupCommitWriter:
         if self._conn is None:
             self._conn = self._engine.connect()
         conn = self._conn
-        assert conn is not None
-        results: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute(self._engine.begin)
-            for job in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job.fn(conn)
-                except self._engine.errors as exc:
-                    conn.execute("ROLLBACK TO job")
-                    results.append((None, StoreUnavailableError(f"The store could not write: {exc}")))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    results.append((None, exc))
-                else:
-                    results.append((value, None))
-                conn.execute("RELEASE job")
+            try:
+                # The common case: every write succeeds, so none pays for a savepoint of its own.
+                results: list[tuple[Any, BaseException | None]] = [(job.fn(conn), None) for job in group]
+            except Exception:
+                conn.execute("ROLLBACK")
+                conn.execute(self._engine.begin)
+                results = [self._isolated(conn, job) for job in group]
             conn.execute("COMMIT")
         except BaseException as exc:
             self._discard_after_failure(conn, exc)
             raise
         return results
+
+    def _isolated(self, conn: Connection, job: _Job) -> tuple[Any, BaseException | None]:
+        """Run one write in a savepoint, so its failure undoes it alone."""
+        conn.execute("SAVEPOINT job")
+        try:
+            value = job.fn(conn)
+        except self._engine.errors as exc:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return None, StoreUnavailableError(f"The store could not write: {exc}")
+        except Exception as exc:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return None, exc
+        conn.execute("RELEASE job")
+        return value, None
 
     def _discard_after_failure(self, conn: Connection, exc: BaseException) -> None:
         with contextlib.suppress(Exception):
