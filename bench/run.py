@@ -63,7 +63,7 @@ class Process:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FSBRIDGE_")} | self.env
         self.handle = subprocess.Popen(
             self.argv, cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )  # noqa: S603
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.handle.poll() is not None:
@@ -115,7 +115,7 @@ def fsbridge(workdir: Path, segment_port: int, role: str = "all", database: Path
 def wrk(port: int, seconds: float, connections: int = 32) -> dict[str, float]:
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(ROOT / "bench" / "intake.lua"),
             f"http://127.0.0.1:{port}/webhooks/fullstory/streams/bench"]  # fmt: skip
-    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True,  # noqa: S603
+    out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True,
                          env=os.environ | {"BENCH_STREAM_TOKEN": TOKEN}).stdout  # fmt: skip
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     total = re.search(r"(\d+) requests in", out)
@@ -206,7 +206,7 @@ def measure_latency(segment_port: int, workdir: Path, rate: int, seconds: float)
     run_dir = workdir / "latency"
     shutil.copytree(ROOT / "config", run_dir / "config")
     with fsbridge(run_dir, segment_port) as server:
-        load = subprocess.run(  # noqa: S603
+        load = subprocess.run(
             pinned(LOAD_CORE, [PYTHON, str(ROOT / "bench" / "run.py"), "--steady", str(server.port), str(rate), str(seconds)]),
             capture_output=True, check=True,
         )  # fmt: skip
