@@ -25,7 +25,7 @@ from fsbridge.settings import Settings
 from fsbridge.sources.signatures import sign_segment
 from fsbridge.testing import FakeUpstream, bearer_headers, fullstory_signed_headers
 from tests.fullstory_spec import validate_fullstory_requests
-from tests.postgres_server import PostgresServer, find_bindir
+from tests.postgres_server import PostgresServer, throwaway_server
 
 WEBHOOK_SECRET = "whsec-current-0123456789"
 OLD_WEBHOOK_SECRET = "whsec-previous-9876543210"
@@ -152,13 +152,8 @@ _upstreams: list[FakeUpstream] = []
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL for the session; the tests that need it are skipped without it."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb found): PostgreSQL tests skipped")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with throwaway_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ pg_ctl run as the `postgres` user when the tests run as root, since initdb refus
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -10,9 +11,11 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
 def find_bindir() -> Path | None:
@@ -74,3 +77,17 @@ class PostgresServer:
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def throwaway_server() -> Iterator[PostgresServer]:
+    """A started server, stopped afterwards; the test is skipped, saying why, without PostgreSQL."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb found): PostgreSQL tests skipped")
+    server = PostgresServer(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from fsbridge.errors import StoreUnavailableError
 from tests.conftest import RAGE_CLICK, start_bridge
-from tests.postgres_server import PostgresServer, find_bindir
+from tests.postgres_server import PostgresServer, throwaway_server
 
 
 async def test_flows_end_to_end_on_postgres(tmp_path: Path, postgres_url: str) -> None:
@@ -33,13 +33,8 @@ async def test_flows_end_to_end_on_postgres(tmp_path: Path, postgres_url: str) -
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
     """A PostgreSQL this test may stop and start."""
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb found): PostgreSQL tests skipped")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with throwaway_server() as server:
+        yield server
 
 
 async def test_postgres_outage_answers_503_and_loses_nothing(tmp_path: Path, own_server: PostgresServer) -> None:
