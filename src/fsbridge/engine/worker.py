@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from fsbridge.clock import Clock
@@ -399,7 +399,3 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
     event.clear()
-
-
-def destinations_by_name(destinations: Sequence[Destination]) -> dict[str, Destination]:
-    return {d.name: d for d in destinations}

@@ -24,11 +24,6 @@ class Trigger:
         return envelope.source == self.source and (not self.kinds or envelope.kind in self.kinds)
 
 
-def on(source: str, *kinds: str) -> Trigger:
-    """The trigger for `source` events of these kinds (any kind when none is named)."""
-    return Trigger(source, frozenset(kinds))
-
-
 @dataclass(frozen=True)
 class TargetAction:
     """A call a flow can make: the destination and the request model its output must satisfy.

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from fsbridge import __version__
 from fsbridge.errors import IntakeError
-from fsbridge.ops.api import Operations, redact_payload, require_ops_access, story_json
+from fsbridge.ops.api import Operations, require_ops_access, story_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 
@@ -214,8 +214,6 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
         "csrf": _csrf(runtime),
         "when": _when,
         "short": lambda text: (text or "")[:160],
-        "ready_problems": [f"{n} is parked" for n in runtime.worker.parked],
-        "redact": redact_payload,
     }
 
 
