@@ -254,6 +254,45 @@ def measure_drain(segment_port: int, workdir: Path, count: int) -> dict[str, flo
     return {"seconds": seconds, "per_s": stats["messages"] / seconds, "delivered": stats["messages"]}
 
 
+def preload_identifies(database: Path, count: int) -> None:
+    """Stored Segment identify calls, each for another user, so none is suppressed as unchanged."""
+    from fsbridge.store.sqlite import SQLiteEngine
+
+    SQLiteEngine(str(database)).prepare()
+    conn = sqlite3.connect(database)
+    body = b'{"type":"identify","userId":"u%d","messageId":"m%d","traits":{"plan":"pro","seats":%d}}'
+    now = time.time()
+    with conn:
+        conn.executemany(
+            "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (f"evt_id{n:012d}", "segment", "", f"messageId:m{n}", "identify", body % (n, n, n), now)
+                for n in range(count)
+            ),
+        )
+    conn.close()
+
+
+def measure_fullstory(segment_port: int, workdir: Path, count: int, concurrency: int) -> float:
+    """Fullstory upserts a second through one worker: one request per delivery, `concurrency` in flight."""
+    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+    run_dir = workdir / f"fullstory-{concurrency}"
+    (run_dir / "config").mkdir(parents=True)
+    # The rate limit is lifted so the client's own cost per request is what is measured.
+    (run_dir / "config" / "fsbridge.yaml").write_text(
+        f"destinations:\n  fullstory: {{concurrency: {concurrency}, rate_limit_per_second: 100000, burst: 100000}}\n"
+    )
+    preload_identifies(run_dir / "fsbridge.db", count)
+    server = fsbridge(run_dir, segment_port, role="worker")
+    server.env |= {
+        "FSBRIDGE_FULLSTORY_API_KEY": "bench-key",
+        "FSBRIDGE_FULLSTORY_API_URL": f"http://127.0.0.1:{segment_port}",
+    }
+    with server:
+        stats = wait_for_messages(segment_port, count, 120)
+    return float(stats["messages"] / max(1e-6, stats["last"] - stats["first"]))
+
+
 def measure_memory(segment_port: int, workdir: Path, backlog: int, watch_seconds: float) -> dict[str, float]:
     empty_dir, full_dir = workdir / "rss-empty", workdir / "rss-backlog"
     for directory in (empty_dir, full_dir):
@@ -325,16 +364,18 @@ def main() -> None:
             drain = measure_drain(segment.port, workdir, args.drain)
             print(f"memory, empty and with {args.backlog:,} stored events...", flush=True)
             memory = measure_memory(segment.port, workdir, args.backlog, 15)
+            print("Fullstory upserts at concurrency 1, 4, 16...", flush=True)
+            fullstory = {c: measure_fullstory(segment.port, workdir, 3000, c) for c in (1, 4, 16)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    table = render(bare, floor, ours, latency, drain, memory, args)
+    table = render(bare, floor, ours, latency, drain, memory, fullstory, args)
     print("\n" + table)
     write_report(table, args)
 
 
 def render(
     bare: dict[str, float], floor: dict[str, float], ours: dict[str, float], latency: dict[str, float],
-    drain: dict[str, float], memory: dict[str, float], args: argparse.Namespace,
+    drain: dict[str, float], memory: dict[str, float], fullstory: dict[int, float], args: argparse.Namespace,
 ) -> str:  # fmt: skip
     ratio = ours["rps"] / floor["rps"]
     delivered_ratio = drain["per_s"] / floor["rps"]
@@ -354,6 +395,7 @@ def render(
         f"| drain of {args.drain:,} stored events | {drain['seconds']:.1f} s ({drain['per_s']:,.0f}/s) | | | | ≥ 10,000/s ({mark(drain['per_s'] >= 10_000)}) |",
         f"| peak RSS, empty queue | {memory['empty_mb']:.0f} MiB | | | | |",
         f"| peak RSS, {args.backlog:,} stored events | {memory['backlog_mb']:.0f} MiB | | | | flat ({mark(memory['backlog_mb'] <= memory['empty_mb'] * 1.5)}) |",
+        *(f"| Fullstory upserts/s, {c} in flight (one request each) | {rate:,.0f} | | | | |" for c, rate in fullstory.items()),
     ]  # fmt: skip
     return "\n".join(rows)
 

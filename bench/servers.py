@@ -1,7 +1,7 @@
 """ASGI apps the benchmark runs beside fsbridge, each under uvicorn on 127.0.0.1:
 
-- `fake_segment`: answers `/v1/batch` with 200 at once and records each message's arrival time
-  (`GET /stats`), so delivered counts and receipt-to-delivery latency are measured where they land;
+- `fake_segment`: answers `/v1/batch` (and Fullstory's `/v2/users`) with 200 at once and records each
+  message's arrival time (`GET /stats`), so delivered counts and latency are measured where they land;
 - `bare`: the Python ceiling, a raw ASGI app that reads the body and answers 202;
 - `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202.
 """
@@ -50,6 +50,12 @@ class FakeSegment:
             await _send(send, 200, b"{}")
             return
         now = time.time()
+        if scope["path"] == "/v2/users":  # a Fullstory upsert: one user per request
+            self.messages += 1
+            self.first = self.first or now
+            self.last = now
+            await _send(send, 200, b'{"id":"1"}')
+            return
         batch = orjson.loads(body)["batch"]
         self.messages += len(batch)
         self.first = self.first or now
