@@ -50,7 +50,8 @@ class TargetAction:
                 f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
             )
             raise MappingError(f"{self.destination}.{self.action} rejected the mapped message: {problems}") from exc
-        return orjson.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=self.exclude_none))
+        # Serialised by pydantic's core straight to JSON, without building an intermediate dict.
+        return message.model_dump_json(by_alias=True, exclude_none=self.exclude_none).encode()
 
     def scope_of(self, body: bytes) -> str | None:
         if self.scope_field is None:
