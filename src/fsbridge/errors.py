@@ -1,10 +1,10 @@
 """The error tree of fsbridge. Each class says what happens to the event that raised it.
 
 FsbridgeError
-├── ConfigError          configuration file or settings are invalid: the process refuses to start
-├── IntakeError          an inbound request is refused; carries the HTTP status and error code
-├── MappingError         a flow produced a message its target rejects: the delivery is dead at dispatch
-└── StoreUnavailableError     the store cannot take a write: intake answers 503 so the sender retries
+├── ConfigError            configuration file or settings are invalid: the process refuses to start
+├── IntakeError            an inbound request is refused; carries the HTTP status and error code
+├── MappingError           a flow produced a message its target rejects: the delivery is dead at dispatch
+└── StoreUnavailableError  the store cannot take a write: intake answers 503 so the sender retries
 """
 
 from __future__ import annotations

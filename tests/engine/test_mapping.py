@@ -14,7 +14,6 @@ from fsbridge.engine.mapping import (
     Meta,
     Path,
     StableId,
-    Unless,
     as_iso_timestamp,
     resolve,
 )
@@ -79,12 +78,11 @@ class TestDirectives:
         assert "?" == Lookup(Const("nope"), {"rage_click": "Rage"}, default="?").resolve(e)
         assert Lookup(Const("nope"), {}).resolve(e) is MISSING
 
-    def test_first_and_unless(self) -> None:
-        """First returns the first present option; Unless only applies when its condition is missing."""
+    def test_first(self) -> None:
+        """First returns the first present option."""
         e = env({"a": 1})
         assert 1 == First(Path("z"), Path("a"), Const(9)).resolve(e)
-        assert Unless(Path("a"), then=Const("fallback")).resolve(e) is MISSING
-        assert "fallback" == Unless(Path("z"), then=Const("fallback")).resolve(e)
+        assert First(Path("z"), Path("y")).resolve(e) is MISSING
 
     def test_stable_id_is_deterministic_per_value_and_namespace(self) -> None:
         """StableId gives the same UUID for the same value, a different one per value or namespace."""

@@ -1,4 +1,6 @@
-"""Message Translator kit: a mapping is data, a nested dict whose leaves are directives.
+"""The directives a flow's mapping is made of, and `resolve`, which evaluates a mapping against an
+envelope. `engine.language` compiles the YAML of `config/fsbridge.yaml` into these objects; code
+that needs a directive directly (identity rules) uses them too.
 
     Path("user.user_id", "user.uid")          the first of these paths present in the payload
     Path("user.user_email", cast="email")     ... passed through a named cast
@@ -6,9 +8,7 @@
     Const("fullstory")                        a constant
     Lookup(Meta("kind"), {"rage_click": "Rage Click Detected"})   a table lookup
     First(Path("event.event_time", cast="timestamp"), Meta("received_at", cast="timestamp"))
-    Unless(Path("user.user_id"), then=StableId(Path("session.session_id")))
     StableId(Path("session.session_id"), namespace="anonymous")   a UUID derived from the value
-    Call(full_name)                           a typed function of the envelope (the escape hatch)
 
 `resolve` walks the mapping; a key whose directive resolves to MISSING is left out, and so is a
 nested object that ends up empty. The output is validated into the target's request model later.
@@ -122,16 +122,6 @@ class Meta:
 
 
 @dataclass(frozen=True)
-class Call:
-    """A plain typed function, for the rare rule that is computation rather than data."""
-
-    function: Callable[[Envelope], Any]
-
-    def resolve(self, envelope: Envelope) -> Any:
-        return self.function(envelope)
-
-
-@dataclass(frozen=True)
 class Const:
     value: Any
 
@@ -165,19 +155,6 @@ class First:
             if value is not MISSING:
                 return value
         return MISSING
-
-
-@dataclass(frozen=True)
-class Unless:
-    """`then`, but only when `present` resolves to nothing (an id used only as a fallback)."""
-
-    present: Directive
-    then: Directive
-
-    def resolve(self, envelope: Envelope) -> Any:
-        if self.present.resolve(envelope) is not MISSING:
-            return MISSING
-        return self.then.resolve(envelope)
 
 
 @dataclass(frozen=True)

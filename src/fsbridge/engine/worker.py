@@ -232,8 +232,7 @@ class Worker:
             return
         self._states_read_at = now
         self.paused = await self.store.paused_destinations()
-        parked = await self.store.parked_destinations()
-        self.parked = {name: reason for name, reason in parked.items()}
+        self.parked = await self.store.parked_destinations()
 
     async def drain(self, max_rounds: int = 100) -> None:
         """Dispatch and deliver until nothing is due now (tests; bounded)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -108,16 +109,7 @@ def story_json(story: EventStory) -> dict[str, Any]:
             {
                 **delivery_item(d).model_dump(),
                 "body": redact_payload(orjson.loads(d.body)),
-                "attempts": [
-                    {
-                        "attempted_at": a.attempted_at,
-                        "duration_ms": a.duration_ms,
-                        "status_code": a.status_code,
-                        "error": a.error,
-                        "response_excerpt": a.response_excerpt,
-                    }
-                    for a in story.attempts.get(d.id, [])
-                ],
+                "attempts": [asdict(a) for a in story.attempts.get(d.id, [])],
             }
             for d in story.deliveries
         ],
@@ -243,18 +235,7 @@ async def delivery_attempts(request: Request, delivery_id: str) -> Response:
     attempts = await store.list_attempts(delivery_id)
     return json_response(
         200,
-        {
-            "items": [
-                {
-                    "attempted_at": a.attempted_at,
-                    "duration_ms": a.duration_ms,
-                    "status_code": a.status_code,
-                    "error": a.error,
-                    "response_excerpt": a.response_excerpt,
-                }
-                for a in attempts
-            ]
-        },
+        {"items": [asdict(a) for a in attempts]},
     )
 
 
