@@ -92,7 +92,7 @@ def _webhooks(app: FastAPI, runtime: Runtime) -> None:
         summary="Fullstory system webhooks (Fullstory-Signature)",
     )
     async def fullstory_webhook(request: Request) -> Response:
-        return await receiver.fullstory_webhook(request)
+        return (await receiver.fullstory_webhook(request.headers, request.receive)).response()
 
     @app.post(
         "/webhooks/fullstory/streams/{stream}",
@@ -103,7 +103,7 @@ def _webhooks(app: FastAPI, runtime: Runtime) -> None:
         summary="Fullstory Streams (Authorization: Bearer, or Fullstory-Signature)",
     )
     async def fullstory_stream(request: Request, stream: str) -> Response:
-        return await receiver.fullstory_stream(request, stream)
+        return (await receiver.fullstory_stream(request.headers, request.receive, stream)).response()
 
     @app.post(
         "/webhooks/segment",
@@ -114,4 +114,4 @@ def _webhooks(app: FastAPI, runtime: Runtime) -> None:
         summary="Segment Webhooks destination (classic or Actions) or destination function (X-Signature or Bearer)",
     )
     async def segment_webhook(request: Request) -> Response:
-        return await receiver.segment_webhook(request)
+        return (await receiver.segment_webhook(request.headers, request.receive)).response()

@@ -7,11 +7,25 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
 
 REDACTED = "[REDACTED]"
+
+# The webhook fast path's request id: one context variable is far cheaper per request than
+# structlog's bind and unbind, and `add_request_id` puts it on every line logged meanwhile.
+REQUEST_ID: ContextVar[str | None] = ContextVar("fsbridge_request_id", default=None)
+
+
+def add_request_id(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
 _SENSITIVE_KEY = re.compile(
     r"(secret|token|signature|authorization|write_?key|api_?key|password|cookie)", re.IGNORECASE
 )
@@ -57,6 +71,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+import json
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 
+from fsbridge.app import create_app
 from fsbridge.errors import StoreUnavailableError
+from fsbridge.log import configure_logging
 from fsbridge.store import Accepted, NewInboxEvent
 from fsbridge.testing import bearer_headers, fullstory_signed_headers
 from tests.conftest import OLD_WEBHOOK_SECRET, RAGE_CLICK, STREAM_TOKEN, WEBHOOK_SECRET, Bridge, start_bridge
@@ -182,6 +187,20 @@ class TestTooLarge:
         assert "content-length" not in response.request.headers
         assert_error(response, 413, "payload_too_large")
 
+    async def test_streamed_body_under_the_limit_is_stored_whole(self, small: Bridge) -> None:
+        """A body sent in several chunks without Content-Length is joined and stored byte for byte."""
+        body = orjson.dumps(RAGE_CLICK)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 50):
+                yield body[start : start + 50]
+
+        response = await small.client.post(STREAM, content=chunks(), headers=bearer_headers(STREAM_TOKEN))
+        assert 202 == response.status_code, response.text
+        stored = await small.runtime.store.get_inbox_event(response.json()["id"])
+        assert stored is not None
+        assert body == stored.body
+
     async def test_body_at_the_limit_is_accepted(self, small: Bridge) -> None:
         """A body of exactly the limit is accepted."""
         body = orjson.dumps(RAGE_CLICK)
@@ -249,3 +268,41 @@ class TestUnavailable:
         monkeypatch.setattr(bridge.runtime.store, "accept", failing_accept)
         response = await bridge.post_stream(RAGE_CLICK)
         assert_error(response, 503, "store_unavailable")
+
+
+class TestConnection:
+    async def test_disconnect_before_the_whole_body_stores_nothing(self, bridge: Bridge) -> None:
+        """A client that disconnects mid-body gets 400 incomplete_body, and nothing is stored."""
+        messages: list[dict[str, Any]] = [
+            {"type": "http.request", "body": orjson.dumps(RAGE_CLICK)[:20], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        headers = [(k.lower().encode(), v.encode()) for k, v in bearer_headers(STREAM_TOKEN).items()]
+        scope = {"type": "http", "method": "POST", "path": STREAM, "headers": headers, "query_string": b""}
+        await create_app(bridge.runtime, manage_runtime=False)(scope, receive, send)
+        assert 400 == sent[0]["status"]
+        assert "incomplete_body" == orjson.loads(sent[1]["body"])["error"]["code"]
+        assert {} == (await bridge.runtime.store.stats())["by_source"]
+
+    async def test_log_lines_of_a_webhook_carry_its_request_id(self, bridge: Bridge) -> None:
+        """What the receiver logs during a request carries that request's X-Request-ID, echoed back."""
+        out = io.StringIO()
+        configure_logging("json")
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
+        response = await bridge.client.post(
+            STREAM,
+            content=orjson.dumps(RAGE_CLICK),
+            headers={**bearer_headers("wrong-token"), "X-Request-ID": "req-7f3a"},
+        )
+        assert_error(response, 401, "unauthenticated")
+        assert "req-7f3a" == response.headers["x-request-id"]
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [("inbox.rejected", "req-7f3a")] == [(line["event"], line.get("request_id")) for line in lines]

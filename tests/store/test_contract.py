@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -64,6 +65,31 @@ async def dispatched(store: SqlStore, n: int = 1) -> list[str]:
 
 
 class TestIntake:
+    async def test_a_write_lock_held_elsewhere_is_waited_out(
+        self, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When another process holds the write lock, the writer retries until it is released."""
+        refused = threading.Event()
+        is_busy = sqlite_store.engine.is_busy
+
+        def noticing(exc: BaseException) -> bool:
+            busy = is_busy(exc)
+            if busy:
+                refused.set()
+            return busy
+
+        monkeypatch.setattr(sqlite_store.engine, "is_busy", noticing)
+        await sqlite_store.accept(event(0))  # the writer's connection is open: now make it give up at once
+        await sqlite_store._write(lambda conn: conn.execute("PRAGMA busy_timeout=0"))
+        other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        accepting = asyncio.ensure_future(sqlite_store.accept(event(1)))
+        assert await asyncio.to_thread(refused.wait, 10)
+        other.execute("COMMIT")
+        other.close()
+        assert not (await accepting).duplicate
+        assert 2 == (await sqlite_store.stats())["by_source"]["fullstory_stream"]["received"]
+
     async def test_wal_mode_and_full_sync(self, sqlite_store: SQLiteStore) -> None:
         """The SQLite file is in WAL mode, and the schema version is recorded."""
         conn = sqlite3.connect(sqlite_store.path)

@@ -3,6 +3,7 @@ each is identified for de-duplication, and how `event_type` spellings become one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -25,6 +26,7 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of event types arrive over and over
 def signal_name(event_type: str) -> str:
     """`rage-click`, `rage_click`, `RageClick` and `Rage Click` all become `rage_click`."""
     spaced = _CAMEL_BOUNDARY.sub("_", event_type.strip())
@@ -61,7 +63,9 @@ def stream_kind(payload: Any) -> str:
 
 def body_dedup_key(endpoint: str, body: bytes) -> str:
     """Identity of an event whose provider gives no id: the same body on the same endpoint."""
-    return "sha256:" + hashlib.sha256(endpoint.encode() + b"\n" + body).hexdigest()
+    digest = hashlib.sha256(endpoint.encode() + b"\n")
+    digest.update(body)  # not concatenated: no copy of the body
+    return "sha256:" + digest.hexdigest()
 
 
 __all__ = [

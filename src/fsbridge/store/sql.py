@@ -130,8 +130,14 @@ class _GroupCommitWriter:
         _resolve_all(group, results)
 
     def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
-        # Another process (the CLI, another replica) may hold a lock for a moment; tenacity retries
+        try:
+            return self._attempt(group)
+        except Exception as exc:
+            if not self._engine.is_busy(exc):
+                raise
+        # Another process (the CLI, another replica) holds a lock for a moment; tenacity retries
         # the whole group briefly before the callers get StoreUnavailableError (intake: 503).
+        # Built only then: a Retrying per commit cost more than the commit's own Python.
         retrying = Retrying(
             retry=retry_if_exception(self._engine.is_busy),
             wait=wait_exponential(multiplier=0.01, max=0.5),
