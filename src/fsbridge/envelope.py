@@ -30,15 +30,23 @@ class Envelope:
     received_at: float
     payload: Any
     resolved_user_id: str | None = None  # the Segment userId found through identity links, if any
+    # False when no object of the payload has a dotted key (`has_dotted_keys`): then a path that
+    # is not there as nested objects is simply missing, and no lookup searches for dotted spellings.
+    dotted_keys: bool = True
+
+    def get(self, path: str) -> Any:
+        """The payload's value at `path`, or MISSING (see `lookup`)."""
+        return lookup(self.payload, path, dotted=self.dotted_keys)
 
 
-def lookup(data: Any, path: str) -> Any:
+def lookup(data: Any, path: str, *, dotted: bool = True) -> Any:
     """The value at `path` ("event.event_type"), or MISSING.
 
     Fullstory Streams let users flatten fields with dots, so `{"event.event_type": x}` and
     `{"event": {"event_type": x}}` both answer `event.event_type`; the longest dotted key that
     exists at each level wins. A numeric segment indexes a list; any other segment applied to a
     list reads its first element (Streams can send `event` as a one-element list).
+    `dotted=False` promises that `data` has no dotted keys, which spares the search for them.
     """
     node = data
     for segment in _segments(path):
@@ -47,10 +55,28 @@ def lookup(data: Any, path: str) -> Any:
             if segment in node:
                 node = node[segment]
                 continue
-            if not any("." in key for key in node):
+            if not dotted or not _has_dotted_key(node):
                 return MISSING
         return _walk(data, list(_segments(path)))
     return node
+
+
+def has_dotted_keys(value: Any) -> bool:
+    """Whether any object in `value`, at any depth, has a key with a dot in it."""
+    if type(value) is dict:
+        if _has_dotted_key(value):
+            return True
+        return any(has_dotted_keys(child) for child in value.values() if type(child) in (dict, list))
+    if type(value) is list:
+        return any(has_dotted_keys(child) for child in value if type(child) in (dict, list))
+    return False
+
+
+def _has_dotted_key(node: dict[Any, Any]) -> bool:
+    try:
+        return "." in "".join(node)  # JSON keys are strings: one join beats a generator over the keys
+    except TypeError:
+        return any(isinstance(key, str) and "." in key for key in node)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -12,7 +12,7 @@ import orjson
 
 from fsbridge.engine.audiences import audience_changes
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.errors import MappingError
 from fsbridge.flows.base import Flow, stable_message_id
 from fsbridge.log import get_logger
@@ -30,6 +30,7 @@ class DestinationLimits:
 
 def envelope_of(event: InboxEvent) -> Envelope:
     """The envelope of a stored event (its body was checked to be JSON at intake)."""
+    payload = orjson.loads(event.body)
     return Envelope(
         event_id=event.id,
         source=event.source,
@@ -37,7 +38,8 @@ def envelope_of(event: InboxEvent) -> Envelope:
         kind=event.kind,
         dedup_key=event.dedup_key,
         received_at=event.received_at,
-        payload=orjson.loads(event.body),
+        payload=payload,
+        dotted_keys=has_dotted_keys(payload),
     )
 
 
@@ -73,7 +75,7 @@ class Router:
         message_id = stable_message_id(envelope, flow.name)
         action = flow.target.action
         try:
-            body = flow.render(envelope)
+            body = flow.render(envelope, message_id)
         except MappingError as exc:
             log.warning("flow.mapping_failed", flow=flow.name, event_id=envelope.event_id, error=str(exc))
             payload = orjson.dumps(envelope.payload)

@@ -92,7 +92,7 @@ class IdentityRules:
     def fullstory_email(self, envelope: Envelope) -> str | None:
         """The normalised email a Fullstory payload carries, if any."""
         for path in self.config.fullstory_email_paths:
-            email = normalise_email(lookup(envelope.payload, path))
+            email = normalise_email(envelope.get(path))
             if email:
                 return email
         return None
@@ -103,7 +103,7 @@ class IdentityRules:
             return []
         keys: list[tuple[str, str]] = []
         for path in self.config.fullstory_anonymous_id_paths:
-            anonymous_id = _text(lookup(envelope.payload, path))
+            anonymous_id = _text(envelope.get(path))
             if anonymous_id:
                 keys.append(("anonymous_id", anonymous_id))
         email = self.fullstory_email(envelope)

@@ -46,7 +46,7 @@ from fsbridge.engine.mapping import (
     Meta,
     StableId,
 )
-from fsbridge.envelope import MISSING, Envelope, lookup
+from fsbridge.envelope import MISSING, Envelope
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
@@ -161,7 +161,7 @@ class PathRead:
         meta: Meta | None = self._meta  # type: ignore[attr-defined]
         if meta is not None:
             return meta.resolve(envelope)
-        value = lookup(envelope.payload, self.path)
+        value = envelope.get(self.path)
         return MISSING if value is None or value == "" else value
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from fsbridge.envelope import MISSING, Envelope, lookup
+from fsbridge.envelope import MISSING, Envelope
 
 _NAMESPACE = uuid.UUID("4f1c5d0e-8a57-4a3b-9c1e-6f7b2d9e0a11")
 
@@ -58,8 +58,8 @@ def _as_iso_timestamp(value: Any) -> Any:
         return MISSING
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 1e11 else value
-        moment = datetime.fromtimestamp(seconds, tz=UTC)
-    elif isinstance(value, str) and value.strip():
+        return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
+    if isinstance(value, str) and value.strip():
         text = value.strip()
         if text.isdigit():
             return _as_iso_timestamp(int(text))
@@ -105,7 +105,7 @@ class Path:
 
     def resolve(self, envelope: Envelope) -> Any:
         for path in self.paths:
-            value = _cast(lookup(envelope.payload, path), self.cast)
+            value = _cast(envelope.get(path), self.cast)
             if value is not MISSING and value is not None and value != "":
                 return value
         return MISSING
@@ -187,12 +187,15 @@ def resolve(mapping: MappingSpec, envelope: Envelope) -> dict[str, Any]:
     """Evaluate every directive of `mapping` against `envelope`."""
     out: dict[str, Any] = {}
     for key, spec in mapping.items():
-        if isinstance(spec, Mapping):
-            nested = resolve(spec, envelope)
+        # Directives have `resolve`; nested objects are mappings (an ABC isinstance check per key
+        # would cost more than most directives).
+        directive = getattr(spec, "resolve", None)
+        if directive is None:
+            nested = resolve(spec, envelope)  # type: ignore[arg-type]
             if nested:
                 out[key] = nested
             continue
-        value = spec.resolve(envelope)
+        value = directive(envelope)
         if value is not MISSING:
             out[key] = value
     return out

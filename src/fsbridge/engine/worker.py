@@ -6,6 +6,7 @@ committed and otherwise poll, so a second process sharing the store is picked up
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 from collections.abc import Mapping
@@ -97,12 +98,19 @@ class Worker:
         scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
         results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
         conflicts = await self.store.record_dispatch(results, self.clock.now())
+        # Counted per batch, in one pass: a labelled counter per event would cost more than routing it.
+        filtered: collections.Counter[tuple[str, str]] = collections.Counter()
+        outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         for result in results:
             for skip in result.filtered:
-                self.metrics.filtered.labels(skip.flow, skip.reason.split(":", 1)[0]).inc()
-            for delivery in result.deliveries:
-                if delivery.status in ("dry_run", "dead"):
-                    self.metrics.deliveries.labels(delivery.destination, delivery.status).inc()
+                filtered[skip.flow, skip.reason.split(":", 1)[0]] += 1
+            for d in result.deliveries:
+                outcomes[d.destination, d.status] += 1
+        for (flow, reason), count in filtered.items():
+            self.metrics.filtered.labels(flow, reason).inc(count)
+        for (destination, status), count in outcomes.items():
+            if status in ("dry_run", "dead"):
+                self.metrics.deliveries.labels(destination, status).inc(count)
         for conflict in conflicts:
             # The identifier may be an email: log only its kind and a short hash.
             log.warning(
@@ -111,16 +119,14 @@ class Worker:
                 identifier_sha256=hashlib.sha256(conflict.value.encode()).hexdigest()[:16],
                 kept="first claim",
             )
-        destinations = {d.destination for r in results for d in r.deliveries}
-        for name in destinations:
+        for name in {destination for destination, _ in outcomes}:
             self.notify_due(name)
-        dry_runs = sum(1 for r in results for d in r.deliveries if d.status == "dry_run")
         log.info(
             "inbox.dispatched",
             events=len(events),
-            deliveries=sum(len(r.deliveries) for r in results),
-            filtered=sum(len(r.filtered) for r in results),
-            dry_run=dry_runs,
+            deliveries=outcomes.total(),
+            filtered=filtered.total(),
+            dry_run=sum(count for (_, status), count in outcomes.items() if status == "dry_run"),
         )
         return len(events)
 
@@ -280,11 +286,13 @@ class Worker:
         retry_after = parse_retry_after(result.retry_after, now)
         updates = [self._update(d, verdict, attempt, len(batch), retry_after, now) for d in batch]
         await self.store.record_updates(updates)
+        outcomes = collections.Counter("retry" if u.status == "pending" else u.status for u in updates)
+        for outcome, count in outcomes.items():
+            self.metrics.deliveries.labels(destination.name, outcome).inc(count)
+        latency = self.metrics.receipt_to_delivery.labels(destination.name)
         for update, delivery in zip(updates, batch, strict=True):
-            outcome = "retry" if update.status == "pending" else update.status
-            self.metrics.deliveries.labels(destination.name, outcome).inc()
             if update.status == "delivered":
-                self.metrics.receipt_to_delivery.labels(destination.name).observe(max(0.0, now - delivery.received_at))
+                latency.observe(max(0.0, now - delivery.received_at))
         for update in updates:
             if update.status == "dead":
                 log.warning(
@@ -305,7 +313,14 @@ class Worker:
     ) -> DeliveryUpdate:
         code, error = attempt.status_code, attempt.error
         if verdict is Verdict.DELIVERED:
-            return DeliveryUpdate(delivery.id, "delivered", now, attempt, last_status_code=code)
+            return DeliveryUpdate(
+                delivery.id,
+                "delivered",
+                now,
+                attempt,
+                last_status_code=code,
+                may_have_snapshot=delivery.sync_scope is not None,
+            )
         if verdict is Verdict.PARK:
             return DeliveryUpdate(delivery.id, "parked", now, attempt, last_status_code=code, last_error=error)
         if verdict is Verdict.DEAD and batch_size > 1 and code in (400, 413):

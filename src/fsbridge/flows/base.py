@@ -81,8 +81,9 @@ class Flow:
             return f"max_per_minute: over the cap of {self.rate_cap.per_minute} events a minute"
         return None
 
-    def render(self, envelope: Envelope) -> bytes:
-        return self.target.render(resolve(self.mapping, envelope), stable_message_id(envelope, self.name))
+    def render(self, envelope: Envelope, message_id: str | None = None) -> bytes:
+        """The target's request body; `message_id` when the caller has computed it already."""
+        return self.target.render(resolve(self.mapping, envelope), message_id or stable_message_id(envelope, self.name))
 
 
 class RateCap:

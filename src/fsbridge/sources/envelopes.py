@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.sources import fullstory, segment
 
 EXAMPLE_RECEIVED_AT = 1_795_000_000.0
@@ -33,4 +33,4 @@ def envelope_for(
         msg = f"unknown source {source!r}"
         raise ValueError(msg)
     key = provider_id or fullstory.body_dedup_key(f"{source}/{stream}", orjson.dumps(payload))
-    return Envelope(event_id, source, stream, kind, key, received_at, payload)
+    return Envelope(event_id, source, stream, kind, key, received_at, payload, dotted_keys=has_dotted_keys(payload))

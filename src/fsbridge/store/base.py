@@ -145,6 +145,7 @@ class Delivery:
     last_error: str | None
     last_response: str | None = None
     action: str = ""
+    sync_scope: str | None = None  # set when a success is remembered to suppress redundant updates
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,9 @@ class DeliveryUpdate:
     send_alone: bool = False
     last_status_code: int | None = None
     last_error: str | None = None
+    # False when the delivery has no sync scope, so there is no snapshot to record on success
+    # (most deliveries: a per-row look-up for nothing costs the drain several per cent).
+    may_have_snapshot: bool = True
 
 
 @dataclass(frozen=True, slots=True)

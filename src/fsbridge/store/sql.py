@@ -51,7 +51,7 @@ MAX_GROUP = 1024
 
 _DELIVERY_COLUMNS = (
     "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
-    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action"
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action, sync_scope"
 )
 
 
@@ -506,7 +506,7 @@ class SqlStore:
         delivered = [
             (u.attempt.attempted_at if u.attempt else u.next_attempt_at, u.delivery_id)
             for u in updates
-            if u.status == "delivered"
+            if u.status == "delivered" and u.may_have_snapshot
         ]
         attempts = [
             (u.delivery_id, a.attempted_at, a.duration_ms, a.status_code, a.error, a.response_excerpt)
