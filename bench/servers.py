@@ -3,17 +3,25 @@
 - `fake_segment`: answers `/v1/batch` (and Fullstory's `/v2/users`) with 200 at once and records each
   message's arrival time (`GET /stats`), so delivered counts and latency are measured where they land;
 - `bare`: the Python ceiling, a raw ASGI app that reads the body and answers 202;
-- `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202.
+- `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202;
+- `bare_durable`: the ceiling of any durable intake on fsbridge's store, the bare app plus one
+  `SQLiteStore.accept` per request (a body hash as dedup key, group commit, WAL, synchronous=FULL),
+  with no authentication, no parsing and no checks. Its file is `BENCH_DURABLE_DB`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from fsbridge.store import NewInboxEvent
 
 
 async def _body(receive: Any) -> bytes:
@@ -75,6 +83,34 @@ async def bare(scope: Any, receive: Any, send: Any) -> None:
         return
     await _body(receive)
     await _send(send, 202, b'{"status":"accepted","id":"x"}')
+
+
+class BareDurable:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            from fsbridge.store.sqlite import SQLiteStore
+
+            path = os.environ.get("BENCH_DURABLE_DB") or os.path.join(tempfile.mkdtemp(), "durable.db")
+            self.store = SQLiteStore(path)
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self.store.open()
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await self.store.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = await _body(receive)
+        if scope["method"] != "POST":  # the readiness probe
+            await _send(send, 200, b"{}")
+            return
+        key = hashlib.sha256(body).hexdigest()
+        accepted = await self.store.accept(NewInboxEvent("bench", "", key, "bench", body, time.time()))
+        await _send(send, 202, b'{"status":"accepted","id":"%s"}' % accepted.id.encode())
+
+
+bare_durable = BareDurable()
 
 
 class Event(BaseModel):

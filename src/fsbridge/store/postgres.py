@@ -8,7 +8,6 @@ so replicas starting together do it once."""
 from __future__ import annotations
 
 import re
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -16,9 +15,9 @@ from psycopg.pq import TransactionStatus
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.store.engine import Connection, Cursor
+from fsbridge.store.schema import SCHEMA_VERSION, base_schema, migrations_after
 from fsbridge.store.sql import SqlStore
 
-SCHEMA_VERSION = 1
 MIGRATION_LOCK = 0x46534252  # "FSBR"
 CONNECT_TIMEOUT_SECONDS = 5
 
@@ -78,13 +77,13 @@ class PostgresEngine:
                 if version > SCHEMA_VERSION:
                     msg = f"the database was written by a newer fsbridge (schema {version} > {SCHEMA_VERSION})"
                     raise StoreUnavailableError(msg)
-                if version < 1:
-                    script = postgres_schema(
-                        resources.files("fsbridge.store").joinpath("sqlite_schema.sql").read_text()
-                    )
+                if version < SCHEMA_VERSION:
                     with conn.transaction():
-                        conn.execute(script.encode())
-                        conn.execute("INSERT INTO fsbridge_schema (version) VALUES (1)")
+                        if version < 1:
+                            conn.execute(postgres_schema(base_schema()).encode())
+                        for _, sql in migrations_after(max(version, 1)):
+                            conn.execute(sql.encode())
+                        conn.execute("INSERT INTO fsbridge_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 

@@ -10,14 +10,12 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from importlib import resources
 from pathlib import Path
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.store.engine import Connection
+from fsbridge.store.schema import SCHEMA_VERSION, base_schema, migrations_after
 from fsbridge.store.sql import SqlStore
-
-SCHEMA_VERSION = 1
 
 
 class SQLiteEngine:
@@ -48,9 +46,13 @@ class SQLiteEngine:
             if version > SCHEMA_VERSION:
                 msg = f"{self.path} was written by a newer fsbridge (schema {version} > {SCHEMA_VERSION})."
                 raise StoreUnavailableError(msg)
-            if version < 1:
-                script = resources.files("fsbridge.store").joinpath("sqlite_schema.sql").read_text()
-                conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = 1; COMMIT;")
+            if version < SCHEMA_VERSION:
+                steps = [] if version >= 1 else [base_schema()]
+                steps += [f"{sql};" for _, sql in migrations_after(max(version, 1))]
+                # One transaction: a crash leaves the file at its old version, to be migrated again.
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                )
         finally:
             conn.close()
 

@@ -1,0 +1,23 @@
+"""Schema versions shared by both engines: version 1 is `sqlite_schema.sql` (PostgreSQL's is derived
+from it), and each later version is one migration, written in SQL both engines run as it is.
+An engine applies, in one transaction, the migrations above the version its database records."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+MIGRATIONS: dict[int, str] = {
+    # An event's deliveries, found without a scan: the event story (ops) and replay read them.
+    2: "CREATE INDEX IF NOT EXISTS deliveries_by_inbox ON deliveries (inbox_id)",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def base_schema() -> str:
+    """Version 1, in SQLite's dialect."""
+    return resources.files("fsbridge.store").joinpath("sqlite_schema.sql").read_text()
+
+
+def migrations_after(version: int) -> list[tuple[int, str]]:
+    """The migrations a database at `version` still needs, in order."""
+    return sorted((v, sql) for v, sql in MIGRATIONS.items() if v > version)
