@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from fsbridge.envelope import MISSING, lookup
+from fsbridge.envelope import MISSING, has_dotted_keys, lookup
 from fsbridge.sources.fullstory import ShapeError, signal_name, stream_kind, system_webhook_kind
 from fsbridge.sources.segment import message_kind
 from fsbridge.sources.signatures import (
@@ -92,6 +92,32 @@ def test_lookup_never_raises(payload: Any, path: str) -> None:
     """Reading any path from any payload never raises, and what it finds is a value of the payload."""
     value = lookup(payload, path)
     assert value is MISSING or _holds(payload, value)
+
+
+# Keys and paths from a few names, so that paths often hit keys, dotted ones included.
+KEYS = ["a", "b", "a.b", "b.a", "0"]
+dotted_payloads = st.recursive(
+    st.integers(0, 9) | st.sampled_from(["x", "a.b"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
+    max_leaves=12,
+)
+paths = st.lists(st.sampled_from(["a", "b", "0"]), min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=300)
+@given(payload=dotted_payloads, path=paths)
+def test_skipping_the_dotted_key_search_changes_no_answer(payload: Any, path: str) -> None:
+    """A lookup told the payload has no dotted keys (when `has_dotted_keys` says so) finds exactly what
+    the full search finds."""
+    assert lookup(payload, path) == lookup(payload, path, dotted=has_dotted_keys(payload))
+
+
+def test_dotted_keys_are_found_at_any_depth() -> None:
+    """`has_dotted_keys` sees a dotted key nested in objects and lists, and nothing in a flat payload."""
+    assert has_dotted_keys({"a": [{"b": 1}, {"c": {"d.e": 2}}]})
+    assert has_dotted_keys([{"x.y": None}])
+    assert not has_dotted_keys({"a": [{"b": "c.d"}, 1, "e.f"], "g": {"h": 1.5}})
+    assert not has_dotted_keys("a.b")
 
 
 def _holds(node: Any, value: Any) -> bool:

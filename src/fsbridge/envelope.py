@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,8 +49,13 @@ def lookup(data: Any, path: str, *, dotted: bool = True) -> Any:
     list reads its first element (Streams can send `event` as a one-element list).
     `dotted=False` promises that `data` has no dotted keys, which spares the search for them.
     """
+    return read_segments(data, _segments(path), dotted)
+
+
+def read_segments(data: Any, segments: tuple[str, ...], dotted: bool) -> Any:
+    """`lookup` on a path already split at its dots (compiled mappings split theirs once)."""
     node = data
-    for segment in _segments(path):
+    for segment in segments:
         # The common case first: plain nested objects. Dotted keys and lists take the general walk.
         if type(node) is dict:
             if segment in node:
@@ -57,18 +63,27 @@ def lookup(data: Any, path: str, *, dotted: bool = True) -> Any:
                 continue
             if not dotted or not _has_dotted_key(node):
                 return MISSING
-        return _walk(data, list(_segments(path)))
+        return _walk(data, list(segments))
     return node
 
 
 def has_dotted_keys(value: Any) -> bool:
     """Whether any object in `value`, at any depth, has a key with a dot in it."""
-    if type(value) is dict:
-        if _has_dotted_key(value):
-            return True
-        return any(has_dotted_keys(child) for child in value.values() if type(child) in (dict, list))
-    if type(value) is list:
-        return any(has_dotted_keys(child) for child in value if type(child) in (dict, list))
+    stack = [value]  # a loop, not recursion: once per routed event, so its cost counts
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            if _has_dotted_key(node):
+                return True
+            children: Iterable[Any] = node.values()
+        elif type(node) is list:
+            children = node
+        else:
+            continue
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append(child)
     return False
 
 

@@ -37,7 +37,9 @@ class Accepted:
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, but read-only by convention: one is built per event and per row on the drain's hot
+# path, where a frozen dataclass's __init__ costs about 8x a plain one (1.8 µs against 0.23 µs at 17 fields).
+@dataclass(slots=True)
 class InboxEvent:
     id: str
     source: str
@@ -59,7 +61,7 @@ class QuarantinedEvent:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention, as InboxEvent
 class NewDelivery:
     """A message a flow produced for one destination. `status` is `dead` when the mapping failed.
     `sync_scope` and `content_hash` let a later identical update be recognised as redundant."""
@@ -126,7 +128,7 @@ class DispatchResult:
     audiences: list[AudienceChange] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention, as InboxEvent
 class Delivery:
     id: str
     inbox_id: str
@@ -157,7 +159,7 @@ class AttemptRecord:
     response_excerpt: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention, as InboxEvent
 class DeliveryUpdate:
     """What one attempt (or a dry-run rendering) did to a delivery."""
 
