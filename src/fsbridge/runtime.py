@@ -27,6 +27,7 @@ from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
+from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.fullstory_lookups import FullstoryLookups
@@ -71,6 +72,9 @@ class Runtime:
             IdentityRules(config.identity),
         )
         self.metrics = Metrics()
+        if isinstance(self.store, SqlStore):
+            store = self.store
+            self.metrics.watch_store(lambda: (store.transactions, store.writes))
         self.worker = Worker(
             self.store,
             self.router,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RAGE_CLICK, Bridge
@@ -62,3 +64,21 @@ async def test_metrics_need_the_ops_token(bridge: Bridge) -> None:
     response = await bridge.client.get("/metrics", headers={"Authorization": "Bearer wrong"})
     assert 401 == response.status_code
     assert "unauthenticated" == response.json()["error"]["code"]
+
+
+async def test_concurrent_accepts_share_commits_and_the_metrics_say_so(bridge: Bridge) -> None:
+    """fsbridge_store_writes_total and fsbridge_store_commits_total count group commit: 32 events posted
+    together are 32 more writes in fewer commits."""
+
+    async def counts() -> tuple[float, float]:
+        values = samples((await bridge.client.get("/metrics", headers=bridge.ops_headers())).text)
+        return values[("fsbridge_store_commits_total", ())], values[("fsbridge_store_writes_total", ())]
+
+    commits, writes = await counts()
+    responses = await asyncio.gather(
+        *(bridge.post_stream({**RAGE_CLICK, "event": {**RAGE_CLICK["event"], "n": n}}) for n in range(32))
+    )
+    assert [202] * 32 == [r.status_code for r in responses]
+    commits_after, writes_after = await counts()
+    assert 32 == writes_after - writes
+    assert 1 <= commits_after - commits < 32

@@ -4,8 +4,11 @@ updated where things happen; queue depths and destination states are read at scr
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from fsbridge import __version__
 
@@ -69,5 +72,21 @@ class Metrics:
             {"version": __version__, "python": platform.python_version()}
         )
 
+    def watch_store(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Expose the store's committed transactions and writes, `counts()` read at each scrape."""
+        self.registry.register(_StoreCommits(counts))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StoreCommits(Collector):
+    """Group commit at work: writes ÷ commits is how many writes share one durable commit."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        commits, writes = self.counts()
+        yield CounterMetricFamily("fsbridge_store_commits", "Write transactions the store committed", value=commits)
+        yield CounterMetricFamily("fsbridge_store_writes", "Writes those transactions committed", value=writes)

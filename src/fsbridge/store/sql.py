@@ -81,6 +81,7 @@ class _GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="fsbridge-store-writer", daemon=True)
         self._conn: Connection | None = None
         self.transactions = 0
+        self.writes = 0  # committed writes: writes / transactions is the mean commit group
 
     def start(self) -> None:
         self._conn = self._engine.connect()
@@ -127,6 +128,7 @@ class _GroupCommitWriter:
             results = [(None, failure)] * len(group)
         else:
             self.transactions += 1
+            self.writes += len(group)
         _resolve_all(group, results)
 
     def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
@@ -228,6 +230,11 @@ class SqlStore:
     def transactions(self) -> int:
         """How many write transactions have committed (group commit makes this < writes)."""
         return self._writer.transactions
+
+    @property
+    def writes(self) -> int:
+        """How many writes those transactions committed."""
+        return self._writer.writes
 
     async def open(self) -> None:
         if self._opened:
