@@ -58,6 +58,7 @@ def serve(
 ) -> None:
     """Serve the webhook endpoints and run the workers."""
     from fsbridge.app import create_app
+    from fsbridge.http_protocol import CoalescingHttpToolsProtocol
 
     if role not in ("all", "api", "worker"):
         raise _fail([f"--role must be all, api or worker, not {role!r}."])
@@ -81,6 +82,7 @@ def serve(
         log_level="warning",
         access_log=False,
         server_header=False,
+        http=CoalescingHttpToolsProtocol,
     )
 
 

@@ -1,0 +1,160 @@
+"""The server's HTTP protocol: writes of one event-loop turn leave as one, nothing is lost or
+reordered, and real HTTP/1.1 traffic (keep-alive, streaming, HEAD, 204) is served as before."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from fsbridge.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+
+
+class RecordingTransport:
+    """The calls a transport receives."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def coalescing(recording: RecordingTransport) -> CoalescingTransport:
+    return CoalescingTransport(recording, asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
+async def next_turn() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def test_writes_of_one_turn_leave_as_one_in_order() -> None:
+    """A head and a body written in the same turn reach the socket as one write, in order."""
+    recording = RecordingTransport()
+    transport = coalescing(recording)
+    transport.write(b"HTTP/1.1 202 Accepted\r\n\r\n")
+    transport.write(bytearray(b"{}"))
+    assert [] == recording.writes
+    assert 27 == transport.get_write_buffer_size()
+    await next_turn()
+    assert [b"HTTP/1.1 202 Accepted\r\n\r\n{}"] == recording.writes
+    transport.write(b"next")
+    await next_turn()
+    assert b"next" == recording.writes[-1]
+
+
+async def test_a_reused_buffer_does_not_change_what_is_sent() -> None:
+    """A mutable buffer is copied when written, so reusing it before the turn ends changes nothing."""
+    recording = RecordingTransport()
+    transport = coalescing(recording)
+    buffer = bytearray(b"abc")
+    transport.write(buffer)
+    buffer[:] = b"xyz"
+    await next_turn()
+    assert [b"abc"] == recording.writes
+
+
+async def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
+    """close() sends the held bytes before closing; abort() discards them; a closed socket gets nothing."""
+    recording = RecordingTransport()
+    transport = coalescing(recording)
+    transport.write(b"last words")
+    transport.close()
+    assert ([b"last words"], True) == (recording.writes, recording.closed)
+    transport.write(b"too late")
+    await next_turn()
+    assert [b"last words"] == recording.writes
+
+    recording = RecordingTransport()
+    transport = coalescing(recording)
+    transport.write(b"discarded")
+    transport.abort()
+    await next_turn()
+    assert ([], True) == (recording.writes, recording.aborted)
+    assert "info:peername" == transport.get_extra_info("peername")
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for n in range(3):
+            await send({"type": "http.response.body", "body": b"chunk%d;" % n, "more_body": True})
+            await asyncio.sleep(0.001)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/empty":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    message = await receive()
+    body = b"echo:" + message.get("body", b"")
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # connections wait in the backlog until the server accepts them: no start-up race
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", http=CoalescingHttpToolsProtocol, lifespan="off")
+    served = uvicorn.Server(config)
+    task = asyncio.create_task(served.serve(sockets=[sock]))
+    yield f"http://127.0.0.1:{port}"
+    served.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    sock.close()
+
+
+async def test_real_http_traffic_is_served_whole(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep-alive requests, a streamed body, HEAD and 204 all arrive whole through the protocol."""
+    flushes: list[int] = []
+    flush = CoalescingTransport.flush
+
+    def counted(self: CoalescingTransport) -> None:
+        flushes.append(1)
+        flush(self)
+
+    monkeypatch.setattr(CoalescingTransport, "flush", counted)
+    async with httpx.AsyncClient(base_url=server) as client:
+        for n in range(20):  # one keep-alive connection, many requests
+            response = await client.post("/echo", content=b"n=%d" % n)
+            assert (200, b"echo:n=%d" % n) == (response.status_code, response.content)
+        streamed = await client.get("/stream")
+        assert b"chunk0;chunk1;chunk2;" == streamed.content
+        head = await client.head("/echo")
+        assert (200, b"") == (head.status_code, head.content)
+        assert 204 == (await client.get("/empty")).status_code
+        concurrent = await asyncio.gather(*(client.post("/echo", content=b"%d" % n) for n in range(16)))
+        assert [b"echo:%d" % n for n in range(16)] == [r.content for r in concurrent]
+    assert len(flushes) >= 20  # every response went through the coalescing transport
