@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,3 +338,51 @@ class TestMigrations:
             ]
         assert [1, SCHEMA_VERSION] == versions
         assert "deliveries_by_inbox" in indexes
+
+    async def test_two_processes_preparing_one_new_file_together_both_succeed(self, tmp_path: Path) -> None:
+        """Two preparers that both read a new SQLite file's version before either commits both succeed."""
+        path = str(tmp_path / "new.db")
+        engines = [SQLiteStore(path).engine, SQLiteStore(path).engine]
+        seen = threading.Barrier(2)
+        original = sqlite3.Connection.execute
+
+        def execute(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
+            cursor = original(conn, sql, *args)
+            if sql == "PRAGMA user_version":
+                seen.wait(5)  # both have read version 0 before either writes
+            return cursor
+
+        failures: list[BaseException] = []
+
+        def prepare(engine: Any) -> None:
+            try:
+                engine.prepare()
+            except BaseException as exc:
+                failures.append(exc)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("fsbridge.store.sqlite.sqlite3.connect", _connect_with(execute))
+            threads = [threading.Thread(target=prepare, args=(engine,)) for engine in engines]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+        assert [] == failures
+        conn = sqlite3.connect(path)
+        assert SCHEMA_VERSION == conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.close()
+
+
+def _connect_with(execute: Any) -> Any:
+    """sqlite3.connect, whose connections run `execute` for their execute calls."""
+
+    real_connect = sqlite3.connect
+
+    class Watched(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> Any:
+            return execute(self, sql, *args)
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(*args, factory=Watched, **kwargs)
+
+    return connect

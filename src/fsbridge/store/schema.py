@@ -1,6 +1,10 @@
 """Schema versions shared by both engines: version 1 is `sqlite_schema.sql` (PostgreSQL's is derived
 from it), and each later version is one migration, written in SQL both engines run as it is.
-An engine applies, in one transaction, the migrations above the version its database records."""
+An engine applies, in one transaction, the migrations above the version its database records.
+
+Every statement, version 1's included, must be safe to run twice (`IF NOT EXISTS`): PostgreSQL
+reads the version under an advisory lock, but two processes opening a new SQLite file together
+may both read the old version, and the second then repeats what the first committed."""
 
 from __future__ import annotations
 

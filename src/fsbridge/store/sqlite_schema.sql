@@ -1,6 +1,6 @@
 -- fsbridge SQLite schema, version 1. Times are Unix seconds (REAL).
 
-CREATE TABLE inbox (
+CREATE TABLE IF NOT EXISTS inbox (
     id            TEXT PRIMARY KEY,
     source        TEXT NOT NULL,
     stream        TEXT NOT NULL DEFAULT '',
@@ -13,9 +13,9 @@ CREATE TABLE inbox (
     dispatched_at REAL,
     UNIQUE (source, dedup_key)
 );
-CREATE INDEX inbox_pending ON inbox (received_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (received_at) WHERE status = 'pending';
 
-CREATE TABLE quarantine (
+CREATE TABLE IF NOT EXISTS quarantine (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
     stream      TEXT NOT NULL DEFAULT '',
@@ -27,7 +27,7 @@ CREATE TABLE quarantine (
     UNIQUE (source, dedup_key)
 );
 
-CREATE TABLE deliveries (
+CREATE TABLE IF NOT EXISTS deliveries (
     id               TEXT PRIMARY KEY,
     inbox_id         TEXT NOT NULL,
     flow             TEXT NOT NULL,
@@ -50,11 +50,11 @@ CREATE TABLE deliveries (
     sync_scope       TEXT,                           -- e.g. fullstory.users:<uid>, for redundant-call suppression
     content_hash     TEXT
 );
-CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
-CREATE INDEX deliveries_by_status ON deliveries (status, created_at);
-CREATE INDEX deliveries_by_flow ON deliveries (flow, status);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (status, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_flow ON deliveries (flow, status);
 
-CREATE TABLE attempts (
+CREATE TABLE IF NOT EXISTS attempts (
     id               INTEGER PRIMARY KEY,
     delivery_id      TEXT NOT NULL,
     attempted_at     REAL NOT NULL,
@@ -63,9 +63,9 @@ CREATE TABLE attempts (
     error            TEXT,
     response_excerpt TEXT
 );
-CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
 
-CREATE TABLE flow_outcomes (
+CREATE TABLE IF NOT EXISTS flow_outcomes (
     inbox_id TEXT NOT NULL,
     flow     TEXT NOT NULL,
     outcome  TEXT NOT NULL,   -- filtered
@@ -74,14 +74,14 @@ CREATE TABLE flow_outcomes (
     PRIMARY KEY (inbox_id, flow)
 );
 
-CREATE TABLE counters (
+CREATE TABLE IF NOT EXISTS counters (
     name  TEXT NOT NULL,
     key   TEXT NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (name, key)
 );
 
-CREATE TABLE destination_state (
+CREATE TABLE IF NOT EXISTS destination_state (
     name          TEXT PRIMARY KEY,
     parked_reason TEXT,
     parked_at     REAL,
@@ -89,14 +89,14 @@ CREATE TABLE destination_state (
 );
 
 -- The last content successfully synced per scope (a Fullstory uid): an identical update is not sent again.
-CREATE TABLE sync_snapshots (
+CREATE TABLE IF NOT EXISTS sync_snapshots (
     scope        TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
     synced_at    REAL NOT NULL
 );
 
 -- Which Segment userId an identifier belongs to; the first claim wins, later contrary claims are conflicts.
-CREATE TABLE identity_links (
+CREATE TABLE IF NOT EXISTS identity_links (
     kind       TEXT NOT NULL,   -- anonymous_id | email | email_sha256 | fullstory_uid
     value      TEXT NOT NULL,
     user_id    TEXT NOT NULL,
@@ -105,7 +105,7 @@ CREATE TABLE identity_links (
     PRIMARY KEY (kind, value)
 );
 
-CREATE TABLE identity_conflicts (
+CREATE TABLE IF NOT EXISTS identity_conflicts (
     id           INTEGER PRIMARY KEY,
     kind         TEXT NOT NULL,
     value        TEXT NOT NULL,
@@ -114,14 +114,14 @@ CREATE TABLE identity_conflicts (
     seen_at      REAL NOT NULL
 );
 
-CREATE TABLE group_members (
+CREATE TABLE IF NOT EXISTS group_members (
     group_id  TEXT NOT NULL,
     user_id   TEXT NOT NULL,
     last_seen REAL NOT NULL,
     PRIMARY KEY (group_id, user_id)
 );
 
-CREATE TABLE audience_membership (
+CREATE TABLE IF NOT EXISTS audience_membership (
     user_id      TEXT NOT NULL,
     audience_key TEXT NOT NULL,
     member       INTEGER NOT NULL,
@@ -130,17 +130,17 @@ CREATE TABLE audience_membership (
 );
 
 -- Health alerts: one row per condition, so an alert is sent once when it starts and once when it clears.
-CREATE TABLE alerts (
+CREATE TABLE IF NOT EXISTS alerts (
     key         TEXT PRIMARY KEY,
     active      INTEGER NOT NULL,
     since       REAL NOT NULL,
     detail      TEXT NOT NULL
 );
-CREATE INDEX inbox_by_time ON inbox (received_at);
-CREATE INDEX attempts_by_time ON attempts (attempted_at);
+CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox (received_at);
+CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (attempted_at);
 
 -- Periodic jobs (the health monitor) run once per cluster: whoever holds the lease runs them.
-CREATE TABLE job_leases (
+CREATE TABLE IF NOT EXISTS job_leases (
     name        TEXT PRIMARY KEY,
     owner       TEXT NOT NULL,
     lease_until REAL NOT NULL
