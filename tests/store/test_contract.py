@@ -344,11 +344,13 @@ class TestMigrations:
         path = str(tmp_path / "new.db")
         engines = [SQLiteStore(path).engine, SQLiteStore(path).engine]
         seen = threading.Barrier(2)
+        waited = threading.local()
         original = sqlite3.Connection.execute
 
         def execute(conn: sqlite3.Connection, sql: str, *args: Any) -> Any:
             cursor = original(conn, sql, *args)
-            if sql == "PRAGMA user_version":
+            if sql == "PRAGMA user_version" and not getattr(waited, "done", False):
+                waited.done = True
                 seen.wait(5)  # both have read version 0 before either writes
             return cursor
 

@@ -12,6 +12,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.store.engine import Connection
 from fsbridge.store.schema import SCHEMA_VERSION, base_schema, migrations_after
@@ -39,6 +41,16 @@ class SQLiteEngine:
 
     def prepare(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Two processes opening a new file together can find it locked while the other switches it
+        # to WAL; every step is safe to repeat, so the whole preparation is retried briefly.
+        Retrying(
+            retry=retry_if_exception(self.is_busy),
+            wait=wait_exponential(multiplier=0.01, max=0.5),
+            stop=stop_after_delay(30),
+            reraise=True,
+        )(self._prepare_once)
+
+    def _prepare_once(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
