@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TOKEN = "bench-stream-token"
+OPS_TOKEN = "bench-ops-token"
 SERVER_CORE, LOAD_CORE = 0, 1
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -109,7 +110,7 @@ def fsbridge(workdir: Path, segment_port: int, role: str = "all", database: Path
         "FSBRIDGE_FULLSTORY_STREAM_TOKENS": TOKEN,
         "FSBRIDGE_SEGMENT_WRITE_KEY": "bench-write-key",
         "FSBRIDGE_SEGMENT_API_URL": f"http://127.0.0.1:{segment_port}",
-        "FSBRIDGE_OPS_TOKEN": "bench-ops-token",
+        "FSBRIDGE_OPS_TOKEN": OPS_TOKEN,
         "FSBRIDGE_LOG_FORMAT": "json",
     }
     argv = [PYTHON, "-m", "fsbridge", "serve", "--port", str(port), "--role", role]
@@ -179,7 +180,7 @@ def measure_intake(target: str, segment_port: int, runs: int, seconds: float, wo
 def store_commits(port: int) -> tuple[float, float]:
     """fsbridge's (commits, writes) from /metrics: their ratio is the mean commit group."""
     text = httpx.get(
-        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer bench-ops-token"}, timeout=10
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"}, timeout=10
     ).text
     values = {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
     return values["fsbridge_store_commits_total"], values["fsbridge_store_writes_total"]

@@ -63,8 +63,9 @@ async def test_writes_of_one_turn_leave_as_one_in_order() -> None:
     await next_turn()
     assert [b"HTTP/1.1 202 Accepted\r\n\r\n{}"] == recording.writes
     transport.write(b"next")
+    transport.writelines([b", and", b" more"])  # through the hold too, so nothing overtakes it
     await next_turn()
-    assert b"next" == recording.writes[-1]
+    assert b"next, and more" == recording.writes[-1]
 
 
 async def test_a_reused_buffer_does_not_change_what_is_sent() -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import RAGE_CLICK
-from tests.faults.test_faults import append_to_report
+from tests.faults.test_faults import Row, append_to_report
 from tests.servers import FSBRIDGE, ROOT, FakeSegment, Server, base_env, free_port
 
 TOKEN = "crash-test-stream-token"
@@ -140,19 +140,18 @@ def test_every_acknowledged_event_is_delivered_after_sigkill(workdir: Path) -> N
         finally:
             server.stop()
         marks, ids = segment.marks(), segment.message_ids()
-        missing = acked - set(marks)
-        duplicates = sum(count - 1 for count in ids.values())
+        row = Row.of(
+            "fsbridge SIGKILLed during intake and delivery, restarted", acked, marks,
+            f"32 concurrent senders, slow Segment; {refused} refused while down",
+        )  # fmt: skip
         report = (
-            f"acked={len(acked)} refused_after_kill={refused} delivered_before_restart={delivered_before_restart} "
-            f"delivered_unique={len(marks)} duplicates={duplicates} lost={len(missing)}"
+            f"acked={row.acked} refused_after_kill={refused} delivered_before_restart={delivered_before_restart} "
+            f"delivered_unique={len(marks)} duplicates={row.duplicates} lost={row.lost}"
         )
         print(f"\ncrash-safety: {report}")
-        append_to_report(
-            "fsbridge SIGKILLed during intake and delivery, restarted", len(acked), len(acked & set(marks)),
-            len(missing), duplicates, f"32 concurrent senders, slow Segment; {refused} refused while down",
-        )  # fmt: skip
+        append_to_report(row)
         (workdir / "crash-report.txt").write_text(report)
-        assert not missing, report
+        assert 0 == row.lost, report
         assert len(acked) >= 250
         # A redelivery after the crash reuses the event's messageId, so Segment drops it as a duplicate.
         assert len(marks) == len(ids), report

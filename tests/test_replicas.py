@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import RAGE_CLICK
-from tests.faults.test_faults import append_to_report
+from tests.faults.test_faults import Row, append_to_report
 from tests.postgres_server import PostgresServer
 from tests.servers import ROOT, FakeSegment, Server, base_env, free_port
 
@@ -84,19 +84,18 @@ def test_two_api_two_workers_one_killed(tmp_path: Path, postgres_server: Postgre
             for process in processes:
                 process.stop()
         marks, ids = segment.marks(), segment.message_ids()
-        missing = acked_future - set(marks)
-        duplicates = sum(count - 1 for count in ids.values())
+        row = Row.of(
+            "2 api + 2 workers on PostgreSQL, one worker SIGKILLed", acked_future, marks,
+            f"{EVENTS} events in {elapsed:.1f} s",
+        )  # fmt: skip
         report = (
-            f"acked={len(acked_future)} delivered_unique={len(marks)} duplicates={duplicates} "
-            f"lost={len(missing)} seconds={elapsed:.1f}"
+            f"acked={row.acked} delivered_unique={len(marks)} duplicates={row.duplicates} "
+            f"lost={row.lost} seconds={elapsed:.1f}"
         )
         print(f"\nreplicas: {report}")
-        append_to_report(
-            "2 api + 2 workers on PostgreSQL, one worker SIGKILLed", len(acked_future),
-            len(acked_future & set(marks)), len(missing), duplicates, f"{EVENTS} events in {elapsed:.1f} s",
-        )  # fmt: skip
+        append_to_report(row)
         (tmp_path / "replicas-report.txt").write_text(report)
-        assert not missing, report
+        assert 0 == row.lost, report
         assert workers[0].process is not None
         assert -9 == workers[0].process.returncode, "the worker was killed with SIGKILL mid-way"
         assert EVENTS == len(acked_future), report

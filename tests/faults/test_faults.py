@@ -34,6 +34,18 @@ class Row:
     duplicates: int
     note: str
 
+    @classmethod
+    def of(cls, scenario: str, acked: set[str], taken: Counter[str], note: str) -> Row:
+        """The row for events `acked` (202) and the marks the destination took, each as often as it did."""
+        return cls(
+            scenario,
+            len(acked),
+            len(set(taken) & acked),
+            len(acked - set(taken)),
+            sum(count - 1 for count in taken.values()),
+            note,
+        )
+
 
 ROWS: list[Row] = []
 
@@ -53,12 +65,12 @@ def report() -> Iterator[None]:
         Path(target).write_text(table + "\n")
 
 
-def append_to_report(scenario: str, acked: int, delivered: int, lost: int, duplicates: int, note: str) -> None:
+def append_to_report(r: Row) -> None:
     """Process-level scenarios (other modules) add their row when `make faults` collects a report."""
     target = os.environ.get("FSBRIDGE_FAULTS_REPORT")
     if target:
         with Path(target).open("a") as report_file:
-            report_file.write(f"| {scenario} | {acked} | {delivered} | {lost} | {duplicates} | {note} |\n")
+            report_file.write(f"| {r.scenario} | {r.acked} | {r.delivered} | {r.lost} | {r.duplicates} | {r.note} |\n")
 
 
 class Upstream(FakeUpstream):
@@ -104,15 +116,7 @@ async def send(b: Bridge, numbers: range) -> set[str]:
 
 
 def record(scenario: str, acked: set[str], upstream: Upstream, note: str) -> Row:
-    taken = upstream.accepted
-    row = Row(
-        scenario,
-        len(acked),
-        len(set(taken) & acked),
-        len(acked - set(taken)),
-        sum(count - 1 for count in taken.values()),
-        note,
-    )
+    row = Row.of(scenario, acked, upstream.accepted, note)
     ROWS.append(row)
     return row
 
