@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check clean faults bench
+.PHONY: run test lint typecheck pytest check clean faults bench bench-store
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fsbridge needs Python 3.11+"'
@@ -40,6 +40,10 @@ check: test
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 2; }
 	$(BIN)/python bench/run.py
+
+## bench-store: what intake's durable SQLite write costs alone (no HTTP, no threads): the floor under intake
+bench-store: $(STAMP)
+	$(BIN)/python bench/store_floor.py
 
 ## faults: every fault-injection scenario, in-process and with real processes; the table lands in bench/faults.md
 faults: $(STAMP)

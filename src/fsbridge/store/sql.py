@@ -59,6 +59,13 @@ _ID_PROCESS = secrets.token_hex(5)  # random per process, so ids from several re
 _ID_COUNTER = itertools.count()
 
 
+# Intake's one statement per event; `bench/store_floor.py` times it alone.
+INBOX_INSERT = (
+    "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id"
+)
+
+
 def _new_id(prefix: str) -> str:
     # Time-ordered (nanoseconds), then process and counter: sorts by creation on every engine, and
     # needs no system call for randomness per id.
@@ -319,8 +326,7 @@ class SqlStore:
         def write(conn: Connection) -> Accepted:
             new_id = _new_id("evt")
             row = conn.execute(
-                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+                INBOX_INSERT,
                 (
                     new_id,
                     event.source,
