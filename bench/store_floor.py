@@ -1,17 +1,20 @@
 """`make bench-store`: what intake's durable write costs in SQLite alone, the floor under intake.
 
-No HTTP, no event loop, no writer thread: one thread on core 0 runs intake's own statement
+The first table has no HTTP, no event loop and no writer thread: one thread on core 0 runs intake's own statement
 (`INBOX_INSERT`) on a file that fsbridge prepared, with fsbridge's connection settings (WAL,
 `synchronous=FULL`), committing groups of writes as the group commit does. It prints the CPU time
 per stored event and the WAL bytes per commit, medians of several runs, for the keys intake uses
 (body hashes) beside arrival-order keys, other group sizes, and `synchronous=NORMAL` (which is not
-durable against power loss, shown only to price the `fdatasync`). Bounded: a fixed count of rows
-per run, in a temporary folder.
+durable against power loss, shown only to price the `fdatasync`). The second prices the other half,
+the group commit's hand-over with nothing to write: 32 tasks on an event loop await empty writes
+through `SQLiteStore`'s writer thread. Bounded: a fixed count of rows and writes, in a temporary
+folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import resource
 import statistics
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fsbridge.sources.fullstory import body_dedup_key
+from fsbridge.store.engine import Connection
 from fsbridge.store.sql import INBOX_INSERT
-from fsbridge.store.sqlite import SQLiteEngine
+from fsbridge.store.sqlite import SQLiteEngine, SQLiteStore
 
 SERVER_CORE = 0
 ENDPOINT = "fullstory_stream/bench"
@@ -110,10 +114,61 @@ def median_cost(costs: list[Cost]) -> Cost:
     )
 
 
+@dataclass(frozen=True)
+class Handoff:
+    loop_us: float  # the event loop's thread, per write
+    writer_us: float  # every other thread (the writer, mostly), per write
+    group: float
+
+
+def _nothing(conn: Connection) -> None:
+    return None
+
+
+async def _handoffs(writes: int, concurrency: int, folder: Path) -> Handoff:
+    store = SQLiteStore(str(folder / f"handoff-{time.monotonic_ns()}.db"))
+    await store.open()
+    done = 0
+
+    async def writer() -> None:
+        nonlocal done
+        while done < writes:
+            # An empty transaction changes no page, so SQLite neither writes the WAL nor syncs it.
+            await store._write(_nothing)  # the private hand-over, because it alone is measured
+            done += 1
+
+    loop_before = resource.getrusage(resource.RUSAGE_THREAD)
+    process_before = resource.getrusage(resource.RUSAGE_SELF)
+    commits_before, writes_before = store.transactions, store.writes
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    loop_after = resource.getrusage(resource.RUSAGE_THREAD)
+    process_after = resource.getrusage(resource.RUSAGE_SELF)
+    group = (store.writes - writes_before) / max(1, store.transactions - commits_before)
+    await store.close()
+
+    def cpu(before: resource.struct_rusage, after: resource.struct_rusage) -> float:
+        return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+    loop_cpu = cpu(loop_before, loop_after)
+    return Handoff(
+        loop_us=loop_cpu / done * 1e6,
+        writer_us=(cpu(process_before, process_after) - loop_cpu) / done * 1e6,
+        group=group,
+    )
+
+
+def handoff_cost(writes: int, folder: Path, concurrency: int = 32) -> Handoff:
+    """The group commit's hand-over to the writer thread and back, on uvloop as `fsbridge serve` runs."""
+    import uvloop
+
+    return uvloop.run(_handoffs(writes, concurrency, folder))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows stored per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per variant; the median is printed")
+    parser.add_argument("--writes", type=int, default=40_000, help="empty writes handed over per run")
     args = parser.parse_args()
     os.sched_setaffinity(0, {SERVER_CORE})
     lines = [
@@ -128,6 +183,19 @@ def main() -> None:
             lines.append(
                 f"| {variant.label} | {cost.cpu_us:.1f} µs | {cost.system_us:.1f} µs | {cost.wal_kib_per_commit:.0f} KiB |"
             )
+        handoffs = sorted(
+            (handoff_cost(args.writes, Path(folder)) for _ in range(args.runs)),
+            key=lambda handoff: handoff.loop_us + handoff.writer_us,
+        )
+    handoff = handoffs[len(handoffs) // 2]
+    lines += [
+        "",
+        f"The group commit's hand-over alone: 32 tasks, {args.writes:,} empty writes a run, median of {args.runs} runs:",
+        "",
+        "| event loop's thread | writer thread | writes a commit |",
+        "|---:|---:|---:|",
+        f"| {handoff.loop_us:.1f} µs a write | {handoff.writer_us:.1f} µs a write | {handoff.group:.1f} |",
+    ]
     print("\n".join(lines))
 
 

@@ -28,3 +28,10 @@ def test_arrival_keys_write_fewer_wal_pages_than_body_hashes(tmp_path: Path) -> 
     hashed = store_floor.run_once(store_floor.Variant("hash", 16, "hash"), 3_000, tmp_path)
     arrival = store_floor.run_once(store_floor.Variant("arrival", 16, "arrival"), 3_000, tmp_path)
     assert arrival.wal_kib_per_commit < hashed.wal_kib_per_commit
+
+
+def test_handoff_cost_counts_every_write_through_the_writer_thread(tmp_path: Path) -> None:
+    """Empty writes go through the real group commit, in groups, and are priced per write."""
+    handoff = store_floor.handoff_cost(400, tmp_path, concurrency=8)
+    assert 1 <= handoff.group <= 8
+    assert handoff.loop_us > 0
