@@ -1,14 +1,16 @@
 """`make bench-store`: what intake's durable write costs in SQLite alone, the floor under intake.
 
-The first table has no HTTP, no event loop and no writer thread: one thread on core 0 runs intake's own statement
-(`INBOX_INSERT`) on a file that fsbridge prepared, with fsbridge's connection settings (WAL,
-`synchronous=FULL`), committing groups of writes as the group commit does. It prints the CPU time
-per stored event and the WAL bytes per commit, medians of several runs, for the keys intake uses
-(body hashes) beside arrival-order keys, other group sizes, and `synchronous=NORMAL` (which is not
-durable against power loss, shown only to price the `fdatasync`). The second prices the other half,
-the group commit's hand-over with nothing to write: 32 tasks on an event loop await empty writes
-through `SQLiteStore`'s writer thread. Bounded: a fixed count of rows and writes, in a temporary
-folder.
+The first table has no HTTP, no event loop and no writer thread. One thread on core 0 runs intake's
+own statement (`INBOX_INSERT`) on a file that fsbridge prepared, with fsbridge's connection settings
+(WAL, `synchronous=FULL`), committing groups of writes as the group commit does. It prints the CPU
+time per stored event and the WAL bytes per commit, medians of several runs, for the keys intake
+uses (body hashes) beside arrival-order keys, other group sizes, and `synchronous=NORMAL` (not
+durable against power loss, shown only to price the `fdatasync`).
+
+The second table prices the other half, the group commit's hand-over with nothing to write: 32 tasks
+on uvloop await empty writes through `SQLiteStore`'s writer thread.
+
+Bounded: a fixed count of rows and writes, in a temporary folder.
 """
 
 from __future__ import annotations
