@@ -13,13 +13,13 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,19 +29,14 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from fsbridge.testing import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TOKEN = "bench-stream-token"
 OPS_TOKEN = "bench-ops-token"
 SERVER_CORE, LOAD_CORE = 0, 1
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pinned(core: int, argv: list[str]) -> list[str]:
@@ -244,32 +239,45 @@ def measure_latency(segment_port: int, workdir: Path, rate: int, seconds: float)
     }
 
 
-def preload(database: Path, count: int) -> float:
-    """Create the schema with fsbridge itself, then insert `count` stored Streams events directly."""
+InboxRow = tuple[str, str, str, str, str, bytes, float]  # id, source, stream, dedup_key, kind, body, received_at
+
+
+def preload(database: Path, rows: Iterable[InboxRow]) -> float:
+    """Create the schema with fsbridge itself, then insert stored inbox events directly; the seconds it took."""
     from fsbridge.store.sqlite import SQLiteEngine
 
     SQLiteEngine(str(database)).prepare()
     conn = sqlite3.connect(database)
     started = time.monotonic()
-    body = b'{"event":{"event_type":"rage-click","target_text":"%d"},"session":{"session_id":"1:2"},"user":{"user_id":"u"}}'
-    now = time.time()
     with conn:
         conn.executemany(
             "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (f"evt_pre{n:012d}", "fullstory_stream", "bench", f"pre-{n}", "rage_click", body % n, now)
-                for n in range(count)
-            ),
+            rows,
         )
     conn.close()
     return time.monotonic() - started
+
+
+def stored_rage_clicks(count: int) -> Iterator[InboxRow]:
+    body = b'{"event":{"event_type":"rage-click","target_text":"%d"},"session":{"session_id":"1:2"},"user":{"user_id":"u"}}'
+    now = time.time()
+    for n in range(count):
+        yield f"evt_pre{n:012d}", "fullstory_stream", "bench", f"pre-{n}", "rage_click", body % n, now
+
+
+def stored_identifies(count: int) -> Iterator[InboxRow]:
+    """Segment identify calls, each for another user, so none is suppressed as unchanged."""
+    body = b'{"type":"identify","userId":"u%d","messageId":"m%d","traits":{"plan":"pro","seats":%d}}'
+    now = time.time()
+    for n in range(count):
+        yield f"evt_id{n:012d}", "segment", "", f"messageId:m{n}", "identify", body % (n, n, n), now
 
 
 def measure_drain(segment_port: int, workdir: Path, count: int) -> dict[str, float]:
     httpx.post(f"http://127.0.0.1:{segment_port}/reset")
     run_dir = workdir / "drain"
     shutil.copytree(ROOT / "config", run_dir / "config")
-    preload(run_dir / "fsbridge.db", count)
+    preload(run_dir / "fsbridge.db", stored_rage_clicks(count))
     started = time.time()
     with fsbridge(run_dir, segment_port, role="worker"):
         ready = time.time()  # /healthz answers: start-up is over, draining has begun
@@ -285,25 +293,6 @@ def measure_drain(segment_port: int, workdir: Path, count: int) -> dict[str, flo
     }
 
 
-def preload_identifies(database: Path, count: int) -> None:
-    """Stored Segment identify calls, each for another user, so none is suppressed as unchanged."""
-    from fsbridge.store.sqlite import SQLiteEngine
-
-    SQLiteEngine(str(database)).prepare()
-    conn = sqlite3.connect(database)
-    body = b'{"type":"identify","userId":"u%d","messageId":"m%d","traits":{"plan":"pro","seats":%d}}'
-    now = time.time()
-    with conn:
-        conn.executemany(
-            "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (f"evt_id{n:012d}", "segment", "", f"messageId:m{n}", "identify", body % (n, n, n), now)
-                for n in range(count)
-            ),
-        )
-    conn.close()
-
-
 def measure_fullstory(segment_port: int, workdir: Path, count: int, concurrency: int) -> float:
     """Fullstory upserts a second through one worker: one request per delivery, `concurrency` in flight."""
     httpx.post(f"http://127.0.0.1:{segment_port}/reset")
@@ -313,7 +302,7 @@ def measure_fullstory(segment_port: int, workdir: Path, count: int, concurrency:
     (run_dir / "config" / "fsbridge.yaml").write_text(
         f"destinations:\n  fullstory: {{concurrency: {concurrency}, rate_limit_per_second: 100000, burst: 100000}}\n"
     )
-    preload_identifies(run_dir / "fsbridge.db", count)
+    preload(run_dir / "fsbridge.db", stored_identifies(count))
     server = fsbridge(run_dir, segment_port, role="worker")
     server.env |= {
         "FSBRIDGE_FULLSTORY_API_KEY": "bench-key",
@@ -332,7 +321,7 @@ def measure_memory(segment_port: int, workdir: Path, backlog: int, watch_seconds
         time.sleep(watch_seconds)
         empty = idle.peak_rss_mb()
     httpx.post(f"http://127.0.0.1:{segment_port}/reset")
-    load_seconds = preload(full_dir / "fsbridge.db", backlog)
+    load_seconds = preload(full_dir / "fsbridge.db", stored_rage_clicks(backlog))
     with fsbridge(full_dir, segment_port) as busy:
         time.sleep(watch_seconds)
         loaded = busy.peak_rss_mb()

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.servers import free_port
+from fsbridge.testing import free_port
 
 
 def find_bindir() -> Path | None:

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +21,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 FSBRIDGE = [sys.executable, "-m", "fsbridge"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FakeSegment:

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from fsbridge.testing import free_port
 from tests.conftest import RAGE_CLICK
 from tests.faults.test_faults import Row, append_to_report
-from tests.servers import FSBRIDGE, ROOT, FakeSegment, Server, base_env, free_port
+from tests.servers import FSBRIDGE, ROOT, FakeSegment, Server, base_env
 
 TOKEN = "crash-test-stream-token"
 OPS = "crash-test-ops-token"

@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fsbridge.testing import free_port
 from tests.conftest import RAGE_CLICK
 from tests.faults.test_faults import Row, append_to_report
 from tests.postgres_server import PostgresServer
-from tests.servers import ROOT, FakeSegment, Server, base_env, free_port
+from tests.servers import ROOT, FakeSegment, Server, base_env
 
 TOKEN = "replica-test-stream-token"
 EVENTS = 3000

@@ -1,8 +1,10 @@
 """Test helpers shipped with the package: a scripted fake upstream (an `httpx.MockTransport`) that
-records what fsbridge sends, and builders for signed inbound requests."""
+records what fsbridge sends, builders for signed inbound requests, and a free local port for servers
+started by end-to-end tests and benchmarks."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +13,15 @@ import httpx
 import orjson
 
 from fsbridge.sources.signatures import sign_fullstory
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
 
 Scripted = int | tuple[int, dict[str, str]] | Exception | httpx.Response
 

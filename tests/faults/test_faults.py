@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from fsbridge.store.sql import SqlStore
-from fsbridge.testing import FakeUpstream
+from fsbridge.testing import FakeUpstream, Scripted
 from tests.conftest import RAGE_CLICK, Bridge, start_bridge
 
 EVENTS = 40
@@ -146,31 +146,24 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
         await b.runtime.stop()
 
 
-async def test_script_500_500_200(make: Any) -> None:
-    """Two 500s, then success: every event delivered, none lost."""
-    upstream = Upstream(script=[500, 500])
+@pytest.mark.parametrize(
+    ("label", "script", "seconds"),
+    [
+        ("500, 500, 200", [500, 500], 60),
+        ("read timeouts x3", [httpx.ReadTimeout("slow")] * 3, 120),
+        ("connection refused x5", [httpx.ConnectError("refused")] * 5, 300),
+    ],
+    ids=["500-500-200", "read-timeouts", "connection-refused"],
+)
+async def test_scripted_failures_are_retried_until_delivered(
+    make: Any, label: str, script: list[Scripted], seconds: float
+) -> None:
+    """Two 500s, three read timeouts or five refused connections, then success: every event delivered."""
+    upstream = Upstream(script=script)
     b = await make(upstream)
     acked = await send(b, range(EVENTS))
-    await settle(b, 60)
-    assert 0 == record("500, 500, 200", acked, upstream, "").lost
-
-
-async def test_timeouts(make: Any) -> None:
-    """Read timeouts are retried until the upstream answers."""
-    upstream = Upstream(script=[httpx.ReadTimeout("slow")] * 3)
-    b = await make(upstream)
-    acked = await send(b, range(EVENTS))
-    await settle(b, 120)
-    assert 0 == record("read timeouts x3", acked, upstream, "").lost
-
-
-async def test_connection_refused(make: Any) -> None:
-    """Refused connections are retried."""
-    upstream = Upstream(script=[httpx.ConnectError("refused")] * 5)
-    b = await make(upstream)
-    acked = await send(b, range(EVENTS))
-    await settle(b, 300)
-    assert 0 == record("connection refused x5", acked, upstream, "").lost
+    await settle(b, seconds)
+    assert 0 == record(label, acked, upstream, "").lost
 
 
 async def test_429_with_retry_after(make: Any) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fsbridge.testing import free_port
 from tests.conftest import RAGE_CLICK
-from tests.servers import ROOT, FakeSegment, Server, base_env, free_port
+from tests.servers import ROOT, FakeSegment, Server, base_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 OPS_TOKEN = "browser-test-ops-token"

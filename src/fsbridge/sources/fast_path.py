@@ -5,13 +5,11 @@ response objects, which together would cost more than storing the event. Everyth
 
 from __future__ import annotations
 
-import itertools
-import secrets
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fsbridge.log import REQUEST_ID, get_logger
+from fsbridge.log import REQUEST_ID, get_logger, request_id_for
 from fsbridge.sources.intake import Headers, Receiver, Reply, error_reply, headers_of
 
 STREAMS = "/webhooks/fullstory/streams/"
@@ -40,8 +38,7 @@ class WebhookFastPath:
             await self.app(scope, receive, send)
             return
         headers = headers_of(scope["headers"])
-        request_id = headers.get("x-request-id", "")[:128] or _new_request_id()
-        # One context variable, read by the log processors, instead of structlog's bind/unbind.
+        request_id = request_id_for(headers.get("x-request-id"))
         token = REQUEST_ID.set(request_id)
         try:
             reply = await (
@@ -64,12 +61,3 @@ class WebhookFastPath:
             }
         )
         await send({"type": "http.response.body", "body": reply.body})
-
-
-_PREFIX = secrets.token_hex(6)
-_COUNTER = itertools.count(1)
-
-
-def _new_request_id() -> str:
-    # A random per-process prefix and a counter: unique, and far cheaper than a uuid4 per request.
-    return f"{_PREFIX}{next(_COUNTER):010x}"

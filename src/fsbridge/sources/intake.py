@@ -200,10 +200,6 @@ class Receiver:
 
     def _stream_credentials(self, headers: Headers, body: bytes) -> str:
         tokens = self.settings.fullstory_stream_tokens
-        if tokens and not self.settings.fullstory_webhook_secrets:
-            # The common case, bearer tokens alone, without building the either-or below.
-            verify_bearer(headers.get("authorization"), tokens)
-            return "token"
         return _either(
             ("token", tokens, lambda: verify_bearer(headers.get("authorization"), tokens)),
             ("signature", self.settings.fullstory_webhook_secrets, lambda: self._fullstory_signature(headers, body)),
