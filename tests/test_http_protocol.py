@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
-from fsbridge.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from fsbridge.http_protocol import (
+    PEER,
+    CoalescingHttpToolsProtocol,
+    CoalescingTransport,
+    ConnectionLimits,
+    limited_protocol,
+)
 
 
 class RecordingTransport:
@@ -110,12 +118,21 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(0.001)
         await send({"type": "http.response.body", "body": b""})
         return
+    if path == "/peer":
+        peer = repr(scope.get(PEER)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(peer))]})
+        await send({"type": "http.response.body", "body": peer})
+        return
     if path == "/empty":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
-    message = await receive()
-    body = b"echo:" + message.get("body", b"")
+    body = b"echo:"
+    while True:  # the whole body, as fsbridge's receivers read it
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
     headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -159,3 +176,109 @@ async def test_real_http_traffic_is_served_whole(server: str, monkeypatch: pytes
         concurrent = await asyncio.gather(*(client.post("/echo", content=b"%d" % n) for n in range(16)))
         assert [b"echo:%d" % n for n in range(16)] == [r.content for r in concurrent]
     assert len(flushes) >= 20  # every response went through the coalescing transport
+
+
+LIMITS = ConnectionLimits(
+    max_header_bytes=2048,
+    max_headers=10,
+    header_timeout_seconds=0.3,
+    body_timeout_seconds=0.3,
+    idle_timeout_seconds=0.3,
+    max_connections=4,
+)
+
+
+@contextlib.asynccontextmanager
+async def limited_server(limits: ConnectionLimits) -> AsyncIterator[tuple[str, int]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    config = uvicorn.Config(app, log_level="warning", http=limited_protocol(limits), lifespan="off")
+    served = uvicorn.Server(config)
+    task = asyncio.create_task(served.serve(sockets=[sock]))
+    try:
+        yield sock.getsockname()
+    finally:
+        served.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
+async def exchange(address: tuple[str, int], *parts: bytes) -> tuple[bytes, float]:
+    """Send `parts`, then read until the server closes (at most 5 s); the answer and how long it took."""
+    reader, writer = await asyncio.open_connection(*address)
+    started = asyncio.get_running_loop().time()
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    return answer, asyncio.get_running_loop().time() - started
+
+
+def status_and_code(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), orjson.loads(body)["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * 1024 + b"\r\n\r\n", 431, "headers_too_large"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(20)) + b"\r\n",
+            431,
+            "too_many_headers",
+        ),
+        (b"GARBAGE\x00\r\n\r\n", 400, "bad_request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408, "request_timeout"),  # headers never end
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b", 408, "request_timeout"),
+    ],
+    ids=["large header", "many headers", "malformed", "slow headers", "slow body"],
+)
+async def test_a_connection_over_a_limit_gets_a_json_error_and_is_closed(
+    request_bytes: bytes, status: int, code: str
+) -> None:
+    """Oversized or too many headers (431), malformed HTTP (400), and headers or a body that do not
+    arrive in time (408) are answered with the contract's JSON error, and the connection is closed."""
+    async with limited_server(LIMITS) as address:
+        answer, _ = await exchange(address, request_bytes)
+    assert (status, code) == status_and_code(answer)
+
+
+async def test_an_idle_connection_is_closed() -> None:
+    """A connection that never sends a request, or sits idle after one, is closed after the idle timeout."""
+    async with limited_server(LIMITS) as address:
+        silent, waited = await exchange(address)
+        after_one, _ = await exchange(address, b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"" == silent
+    assert waited < 4
+    assert after_one.startswith(b"HTTP/1.1 204")
+
+
+async def test_connections_beyond_the_cap_are_refused() -> None:
+    """With the cap reached, one more connection is answered 503 and closed; the others still work."""
+    async with limited_server(dataclasses.replace(LIMITS, idle_timeout_seconds=30)) as address:
+        held = [await asyncio.open_connection(*address) for _ in range(4)]
+        try:
+            await asyncio.sleep(0)  # not a wait for time: lets the server accept the four
+            answer, _ = await exchange(address)
+            assert (503, "too_many_connections") == status_and_code(answer)
+            reader, writer = held[0]
+            writer.write(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readline(), timeout=5)).startswith(b"HTTP/1.1 204")
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
+async def test_the_protocol_records_the_socket_peer_before_proxy_headers() -> None:
+    """The scope carries the socket's peer address, which no X-Forwarded-For can change."""
+    async with limited_server(LIMITS) as address:
+        answer, _ = await exchange(
+            address, b"GET /peer HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n"
+        )
+    assert b"('127.0.0.1'," in answer.partition(b"\r\n\r\n")[2]

@@ -6,13 +6,20 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from datetime import datetime
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from fsbridge.envelope import MISSING, has_dotted_keys, lookup
+from fsbridge.config import IdentityConfig
+from fsbridge.engine.dispatch import Router
+from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.language import CASTS
+from fsbridge.engine.rendering import DestinationLimits
+from fsbridge.envelope import MISSING, Envelope, has_dotted_keys, lookup
 from fsbridge.sources.fullstory import ShapeError, signal_name, stream_kind, system_webhook_kind
 from fsbridge.sources.segment import message_kind
 from fsbridge.sources.signatures import (
@@ -26,6 +33,7 @@ from fsbridge.sources.signatures import (
 )
 from fsbridge.targets.fullstory import MAX_PROPERTIES, property_name, user_properties
 from tests.fullstory_spec import validate_create_user
+from tests.test_golden import all_flows
 
 NOW = 1_795_000_000
 json_values = st.recursive(
@@ -150,3 +158,92 @@ def test_sanitised_traits_always_make_a_valid_user(traits: dict[str, Any]) -> No
         return True
 
     assert names_valid(result.properties)
+
+
+TIMESTAMP_TEXT = st.text(alphabet=st.characters(categories=["Nd", "No"]), min_size=1, max_size=400)
+
+
+@given(org=st.text(max_size=8), ts=TIMESTAMP_TEXT | st.integers(min_value=0).map(str), sig=st.text(max_size=8))
+def test_fullstory_header_with_any_timestamp_only_refuses(org: str, ts: str, sig: str) -> None:
+    """Any digits in `t` (superscripts, other scripts, 400 of them) are refused with SignatureError only."""
+    with contextlib.suppress(SignatureError):
+        verify_fullstory(b"{}", f"o:{org or 'x'},t:{ts},v:{sig or 'x'}", (SecretStr("s"),), now=NOW)
+
+
+SEGMENT_BODIES = (
+    st.integers(min_value=1, max_value=5000).map(lambda n: b"[" * n)
+    | st.integers(min_value=1, max_value=6000).map(lambda n: b"[" + b"9" * n + b"]")
+    | st.text(alphabet='[]{}",:\\ 0123456789a', max_size=200).map(str.encode)
+)
+
+
+@given(body=SEGMENT_BODIES, header=st.text(max_size=8))
+def test_segment_signature_check_on_any_bracket_soup_only_refuses(body: bytes, header: str) -> None:
+    """Deep nesting, 6,000-digit numbers and unbalanced brackets: SignatureError, never another exception."""
+    assert isinstance(segment_signed_bytes(body), bytes)
+    with contextlib.suppress(SignatureError):
+        verify_segment(body, header or "x", (SecretStr("s"),))
+
+
+ODD_TIMES = (
+    json_values
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.datetimes().map(lambda d: d.isoformat())
+    | st.builds(
+        lambda d, h, m: f"{d.isoformat()}{'+' if h >= 0 else '-'}{abs(h):02d}:{m:02d}",
+        st.datetimes(),
+        st.integers(min_value=-23, max_value=23),
+        st.integers(min_value=0, max_value=59),
+    )
+    | TIMESTAMP_TEXT
+)
+
+
+@given(value=ODD_TIMES)
+def test_every_cast_returns_a_value_or_missing(value: Any) -> None:
+    """Every cast of the mapping language answers a value or MISSING for any input, never raises."""
+    for cast in CASTS.values():
+        cast(value)
+    result = CASTS["timestamp"](value)
+    assert result is MISSING or datetime.fromisoformat(result).tzinfo is not None
+
+
+ALL_FLOWS = list(all_flows().values())
+ROUTER = Router(
+    ALL_FLOWS,
+    {name: DestinationLimits(dry_run=False, max_message_bytes=32 * 1024) for name in ("segment", "fullstory", "slack")},
+    IdentityRules(IdentityConfig()),
+)
+SOURCES = {flow.trigger.source for flow in ALL_FLOWS}
+PAYLOADS = st.dictionaries(
+    st.sampled_from(["event", "user", "session", "data", "properties", "traits", "userId", "type", "event.event_type"])
+    | st.text(max_size=8),
+    # JSON as orjson parses it: integers within 64 bits (larger ones arrive as floats).
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+        | ODD_TIMES.filter(lambda v: isinstance(v, str)),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+        max_leaves=20,
+    ),
+    max_size=6,
+)
+
+
+@given(payload=PAYLOADS, source=st.sampled_from(sorted(SOURCES)), data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_routing_returns_for_any_json_through_every_flow(payload: dict[str, Any], source: str, data: Any) -> None:
+    """Any JSON, as any kind a flow triggers on, through every shipped and example flow: routing returns."""
+    kinds = sorted({k for f in ALL_FLOWS if f.trigger.source == source for k in f.trigger.kinds} | {"other"})
+    envelope = Envelope(
+        "evt_property", source, "example", data.draw(st.sampled_from(kinds)), "key", NOW, payload,
+        dotted_keys=has_dotted_keys(payload),
+    )  # fmt: skip
+    result = ROUTER.route(envelope, orjson.dumps(payload))
+    for delivery in result.deliveries:
+        assert delivery.status in ("pending", "dead")
+        assert delivery.status == "pending" or delivery.last_error

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from fsbridge import __version__
 from fsbridge.errors import IntakeError
+from fsbridge.ops.access import GuessLimiter
 from fsbridge.ops.api import health, ops
 from fsbridge.ops.dashboard import router as dashboard
 from fsbridge.ops.middleware import RequestContext
@@ -50,8 +51,12 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True) -> ASGIApp:
         version=__version__,
         summary="Fullstory ⇄ Segment bridge: durable webhook intake, declarative flows, retrying delivery.",
         lifespan=lifespan,
+        # The interactive docs would be an unauthenticated page; /openapi.json describes everything.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.guesses = GuessLimiter()
     if runtime.role in ("all", "api"):
         _webhooks(app, runtime)
     app.include_router(health)

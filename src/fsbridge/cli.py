@@ -58,7 +58,8 @@ def serve(
 ) -> None:
     """Serve the webhook endpoints and run the workers."""
     from fsbridge.app import create_app
-    from fsbridge.http_protocol import CoalescingHttpToolsProtocol
+    from fsbridge.http_protocol import ConnectionLimits, limited_protocol
+    from fsbridge.ops.access import warn_if_open_beyond_loopback
 
     if role not in ("all", "api", "worker"):
         raise _fail([f"--role must be all, api or worker, not {role!r}."])
@@ -71,18 +72,22 @@ def serve(
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         raise _fail(problems) from exc
     app = create_app(runtime)
+    bind = host or settings.host
+    warn_if_open_beyond_loopback(settings.ops_token, bind)
+    limits = ConnectionLimits(**config.server.model_dump())
     # Everything built so far lives as long as the process: keep it out of the collector's full
     # passes, whose pauses otherwise show up as tail latency.
     gc.collect()
     gc.freeze()
     uvicorn.run(
         app,
-        host=host or settings.host,
+        host=bind,
         port=port or settings.port,
         log_level="warning",
         access_log=False,
         server_header=False,
-        http=CoalescingHttpToolsProtocol,
+        http=limited_protocol(limits),
+        timeout_keep_alive=int(max(1, limits.idle_timeout_seconds)),
     )
 
 

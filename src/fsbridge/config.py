@@ -24,6 +24,25 @@ class WorkerConfig(_Strict):
     poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     lease_seconds: float = Field(default=60.0, gt=0)
     dispatch_batch: int = Field(default=2000, ge=1, le=10_000)
+    max_dispatch_attempts: int = Field(default=3, ge=1, le=100)  # then an event that cannot be routed is quarantined
+    dispatch_retry_seconds: float = Field(default=5.0, ge=0)  # wait before routing a failed event again
+
+
+class IntakeConfig(_Strict):
+    """Bounds on what one authenticated request may carry."""
+
+    segment_max_messages: int = Field(default=2500, ge=1, le=100_000)  # Segment sends at most 2,500 a batch
+
+
+class ServerConfig(_Strict):
+    """Limits on every connection, enforced before a request reaches authentication."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)  # request line and headers
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)  # from a request's first byte to its last header
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # from the last header to the body's end
+    idle_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # a connection with no request in progress
+    max_connections: int = Field(default=1000, ge=1, le=100_000)  # more are answered 503 and closed
 
 
 class BreakerConfig(_Strict):
@@ -81,6 +100,7 @@ class HealthConfig(_Strict):
     dead_letter_window_minutes: float = Field(default=15.0, gt=0)
     dead_letters_above: int = Field(default=0, ge=0)
     breaker_open_minutes: float = Field(default=5.0, ge=0)
+    undispatched_older_than_minutes: float = Field(default=10.0, gt=0)  # also a /readyz reason
 
 
 class IdentityConfig(_Strict):
@@ -182,6 +202,8 @@ class FlowsConfig(BaseModel):
 class FsbridgeConfig(_Strict):
     version: Literal[1] = 1
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
     destinations: DestinationsConfig = Field(default_factory=DestinationsConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)

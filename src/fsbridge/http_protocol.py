@@ -5,13 +5,21 @@ uvicorn writes a response's head and its body separately, so every 202 cost two 
 on a loaded intake replica those were a measured tenth of its CPU. Whatever is written during one
 turn of the event loop is held and leaves at the end of that turn, as one write; nothing waits
 longer than that turn, and closing or ending the stream sends what is held first.
+
+`LimitedHttpToolsProtocol` adds the bounds every connection is held to before authentication
+(header size and count, header and body timeouts, idle time, a connection cap), and records the
+socket's peer address in the scope, so loopback is judged on the socket, never on proxy headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, cast
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -60,3 +68,155 @@ class CoalescingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one connection may hold or take, before any request reaches the app."""
+
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 5.0
+    max_connections: int = 1000
+
+
+PEER = "fsbridge.peer"  # the socket's peer address, kept in the scope before any proxy header rewrites it
+
+
+def _error(status: int, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    reason = HTTPStatus(status).phrase.encode()
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return head % (status, reason, len(body)) + body
+
+
+class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+    """The coalescing protocol with bounds on every connection: header size and count, time to send
+    the headers and then the body, idle time, and how many connections are open at once. A breach
+    answers with the contract's JSON error (431, 408, 503) and closes the connection; so do
+    malformed requests (400), which uvicorn would answer in plain text."""
+
+    limits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.limits.idle_timeout_seconds  # type: ignore[assignment]
+        self._phase = "idle"  # idle | headers | body | app | refused
+        self._header_bytes = 0
+        self._header_count = 0
+        self._header_size = 0  # request line and headers as parsed
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "too_many_connections", "fsbridge holds as many connections as it takes; retry.")
+            return
+        # uvicorn arms its keep-alive timer only after a response: a client that never speaks is idle too.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.limits.idle_timeout_seconds, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "refused":
+            return
+        if self._phase == "idle":
+            self._phase, self._header_bytes, self._header_count, self._header_size = "headers", 0, 0, 0
+            self._arm(self.limits.header_timeout_seconds, self._headers_too_slow)
+        if self._phase == "headers":
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._phase == "headers" and self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(431, "headers_too_large", f"Send at most {self.limits.max_header_bytes:,} bytes of headers.")
+
+    def on_url(self, url: bytes) -> None:
+        self._header_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_size += len(name) + len(value) + 4
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        # The headers may all have come in one read: their exact size is checked here too.
+        refusal = (
+            ("too_many_headers", f"Send at most {self.limits.max_headers} headers.")
+            if self._header_count > self.limits.max_headers
+            else ("headers_too_large", f"Send at most {self.limits.max_header_bytes:,} bytes of headers.")
+            if self._header_size > self.limits.max_header_bytes
+            else None
+        )
+        if refusal is not None:
+            self._phase = "refused"
+            self.loop.call_soon(self._refuse, 431, *refusal)
+            return
+        self._phase = "body"
+        self._arm(self.limits.body_timeout_seconds, self._body_too_slow)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._phase != "refused":
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._phase == "refused":
+            return
+        self._cancel_deadline()
+        self._phase = "app"
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._phase == "app" and not self.pipeline:
+            self._phase = "idle"
+        super().on_response_complete()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[PEER] = self.client  # type: ignore[literal-required]
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "bad_request", "The request is not valid HTTP/1.1.")
+
+    def _headers_too_slow(self) -> None:
+        if self._phase == "headers":
+            self._refuse(408, "request_timeout", "The request's headers took too long to arrive.")
+
+    def _body_too_slow(self) -> None:
+        if self._phase != "body":
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:
+            self.transport.close()
+            return
+        if cycle is not None:
+            cycle.disconnected = True  # the app's receive() answers http.disconnect, and its reply is dropped
+            cycle.message_event.set()
+        self._refuse(408, "request_timeout", "The request's body took too long to arrive.")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self._phase = "refused"
+        self._cancel_deadline()
+        if not self.transport.is_closing():
+            self.transport.write(_error(status, code, message))
+            self.transport.close()
+
+    def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+        self._cancel_deadline()
+        self._deadline = self.loop.call_later(seconds, callback)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, with these limits."""
+    return type("FsbridgeHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})

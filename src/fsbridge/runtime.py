@@ -14,9 +14,10 @@ import httpx
 
 from fsbridge.clock import Clock, SystemClock
 from fsbridge.config import FsbridgeConfig
-from fsbridge.engine.dispatch import DestinationLimits, Router
+from fsbridge.engine.dispatch import Router
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.isolation import CircuitBreaker, TokenBucket
+from fsbridge.engine.rendering import DestinationLimits
 from fsbridge.engine.retry import RetryPolicy
 from fsbridge.engine.worker import Guard, Worker
 from fsbridge.errors import ConfigError
@@ -89,6 +90,8 @@ class Runtime:
             poll_interval=config.worker.poll_interval_seconds,
             lease_seconds=config.worker.lease_seconds,
             dispatch_batch=config.worker.dispatch_batch,
+            max_dispatch_attempts=config.worker.max_dispatch_attempts,
+            dispatch_retry_seconds=config.worker.dispatch_retry_seconds,
             lookups=self._lookups(transport),
             guards=self._guards(),
             metrics=self.metrics,
@@ -103,7 +106,12 @@ class Runtime:
         )
         self._monitor_task: asyncio.Task[None] | None = None
         self.receiver = Receiver(
-            settings, self.store, self.clock, on_stored=self.worker.notify_inbox, metrics=self.metrics
+            settings,
+            self.store,
+            self.clock,
+            on_stored=self.worker.notify_inbox,
+            metrics=self.metrics,
+            max_segment_messages=config.intake.segment_max_messages,
         )
 
     def _destinations(self, transport: httpx.AsyncBaseTransport | None) -> dict[str, Destination]:
@@ -243,6 +251,10 @@ class Runtime:
         """Set the gauges that are read at scrape time: queue depths and destination states."""
         depths = await self.store.queue_depths()
         metrics = self.metrics
+        pending = await self.store.undispatched()
+        metrics.undispatched.set(pending.events)
+        oldest = pending.oldest_received_at
+        metrics.undispatched_age.set(0.0 if oldest is None else max(0.0, self.clock.now() - oldest))
         for name, guard in self.worker.guards.items():
             for status in ("pending", "retrying", "dead", "parked"):
                 metrics.queue_depth.labels(name, status).set(depths.get((name, status), 0))

@@ -66,9 +66,21 @@ def test_stream_payload_must_be_an_object(payload: Any) -> None:
 
 def test_system_webhook_identity_is_event_name_and_data_id() -> None:
     """A system webhook is identified by `eventName` + `data.id`."""
-    assert ("note.created", "note.created:798") == system_webhook_kind(
+    assert ("note.created", 'json:["note.created","798"]') == system_webhook_kind(
         {"eventName": "note.created", "data": {"id": "798"}}
     )
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [(("a:b", "c"), ("a", "b:c")), (("note.created", 7), ("note.created", "7"))],
+)
+def test_system_webhook_identities_never_collide(one: tuple[str, Any], other: tuple[str, Any]) -> None:
+    """Different eventName and data.id pairs never share a dedup key (colons in either, 7 against "7")."""
+    first = system_webhook_kind({"eventName": one[0], "data": {"id": one[1]}})[1]
+    second = system_webhook_kind({"eventName": other[0], "data": {"id": other[1]}})[1]
+    assert first is not None
+    assert first != second
 
 
 def test_system_webhook_without_id_has_no_provider_identity() -> None:

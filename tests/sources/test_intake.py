@@ -52,7 +52,7 @@ class TestAccepted:
         assert 202 == response.status_code
         stored = await bridge.runtime.store.get_inbox_event(response.json()["id"])
         assert stored is not None
-        assert ("fullstory", "note.created", "note.created:798ith22928347") == (
+        assert ("fullstory", "note.created", 'json:["note.created","798ith22928347"]') == (
             stored.source,
             stored.kind,
             stored.dedup_key,
@@ -137,6 +137,13 @@ class TestRefused:
         response = await bridge.client.post("/webhooks/fullstory", content=body, headers=headers)
         assert_error(response, 401, "unauthenticated")
         assert "5 minutes" in response.json()["error"]["message"]
+
+    @pytest.mark.parametrize("timestamp", ["²", "¹²³", "9" * 400, "١٧٩٥٠٠٠٠٠٠"])
+    async def test_malformed_signature_timestamp_is_401_never_500(self, bridge: Bridge, timestamp: str) -> None:
+        """A Fullstory-Signature whose `t` is not ASCII seconds or milliseconds answers 401, never 500."""
+        headers = {b"Content-Type": b"application/json", b"Fullstory-Signature": f"o:x,t:{timestamp},v:x".encode()}
+        response = await bridge.client.post("/webhooks/fullstory", content=orjson.dumps(NOTE), headers=headers)
+        assert_error(response, 401, "unauthenticated")
 
     async def test_missing_signature_is_401(self, bridge: Bridge) -> None:
         """A system webhook without Fullstory-Signature answers 401."""

@@ -159,3 +159,59 @@ class TestMessages:
         assert "1 of 2 messages" in error["message"]
         stats = (await bridge.runtime.store.stats())["by_source"]["segment"]
         assert {"received": 2, "duplicate": 0, "quarantined": 1} == stats
+
+
+class TestBounds:
+    async def test_an_array_over_the_cap_is_refused_whole(self, bridge: Bridge) -> None:
+        """An authenticated array of 2,501 messages answers 413 naming the cap, and stores nothing."""
+        response = await bridge.post_segment([{}] * 2501, token=SEGMENT_TOKEN)
+        assert 413 == response.status_code
+        assert "too_many_messages" == response.json()["error"]["code"]
+        assert "at most 2,500" in response.json()["error"]["message"]
+        assert {} == (await bridge.runtime.store.stats())["by_source"]
+
+    async def test_a_full_batch_is_one_write_and_one_log_line(
+        self, bridge: Bridge, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """2,500 unrecognised messages are quarantined in one store write, with one log line for the request."""
+        writes = bridge.runtime.store.writes  # type: ignore[attr-defined]
+        response = await bridge.post_segment([{"n": n} for n in range(2500)], token=SEGMENT_TOKEN)
+        assert 422 == response.status_code
+        assert 1 == bridge.runtime.store.writes - writes  # type: ignore[attr-defined]
+        assert 1 == capsys.readouterr().out.count("inbox.quarantined")
+        assert 2500 == (await bridge.runtime.store.stats())["by_source"]["segment"]["quarantined"]
+
+    @pytest.mark.parametrize("wrapping", [b"[%s]", b"[ %s]", b"[  %s ]", b"%s"])
+    async def test_a_message_without_message_id_is_one_event_however_wrapped(
+        self, bridge: Bridge, wrapping: bytes
+    ) -> None:
+        """A signed message without messageId, sent alone and re-wrapped as `[ msg]`, is one event."""
+        message = orjson.dumps({"type": "track", "event": "Signed Up", "userId": "u1"})
+        first = await bridge.client.post(
+            "/webhooks/segment",
+            content=message,
+            headers={"Content-Type": "application/json", "X-Signature": sign(message)},
+        )
+        body = wrapping % message
+        again = await bridge.client.post(
+            "/webhooks/segment",
+            content=body,
+            headers={"Content-Type": "application/json", "X-Signature": sign(message)},
+        )
+        assert 202 == first.status_code
+        assert {"status": "accepted", "id": first.json()["id"], "duplicate": True} == again.json()
+        stored = await bridge.runtime.store.get_inbox_event(first.json()["id"])
+        assert stored is not None
+        assert message == stored.body
+
+    @pytest.mark.parametrize("body", [b"[" * 1000, b"[" + b"9" * 5000 + b"]", b"[" * 900 + b"]" * 900])
+    async def test_odd_json_with_any_signature_is_never_a_500(self, bridge: Bridge, body: bytes) -> None:
+        """Deep arrays and huge numbers with an X-Signature answer 401 (wrong signature) or 400, never 500."""
+        response = await bridge.client.post(
+            "/webhooks/segment", content=body, headers={"Content-Type": "application/json", "X-Signature": "00"}
+        )
+        assert response.status_code in (400, 401)
+
+
+def sign(body: bytes) -> str:
+    return hmac.new(SEGMENT_SECRET.encode(), body, hashlib.sha1).hexdigest()

@@ -1,31 +1,25 @@
 """Content-Based Router: a stored inbox event goes to every flow whose trigger it matches; each flow
-filters, maps and renders it into a delivery for its destination. What a flow holds back is
-recorded with the filter's reason; a rendering error becomes a dead letter with the reason."""
+filters, maps and renders it (through `engine.rendering`) into a delivery for its destination. What
+a flow holds back is recorded with the filter's reason; a flow that fails on the event becomes a
+dead letter of that flow with the reason, and the other flows and events go on."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import orjson
 
 from fsbridge.engine.audiences import audience_changes
 from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.rendering import DestinationLimits, Rendering, render_flow
 from fsbridge.envelope import Envelope, has_dotted_keys
-from fsbridge.errors import MappingError
-from fsbridge.flows.base import Flow, stable_message_id
+from fsbridge.flows.base import Flow
 from fsbridge.log import get_logger
 from fsbridge.sources import segment
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationLimits:
-    dry_run: bool
-    max_message_bytes: int | None
 
 
 def envelope_of(event: InboxEvent) -> Envelope:
@@ -51,7 +45,9 @@ class Router:
         self.destinations = dict(destinations)
         self.identity = identity
 
-    def route(self, envelope: Envelope) -> DispatchResult:
+    def route(self, envelope: Envelope, raw: bytes | None = None) -> DispatchResult:
+        """Every flow's outcome for one event. A flow that fails on it becomes a dead letter of that
+        flow; what raises here (identity rules) fails the event alone, and the worker counts it."""
         result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
         if envelope.source == segment.SOURCE:
             result.claims.extend(self.identity.claims(envelope))
@@ -61,43 +57,40 @@ class Router:
         for flow in self.flows:
             if not flow.trigger.matches(envelope):
                 continue
-            reason = flow.held_back_by(envelope)
-            if reason is not None:
-                result.filtered.append(FlowSkip(flow.name, reason))
-                log.debug("flow.filtered", flow=flow.name, event_id=envelope.event_id, reason=reason)
+            rendering = render_flow(flow, envelope, self.destinations[flow.target.destination])
+            if rendering.held_back is not None:
+                result.filtered.append(FlowSkip(flow.name, rendering.held_back))
+                log.debug("flow.filtered", flow=flow.name, event_id=envelope.event_id, reason=rendering.held_back)
                 continue
-            result.deliveries.append(self._render(flow, envelope))
+            result.deliveries.append(self._delivery(rendering, envelope, raw))
         return result
 
-    def _render(self, flow: Flow, envelope: Envelope) -> NewDelivery:
-        destination = flow.target.destination
-        limits = self.destinations[destination]
-        message_id = stable_message_id(envelope, flow.name)
-        action = flow.target.action
-        try:
-            body = flow.render(envelope, message_id)
-        except MappingError as exc:
-            log.warning("flow.mapping_failed", flow=flow.name, event_id=envelope.event_id, error=str(exc))
-            payload = orjson.dumps(envelope.payload)
-            return NewDelivery(flow.name, destination, message_id, payload, "dead", str(exc), action)
-        if limits.max_message_bytes is not None and len(body) > limits.max_message_bytes:
-            error = (
-                f"the message is {len(body):,} bytes, over {destination}'s limit of "
-                f"{limits.max_message_bytes:,} bytes a message"
-            )
-            log.warning("flow.message_too_large", flow=flow.name, event_id=envelope.event_id, bytes=len(body))
-            return NewDelivery(flow.name, destination, message_id, body, "dead", error, action)
-        scope = flow.target.scope_of(body) if flow.skip_unchanged else None
+    def _delivery(self, rendering: Rendering, envelope: Envelope, raw: bytes | None) -> NewDelivery:
+        flow = rendering.flow
+        destination, action = flow.target.destination, flow.target.action
+        if rendering.error is not None:
+            log.warning("flow.mapping_failed", flow=flow.name, event_id=envelope.event_id, error=rendering.error)
+            # The dead letter keeps what the flow could not turn into a message: its body, or the event.
+            body = rendering.body or raw or _payload_bytes(envelope)
+            return NewDelivery(flow.name, destination, rendering.message_id, body, "dead", rendering.error, action)
+        assert rendering.body is not None
         return NewDelivery(
             flow.name,
             destination,
-            message_id,
-            body,
-            "dry_run" if limits.dry_run else "pending",
+            rendering.message_id,
+            rendering.body,
+            "dry_run" if self.destinations[destination].dry_run else "pending",
             action=action,
-            sync_scope=scope,
-            content_hash=hashlib.sha256(body).hexdigest() if scope else None,
+            sync_scope=rendering.sync_scope,
+            content_hash=rendering.content_hash,
         )
+
+
+def _payload_bytes(envelope: Envelope) -> bytes:
+    try:
+        return orjson.dumps(envelope.payload)
+    except TypeError:  # nested deeper than orjson writes (255 levels)
+        return b"{}"
 
 
 def suppress_unchanged(results: list[DispatchResult], snapshots: Mapping[str, str]) -> list[DispatchResult]:

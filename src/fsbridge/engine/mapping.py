@@ -52,26 +52,43 @@ def _iso_from_text(value: str) -> Any:
     return _as_iso_timestamp(value)
 
 
+# Epoch numbers are read by magnitude: seconds, then milliseconds, microseconds and nanoseconds
+# (senders use all four). Anything larger, or a moment outside years 1-9999 in UTC, is no timestamp.
+_EPOCH_SCALES = ((1e11, 1), (1e14, 1e3), (1e17, 1e6), (1e20, 1e9))
+
+
 def _as_iso_timestamp(value: Any) -> Any:
+    """Never raises: a value that names no representable moment is MISSING, so the flow's fallback
+    (or its validation error) decides, and one odd event cannot fail a batch."""
     moment: datetime
     if isinstance(value, bool):
         return MISSING
     if isinstance(value, int | float):
-        seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
+        return _from_epoch(value)
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        if text.isdigit():
-            return _as_iso_timestamp(int(text))
+        if text.isascii() and text.isdigit():  # str.isdigit() is also true of "²" and "٣"
+            return _from_epoch(int(text)) if len(text) <= 21 else MISSING
         try:
             moment = datetime.fromisoformat(text)
-        except ValueError:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+        except (ValueError, OverflowError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
             return MISSING
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-    else:
+    return MISSING
+
+
+def _from_epoch(number: float) -> Any:
+    if number != number:  # NaN
         return MISSING
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    for below, per_second in _EPOCH_SCALES:
+        if abs(number) < below:
+            try:
+                return datetime.fromtimestamp(number / per_second, tz=UTC).isoformat(timespec="milliseconds")
+            except (ValueError, OverflowError, OSError):
+                return MISSING
+    return MISSING
 
 
 Cast = Literal["email", "string", "timestamp"]

@@ -20,7 +20,16 @@ from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
 from fsbridge.ops.metrics import Metrics
 from fsbridge.sources.fullstory import STREAM_SOURCE, SYSTEM_SOURCE
-from fsbridge.store import AttemptRecord, Delivery, DeliveryUpdate, IdentityClaim, Store
+from fsbridge.store import (
+    AttemptRecord,
+    Delivery,
+    DeliveryUpdate,
+    DispatchFailure,
+    DispatchResult,
+    IdentityClaim,
+    IdentityConflict,
+    Store,
+)
 from fsbridge.targets import Destination, SendResult
 from fsbridge.targets.fullstory_lookups import FullstoryLookups, LookupUnavailableError
 
@@ -47,6 +56,8 @@ class Worker:
         poll_interval: float = 0.5,
         lease_seconds: float = 60.0,
         dispatch_batch: int = 500,
+        max_dispatch_attempts: int = 3,
+        dispatch_retry_seconds: float = 5.0,
         lookups: FullstoryLookups | None = None,
         guards: Mapping[str, Guard] | None = None,
         metrics: Metrics | None = None,
@@ -64,6 +75,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.dispatch_batch = dispatch_batch
+        self.max_dispatch_attempts = max_dispatch_attempts
+        self.dispatch_retry_seconds = dispatch_retry_seconds
         self.parked: dict[str, str] = {}
         self.heartbeats: dict[str, float] = {}
         self._inbox_ready = asyncio.Event()
@@ -86,18 +99,39 @@ class Worker:
     # -- one pass each (tests call these directly) -------------------------------------------------
 
     async def dispatch_once(self) -> int:
-        """Route one batch of stored inbox events into deliveries; returns how many events."""
+        """Route one batch of stored inbox events into deliveries; returns how many events.
+
+        Each event is isolated: one that fails to parse, resolve, route or be recorded fails alone
+        (it is tried again, and moves to quarantine after `max_dispatch_attempts`), and the rest of
+        the batch is dispatched. Only a store that cannot be reached fails the whole batch."""
         now = self.clock.now()
         events = await self.store.claim_inbox(self.dispatch_batch, now, self.lease_seconds)
         if not events:
             return 0
-        envelopes, learned = await self.resolve_identities([envelope_of(event) for event in events])
-        results = [self.router.route(envelope) for envelope in envelopes]
-        for result in results:
+        failures: list[DispatchFailure] = []
+        envelopes, raws = [], {}
+        for event in events:
+            try:
+                envelopes.append(envelope_of(event))
+            except Exception as exc:  # stored bodies are JSON; anything else is one event's problem
+                failures.append(DispatchFailure(event.id, _describe("reading the stored event", exc)))
+            else:
+                raws[event.id] = event.body
+        envelopes, learned = await self._resolve_isolated(envelopes, failures)
+        results = []
+        for envelope in envelopes:
+            try:
+                result = self.router.route(envelope, raws[envelope.event_id])
+            except Exception as exc:
+                failures.append(DispatchFailure(envelope.event_id, _describe("routing", exc)))
+                continue
             result.claims.extend(learned.get(result.inbox_id, []))
+            results.append(result)
         scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
         results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
-        conflicts = await self.store.record_dispatch(results, self.clock.now())
+        results, conflicts = await self._record_isolated(results, failures, self.clock.now())
+        if failures:
+            await self._count_failures(failures, {event.id: event.source for event in events})
         # Counted per batch, in one pass: a labelled counter per event would cost more than routing it.
         filtered: collections.Counter[tuple[str, str]] = collections.Counter()
         outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -127,8 +161,74 @@ class Worker:
             deliveries=outcomes.total(),
             filtered=filtered.total(),
             dry_run=sum(count for (_, status), count in outcomes.items() if status == "dry_run"),
+            failed=len(failures),
         )
         return len(events)
+
+    async def _resolve_isolated(
+        self, envelopes: list[Envelope], failures: list[DispatchFailure]
+    ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
+        """`resolve_identities` for the batch; when it raises, event by event, so only the events
+        that make it raise fail (after a check that the store itself answers)."""
+        try:
+            return await self.resolve_identities(envelopes)
+        except Exception as exc:
+            log.warning("inbox.resolve_failed", error=str(exc), events=len(envelopes))
+        resolved: list[Envelope] = []
+        learned: dict[str, list[IdentityClaim]] = {}
+        failed: list[DispatchFailure] = []
+        for envelope in envelopes:
+            try:
+                one, claims = await self.resolve_identities([envelope])
+            except Exception as exc:
+                failed.append(DispatchFailure(envelope.event_id, _describe("resolving identities", exc)))
+                continue
+            resolved.extend(one)
+            learned.update(claims)
+        if failed and not resolved:
+            await self.store.ping()  # raises while the store is down: then nothing is the events' fault
+        failures.extend(failed)
+        return resolved, learned
+
+    async def _record_isolated(
+        self, results: list[DispatchResult], failures: list[DispatchFailure], now: float
+    ) -> tuple[list[DispatchResult], list[IdentityConflict]]:
+        """Record the batch in one transaction; when that fails, each event in its own write (the
+        writer commits them together, each in a savepoint), so one event the store refuses (a NUL
+        character PostgreSQL will not keep, say) fails alone."""
+        if not results:
+            return results, []
+        try:
+            return results, await self.store.record_dispatch(results, now)
+        except Exception as exc:
+            log.warning("inbox.record_failed", error=str(exc), events=len(results))
+        answers = await asyncio.gather(*(self.store.record_dispatch([r], now) for r in results), return_exceptions=True)
+        recorded, conflicts, failed = [], [], []
+        for result, answer in zip(results, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failed.append(DispatchFailure(result.inbox_id, _describe("recording the dispatch", answer)))
+            else:
+                recorded.append(result)
+                conflicts.extend(answer)
+        if failed and not recorded:
+            await self.store.ping()
+        failures.extend(failed)
+        return recorded, conflicts
+
+    async def _count_failures(self, failures: list[DispatchFailure], sources: dict[str, str]) -> None:
+        now = self.clock.now()
+        quarantined = await self.store.record_dispatch_failures(
+            failures, now, self.max_dispatch_attempts, self.dispatch_retry_seconds
+        )
+        for failure in failures:
+            log.error(
+                "inbox.dispatch_failed",
+                event_id=failure.inbox_id,
+                error=failure.error,
+                quarantined=failure.inbox_id in quarantined,
+            )
+        for event_id in quarantined:
+            self.metrics.quarantined.labels(sources[event_id]).inc()
 
     async def resolve_identities(
         self, envelopes: list[Envelope], *, look_up: bool = True
@@ -407,6 +507,11 @@ class Worker:
                 moved, timeout = 0, self.poll_interval
             if moved == 0:
                 await _wait(due, timeout)
+
+
+def _describe(stage: str, exc: BaseException) -> str:
+    text = f"{stage} raised {type(exc).__name__}: {exc}"
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -4,8 +4,7 @@ The CLI's `dlq` commands call the same `Operations` methods."""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
+import contextlib
 import re
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from fsbridge.errors import IntakeError
+from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.sources.envelopes import envelope_for
@@ -88,12 +88,47 @@ class Operations:
         return accepted.id
 
 
+MAX_DISPLAY_DEPTH = 64
+MAX_DISPLAY_TEXT = 64 * 1024
+_SECRET_TEXT = re.compile(
+    r'("(?:writeKey|write_key|password|secret|token|apiKey|api_key)"\s*:\s*)"(?:[^"\\]|\\.)*"', re.I
+)
+
+
+def displayable(body: bytes) -> Any:
+    """A stored body for people and JSON answers: parsed and redacted, or, when it is not JSON or
+    nests deeper than `MAX_DISPLAY_DEPTH`, its text (secrets still hidden, at most 64 KiB)."""
+    try:
+        value: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = None
+    else:
+        if _depth_at_most(value, MAX_DISPLAY_DEPTH):
+            return redact_payload(value)
+    text = _SECRET_TEXT.sub(r'\1"[REDACTED]"', body.decode("utf-8", errors="replace"))
+    return text if len(text) <= MAX_DISPLAY_TEXT else text[:MAX_DISPLAY_TEXT] + "… (cut)"
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]  # a loop, not recursion: the body is untrusted
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON of a value `displayable` returned (its text as is)."""
+    return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
 def story_json(story: EventStory) -> dict[str, Any]:
     event = story.event
-    try:
-        raw: Any = orjson.loads(event.body)
-    except orjson.JSONDecodeError:
-        raw = event.body.decode("utf-8", errors="replace")
     return {
         "event": {
             "id": event.id,
@@ -102,13 +137,13 @@ def story_json(story: EventStory) -> dict[str, Any]:
             "kind": event.kind,
             "received_at": event.received_at,
             "dispatched_at": story.dispatched_at,
-            "body": redact_payload(raw),
+            "body": displayable(event.body),
         },
         "filtered": [{"flow": f.flow, "reason": f.reason} for f in story.filtered],
         "deliveries": [
             {
                 **delivery_item(d).model_dump(),
-                "body": redact_payload(orjson.loads(d.body)),
+                "body": displayable(d.body),
                 "attempts": [asdict(a) for a in story.attempts.get(d.id, [])],
             }
             for d in story.deliveries
@@ -142,26 +177,7 @@ def delivery_item(d: Delivery) -> DeliveryItem:
 
 
 def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def require_ops_access(request: Request) -> None:
-    """Bearer ops token; when none is configured, loopback clients only."""
-    token = _runtime(request).settings.ops_token
-    if token is None:
-        host = request.client.host if request.client else ""
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host in ("localhost", "testclient")
-        if not loopback:
-            raise IntakeError(401, "unauthenticated", "Set FSBRIDGE_OPS_TOKEN to reach /ops from other hosts.")
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode()):
-        raise IntakeError(401, "unauthenticated", "Send Authorization: Bearer <FSBRIDGE_OPS_TOKEN>.")
+    return runtime_of(request)
 
 
 health = APIRouter(tags=["health"])
@@ -183,6 +199,12 @@ async def readyz(request: Request) -> Response:
         reasons.append(f"store unreachable: {exc}")
     if runtime.role in ("all", "worker"):
         reasons += [f"worker loop {name} has stopped" for name in runtime.worker.alive(WORKER_MAX_SILENCE_SECONDS)]
+        threshold = runtime.config.health.undispatched_older_than_minutes * 60
+        with contextlib.suppress(Exception):  # an unreachable store is reported above
+            pending = await runtime.store.undispatched()
+            if pending.oldest_received_at is not None and runtime.clock.now() - pending.oldest_received_at > threshold:
+                waited = (runtime.clock.now() - pending.oldest_received_at) / 60
+                reasons.append(f"{pending.events} stored events are not routed; the oldest has waited {waited:.0f} min")
     parked = dict(runtime.worker.parked)
     paused = sorted(runtime.worker.paused)
     reasons += [f"destination {name} is parked: {reason}" for name, reason in parked.items()]
@@ -245,9 +267,13 @@ async def list_quarantine(request: Request, limit: Limit = 100) -> dict[str, lis
     return {"items": [{"id": q.id, "source": q.source, "received_at": q.received_at, "error": q.error} for q in rows]}
 
 
-@ops.get("/stats", summary="Counts by source, flow and destination")
+@ops.get("/stats", summary="Counts by source, flow and destination; events not routed yet")
 async def stats(request: Request) -> dict[str, Any]:
-    return await _runtime(request).store.stats()
+    runtime = _runtime(request)
+    counts = await runtime.store.stats()
+    oldest = counts["undispatched"]["oldest_received_at"]
+    counts["undispatched"]["oldest_age_seconds"] = None if oldest is None else max(0.0, runtime.clock.now() - oldest)
+    return counts
 
 
 @ops.post("/destinations/{name}/resume", summary="Resume a parked or paused destination")

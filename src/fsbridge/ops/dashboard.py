@@ -3,142 +3,200 @@ flow, destination and source over the last hour and day, queue depths, breaker a
 the newest dead letters and quarantined events with replay buttons, an event's whole story, and
 small inline SVG charts.
 
-Access: the ops token, given once in a login form or as `?token=`; fsbridge then sets an HTTP-only,
-SameSite=Strict cookie holding an HMAC of the token (never the token itself). With no ops token
-configured, loopback clients get in without logging in. Every form carries a CSRF token.
+Access (`ops.access`): the ops token, given once in a sign-in form or as `?token=`; fsbridge then
+sets an HTTP-only, SameSite=Strict cookie holding a random session id that expires, and ends with
+sign-out. With no ops token configured, loopback clients under a loopback Host get a session on
+sight. Every form carries its session's CSRF token, and every POST must come from this origin.
+A page without a valid session answers 401 with the sign-in form.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Form, Request
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from fsbridge import __version__
 from fsbridge.errors import IntakeError
-from fsbridge.ops.api import Operations, require_ops_access, story_json
+from fsbridge.ops.access import (
+    COOKIE,
+    SESSION_SECONDS,
+    Session,
+    check_csrf,
+    check_token,
+    current_session,
+    end_session,
+    new_session,
+    require_loopback,
+    require_same_origin,
+    runtime_of,
+)
+from fsbridge.ops.api import Operations, pretty, story_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 
-COOKIE = "fsbridge_ops"
 HOUR, DAY = 3600, 86400
 CHART_BUCKETS, CHART_BUCKET_SECONDS = 96, 900  # 24 h in 15-minute steps
+# No script may run, nothing may frame the page, forms post only here; the inline stylesheet stays.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send Origin: null on our own forms
+}
 
 templates = Environment(loader=PackageLoader("fsbridge.ops", "templates"), autoescape=select_autoescape(["html"]))
-router = APIRouter(prefix="/ops", include_in_schema=False)
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def _session_value(token: str) -> str:
-    return hmac.new(token.encode(), b"fsbridge ops session", hashlib.sha256).hexdigest()
-
-
-def _csrf(runtime: Runtime) -> str:
-    token = runtime.settings.ops_token
-    secret = token.get_secret_value() if token else "loopback"
-    return hmac.new(secret.encode(), b"fsbridge ops csrf", hashlib.sha256).hexdigest()[:32]
-
-
-def _signed_in(request: Request) -> bool:
-    token = _runtime(request).settings.ops_token
-    if token is None:
-        try:
-            require_ops_access(request)
-        except IntakeError:
-            return False
-        return True
-    cookie = request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), _session_value(token.get_secret_value()).encode())
+router = APIRouter(prefix="/ops")
 
 
 def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = templates.get_template(name).render(version=__version__, **context)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-def _check_csrf(request: Request, csrf: str) -> None:
-    if not hmac.compare_digest(csrf.encode(), _csrf(_runtime(request)).encode()):
-        raise IntakeError(403, "forbidden", "The form is stale; reload /ops and try again.")
+def _refusal(exc: IntakeError) -> HTMLResponse:
+    return _page("message.html", exc.status, title="Refused", message=exc.message)
+
+
+async def _session(request: Request) -> Session | Response:
+    """The visitor's session, or the page to show instead: the sign-in form (401) or a refusal."""
+    configured = runtime_of(request).settings.ops_token
+    try:
+        require_same_origin(request)
+        if configured is None:
+            require_loopback(request)
+    except IntakeError as exc:
+        if exc.status == 401:
+            return _page("login.html", 401, error=None, loopback_only=True)
+        return _refusal(exc)
+    session = await current_session(request)
+    if session is not None:
+        return session
+    if configured is None and request.method in ("GET", "HEAD"):
+        # Loopback-only mode signs a local visitor in on sight, so that forms have a CSRF token.
+        cookie, session = await new_session(request)
+        response = RedirectResponse(request.url.path, status_code=303, headers=PAGE_HEADERS)
+        _set_cookie(request, response, cookie)
+        return response
+    return _page("login.html", 401, error=None, loopback_only=configured is None)
 
 
 def _back(anchor: str = "") -> RedirectResponse:
-    return RedirectResponse(f"/ops{anchor}", status_code=303)
+    return RedirectResponse(f"/ops{anchor}", status_code=303, headers=PAGE_HEADERS)
 
 
-@router.get("")
+@router.get(
+    "",
+    response_class=HTMLResponse,
+    tags=["ops"],
+    summary="The dashboard (401 with the sign-in form until signed in)",
+    responses={401: {"description": "Not signed in: the body is the sign-in form"}},
+)
 async def overview(request: Request, token: str | None = None) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     configured = runtime.settings.ops_token
     if token is not None and configured is not None:
-        if hmac.compare_digest(token.encode(), configured.get_secret_value().encode()):
-            response = RedirectResponse("/ops", status_code=303)
-            _set_cookie(response, configured.get_secret_value())
-            return response
-        return _page("login.html", 401, error="That token is not the ops token.")
-    if not _signed_in(request):
-        return _page("login.html", 401 if configured is None else 200, error=None, loopback_only=configured is None)
-    return _page("overview.html", **await _overview(runtime))
+        return await _sign_in(request, token)
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    return _page("overview.html", **await _overview(runtime), csrf=session.csrf)
 
 
-@router.post("/login")
+@router.post("/login", include_in_schema=False)
 async def login(request: Request, token: str = Form(...)) -> Response:
-    configured = _runtime(request).settings.ops_token
-    if configured is None or not hmac.compare_digest(token.encode(), configured.get_secret_value().encode()):
-        return _page("login.html", 401, error="That token is not the ops token.")
+    try:
+        require_same_origin(request)
+    except IntakeError as exc:
+        return _refusal(exc)
+    return await _sign_in(request, token)
+
+
+async def _sign_in(request: Request, token: str) -> Response:
+    configured = runtime_of(request).settings.ops_token
+    try:
+        accepted = configured is not None and check_token(request, token)
+    except IntakeError as exc:
+        return _page("login.html", exc.status, error=exc.message, loopback_only=False)
+    if not accepted:
+        return _page("login.html", 401, error="That token is not the ops token.", loopback_only=configured is None)
+    cookie, _ = await new_session(request)
     response = _back()
-    _set_cookie(response, configured.get_secret_value())
+    _set_cookie(request, response, cookie)
     return response
 
 
-@router.post("/logout")
-async def logout() -> Response:
-    response = _back()
+@router.post("/logout", include_in_schema=False)
+async def logout(request: Request, csrf: str = Form("")) -> Response:
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    try:
+        check_csrf(session, csrf)
+    except IntakeError as exc:
+        return _refusal(exc)
+    await end_session(request)
+    response = _page("login.html", 200, error=None, loopback_only=runtime_of(request).settings.ops_token is None)
     response.delete_cookie(COOKIE, path="/ops")
     return response
 
 
-def _set_cookie(response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, _session_value(token), httponly=True, samesite="strict", path="/ops", max_age=12 * HOUR)
+def _set_cookie(request: Request, response: Response, cookie: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        path="/ops",
+        max_age=SESSION_SECONDS,
+        secure=request.url.scheme == "https",
+    )
 
 
-@router.post("/deliveries/{delivery_id}/replay")
-async def replay_delivery(request: Request, delivery_id: str, csrf: str = Form(...)) -> Response:
-    if not _signed_in(request):
-        return _back()
-    _check_csrf(request, csrf)
-    await Operations(_runtime(request)).replay(delivery_id)
+async def _form_session(request: Request, csrf: str) -> Session | Response:
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    try:
+        check_csrf(session, csrf)
+    except IntakeError as exc:
+        return _refusal(exc)
+    return session
+
+
+@router.post("/deliveries/{delivery_id}/replay", include_in_schema=False)
+async def replay_delivery(request: Request, delivery_id: str, csrf: str = Form("")) -> Response:
+    session = await _form_session(request, csrf)
+    if not isinstance(session, Session):
+        return session
+    await Operations(runtime_of(request)).replay(delivery_id)
     return _back("#dead-letters")
 
 
-@router.post("/quarantine/{quarantine_id}/replay")
-async def replay_quarantined(request: Request, quarantine_id: str, csrf: str = Form(...)) -> Response:
-    if not _signed_in(request):
-        return _back()
-    _check_csrf(request, csrf)
-    outcome = await Operations(_runtime(request)).replay_quarantined(quarantine_id)
+@router.post("/quarantine/{quarantine_id}/replay", include_in_schema=False)
+async def replay_quarantined(request: Request, quarantine_id: str, csrf: str = Form("")) -> Response:
+    session = await _form_session(request, csrf)
+    if not isinstance(session, Session):
+        return session
+    outcome = await Operations(runtime_of(request)).replay_quarantined(quarantine_id)
     if isinstance(outcome, IntakeError):
         return _page("message.html", outcome.status, title="Still quarantined", message=outcome.message)
     return _back("#quarantine")
 
 
-@router.post("/destinations/{name}/{action}")
-async def destination_action(request: Request, name: str, action: str, csrf: str = Form(...)) -> Response:
-    if not _signed_in(request):
-        return _back()
-    _check_csrf(request, csrf)
+@router.post("/destinations/{name}/{action}", include_in_schema=False)
+async def destination_action(request: Request, name: str, action: str, csrf: str = Form("")) -> Response:
+    session = await _form_session(request, csrf)
+    if not isinstance(session, Session):
+        return session
     if name not in DESTINATIONS or action not in ("pause", "resume"):
         return _page("message.html", 404, title="Not found", message="No such destination or action.")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     if action == "pause":
         await runtime.pause_destination(name)
     else:
@@ -146,30 +204,34 @@ async def destination_action(request: Request, name: str, action: str, csrf: str
     return _back("#destinations")
 
 
-@router.get("/events/{event_id}")
+@router.get("/events/{event_id}", include_in_schema=False)
 async def event_page(request: Request, event_id: str) -> Response:
-    if not _signed_in(request):
-        return _back()
-    story = await _runtime(request).store.event_story(event_id)
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    story = await runtime_of(request).store.event_story(event_id)
     if story is None:
         return _page("message.html", 404, title="Not found", message=f"No stored event has id {event_id}.")
     data = story_json(story)
     return _page(
         "event.html",
         story=data,
-        raw=orjson.dumps(data["event"]["body"], option=orjson.OPT_INDENT_2).decode(),
-        bodies={d["id"]: orjson.dumps(d["body"], option=orjson.OPT_INDENT_2).decode() for d in data["deliveries"]},
-        csrf=_csrf(_runtime(request)),
+        raw=pretty(data["event"]["body"]),
+        bodies={d["id"]: pretty(d["body"]) for d in data["deliveries"]},
+        csrf=session.csrf,
         when=_when,
     )
 
 
-@router.get("/deliveries/{delivery_id}")
+@router.get("/deliveries/{delivery_id}", include_in_schema=False)
 async def delivery_page(request: Request, delivery_id: str) -> Response:
-    delivery = await _runtime(request).store.get_delivery(delivery_id)
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    delivery = await runtime_of(request).store.get_delivery(delivery_id)
     if delivery is None or not delivery.inbox_id:
         return _page("message.html", 404, title="Not found", message=f"No delivery has id {delivery_id}.")
-    return RedirectResponse(f"/ops/events/{delivery.inbox_id}", status_code=303)
+    return RedirectResponse(f"/ops/events/{delivery.inbox_id}", status_code=303, headers=PAGE_HEADERS)
 
 
 async def _overview(runtime: Runtime) -> dict[str, Any]:
@@ -211,7 +273,6 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
         "dead": dead,
         "quarantined": quarantined,
         "chart": _chart(series),
-        "csrf": _csrf(runtime),
         "when": _when,
         "short": lambda text: (text or "")[:160],
     }

@@ -5,7 +5,8 @@ silently wrong, and again when it clears. Conditions, each per destination or so
 - inbound volume over the last window differs by more than ±X % from the same window a day (or a
   week) before, which is often the only sign that a sender stopped or a stream broke;
 - new dead letters appeared;
-- a destination is parked (credentials refused), or its circuit breaker stayed open.
+- a destination is parked (credentials refused), or its circuit breaker stayed open;
+- the oldest stored event has waited too long to be routed (no worker runs, or routing fails).
 
 Each condition is stored with its state, so one alert is sent when it starts and one recovery when
 it clears, across restarts: no alert storms. Alerts are Block Kit messages that travel through the
@@ -102,6 +103,18 @@ class HealthMonitor:
                     f"{c.dead_letter_window_minutes:g} minutes; see /ops and replay them once the cause is fixed.",
                 )
             )
+        pending = await self.store.undispatched()
+        waited = 0.0 if pending.oldest_received_at is None else now - pending.oldest_received_at
+        found.append(
+            Condition(
+                "undispatched",
+                waited > c.undispatched_older_than_minutes * 60,
+                f"inbox: {pending.events} events waiting to be routed",
+                f"The oldest of {pending.events} stored events has waited {waited / 60:.0f} minutes to be routed "
+                f"(alert after {c.undispatched_older_than_minutes:g}); check that a worker runs, and its "
+                "inbox.dispatch_failed log lines.",
+            )
+        )
         parked = self.parked()
         for destination in sorted(self.guards):
             found.append(

@@ -68,6 +68,14 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        self.undispatched = Gauge(
+            "fsbridge_inbox_undispatched", "Stored events not routed into deliveries yet", registry=r
+        )
+        self.undispatched_age = Gauge(
+            "fsbridge_inbox_undispatched_oldest_age_seconds",
+            "Age of the oldest stored event not routed yet (0 when there is none)",
+            registry=r,
+        )
         Info("fsbridge_build", "fsbridge version", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )

@@ -8,6 +8,8 @@ import hashlib
 import re
 from typing import Any
 
+import orjson
+
 from fsbridge.envelope import MISSING, lookup
 
 SYSTEM_SOURCE = "fullstory"
@@ -44,7 +46,10 @@ def system_webhook_kind(payload: Any) -> tuple[str, str | None]:
     if not isinstance(data, dict):
         raise ShapeError("A Fullstory system webhook needs a `data` object.")
     provider_id = data.get("id")
-    return name.strip(), f"{name.strip()}:{provider_id}" if isinstance(provider_id, str | int) else None
+    if isinstance(provider_id, bool) or not isinstance(provider_id, str | int):
+        return name.strip(), None
+    # A JSON pair, not "name:id": ("a:b", "c") and ("a", "b:c"), or 7 and "7", stay different events.
+    return name.strip(), "json:" + orjson.dumps([name.strip(), provider_id]).decode()
 
 
 def stream_kind(payload: Any) -> str:

@@ -13,7 +13,6 @@ response: at thousands of requests a second those objects cost more than storing
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,29 +109,53 @@ _system_webhook = single(fullstory.system_webhook_kind)
 _stream_event = single(_stream_identity)
 
 
-def segment_messages(payload: Any, body: bytes, method: str) -> list[Item]:
-    """A Segment request: one message, or a Webhooks (Actions) array of them."""
-    try:
-        messages = segment.messages_of(payload)
-    except ShapeError as exc:
-        return [Item(body, error=str(exc))]
-    if len(messages) > 1 and method != "token":
-        raise IntakeError(
-            401,
-            "unauthenticated",
-            "Segment signs only the first message of a batch, so the others cannot be verified; "
-            "send batches with Authorization: Bearer <one of FSBRIDGE_SEGMENT_WEBHOOK_TOKENS>.",
-        )
+def segment_messages(max_messages: int) -> Split:
+    """A Segment request: one message, or a Webhooks (Actions) array of at most `max_messages`."""
+
+    def split(payload: Any, body: bytes, method: str) -> list[Item]:
+        try:
+            messages = segment.messages_of(payload)
+        except ShapeError as exc:
+            return [Item(body, error=str(exc))]
+        if len(messages) > 1 and method != "token":
+            raise IntakeError(
+                401,
+                "unauthenticated",
+                "Segment signs only the first message of a batch, so the others cannot be verified; "
+                "send batches with Authorization: Bearer <one of FSBRIDGE_SEGMENT_WEBHOOK_TOKENS>.",
+            )
+        if len(messages) > max_messages:
+            raise IntakeError(
+                413,
+                "too_many_messages",
+                f"The array holds {len(messages):,} messages; fsbridge takes at most {max_messages:,} a request "
+                "(Segment sends at most 2,500 a batch): send smaller batches.",
+            )
+        return _segment_items(messages, payload, body)
+
+    return split
+
+
+def _segment_items(messages: list[Any], payload: Any, body: bytes) -> list[Item]:
     items = []
     for message in messages:
-        raw = body if len(messages) == 1 else orjson.dumps(message)
         try:
             kind, provider_id = segment.message_kind(message)
         except ShapeError as exc:
-            items.append(Item(raw, error=str(exc)))
+            items.append(Item(_element_bytes(message, payload, body), error=str(exc)))
         else:
-            items.append(Item(raw, kind, provider_id))
+            items.append(Item(_element_bytes(message, payload, body), kind, provider_id))
     return items
+
+
+def _element_bytes(message: Any, payload: Any, body: bytes) -> bytes:
+    """An element of an array is stored alone, as the message it is (never as the array)."""
+    if not isinstance(payload, list):
+        return body
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # nested deeper than orjson writes: kept as the request's bytes
+        return body
 
 
 class Receiver:
@@ -145,8 +168,10 @@ class Receiver:
         clock: Clock,
         on_stored: Callable[[], None],
         metrics: Metrics | None = None,
+        max_segment_messages: int = 2500,
     ) -> None:
         self.settings = settings
+        self._segment_split = segment_messages(max_segment_messages)
         self.store = store
         self.clock = clock
         self.on_stored = on_stored
@@ -188,7 +213,7 @@ class Receiver:
             source=segment.SOURCE,
             stream="",
             authenticate=self._segment_credentials,
-            split=segment_messages,
+            split=self._segment_split,
         )
 
     # -- authentication: each answers the method that passed, or raises SignatureError -------------
@@ -245,9 +270,7 @@ class Receiver:
             if len(items) == 1:
                 stored = [await self._store(items[0], source, stream, endpoint, received_at)]
             else:
-                stored = await asyncio.gather(
-                    *(self._store(item, source, stream, endpoint, received_at) for item in items)
-                )
+                stored = await self._store_all(items, source, stream, endpoint, received_at)
         except StoreUnavailableError as exc:
             log.error("inbox.store_unavailable", source=source, error=str(exc))
             return error_reply(503, "store_unavailable", "The event could not be stored; retry later.")
@@ -272,10 +295,7 @@ class Receiver:
 
     async def _store(self, item: Item, source: str, stream: str, endpoint: str, received_at: float) -> tuple[str, str]:
         if item.kind is None:
-            key = fullstory.body_dedup_key(endpoint, item.body)
-            quarantined = await self.store.quarantine(
-                NewQuarantined(source, stream, key, item.body, item.error or "unrecognised", received_at)
-            )
+            quarantined = await self.store.quarantine(_quarantined(item, source, stream, endpoint, received_at))
             log.warning("inbox.quarantined", source=source, id=quarantined.id, reason=item.error)
             return "quarantined", quarantined.id
         dedup_key = item.provider_id or fullstory.body_dedup_key(endpoint, item.body)
@@ -283,6 +303,45 @@ class Receiver:
         # No log line per stored event: it would cost more than storing it. /ops shows every event,
         # and fsbridge_events_received_total and fsbridge_events_duplicate_total count them.
         return ("duplicate" if accepted.duplicate else "accepted"), accepted.id
+
+    async def _store_all(
+        self, items: list[Item], source: str, stream: str, endpoint: str, received_at: float
+    ) -> list[tuple[str, str]]:
+        """Every message of a batch in one write, and one log line for the request's quarantined ones."""
+        events: list[NewInboxEvent | NewQuarantined] = [
+            _quarantined(item, source, stream, endpoint, received_at)
+            if item.kind is None
+            else NewInboxEvent(
+                source,
+                stream,
+                item.provider_id or fullstory.body_dedup_key(endpoint, item.body),
+                item.kind,
+                item.body,
+                received_at,
+            )
+            for item in items
+        ]
+        answers = await self.store.accept_all(events)
+        stored = [
+            ("quarantined" if item.kind is None else "duplicate" if a.duplicate else "accepted", a.id)
+            for item, a in zip(items, answers, strict=True)
+        ]
+        quarantined = [(item, a.id) for item, a in zip(items, answers, strict=True) if item.kind is None]
+        if quarantined:
+            log.warning(
+                "inbox.quarantined",
+                source=source,
+                messages=len(quarantined),
+                of=len(items),
+                first_id=quarantined[0][1],
+                reason=quarantined[0][0].error,
+            )
+        return stored
+
+
+def _quarantined(item: Item, source: str, stream: str, endpoint: str, received_at: float) -> NewQuarantined:
+    key = fullstory.body_dedup_key(endpoint, item.body)
+    return NewQuarantined(source, stream, key, item.body, item.error or "unrecognised", received_at)
 
 
 def _response(items: list[Item], stored: list[tuple[str, str]]) -> Reply:
@@ -340,7 +399,7 @@ def _require_json_content_type(headers: Headers) -> None:
 async def _read_limited(headers: Headers, receive: Receive, limit: int) -> bytes:
     too_large = f"The body is larger than the {limit:,}-byte limit."
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise IntakeError(413, "payload_too_large", too_large)
     message = await receive()
     body: bytes = message.get("body", b"")

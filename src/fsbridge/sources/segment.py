@@ -3,7 +3,10 @@ de-duplication (messageId), and how a Webhooks (Actions) array splits into messa
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import orjson
 
 from fsbridge.sources.fullstory import ShapeError
 
@@ -21,8 +24,10 @@ def messages_of(payload: Any) -> list[Any]:
     return [payload]
 
 
-def message_kind(message: Any) -> tuple[str, str | None]:
-    """(`type`, `messageId` or None) of one Spec message, or ShapeError."""
+def message_kind(message: Any) -> tuple[str, str]:
+    """(`type`, identity) of one Spec message, or ShapeError. The identity is its `messageId`, else
+    a hash of the message's canonical JSON: the same message sent alone, as `[ msg]` or as
+    `[  msg]` is one event."""
     if not isinstance(message, dict):
         raise ShapeError("A Segment message must be a JSON object.")
     kind = message.get("type")
@@ -34,4 +39,5 @@ def message_kind(message: Any) -> tuple[str, str | None]:
     message_id = message.get("messageId")
     if isinstance(message_id, str) and 0 < len(message_id) <= MAX_MESSAGE_ID:
         return kind, f"messageId:{message_id}"
-    return kind, None
+    canonical = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    return kind, "canonical:" + hashlib.sha256(canonical).hexdigest()

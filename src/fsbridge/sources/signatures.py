@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Sequence
 
 from pydantic import SecretStr
@@ -44,8 +43,9 @@ def verify_fullstory(
     if not {"o", "t", "v"} <= fields.keys() or len(fields["o"]) != 1 or len(fields["t"]) != 1:
         raise SignatureError("The Fullstory-Signature header is malformed; expected o:<org>,t:<ts>,v:<sig>.")
     org_id, raw_ts = fields["o"][0], fields["t"][0]
-    if not raw_ts.isdigit():
-        raise SignatureError("The Fullstory-Signature timestamp is not a number.")
+    # ASCII digits only ("²".isdigit() is true), and at most 13 of them: Unix milliseconds.
+    if not (raw_ts.isascii() and raw_ts.isdigit()) or len(raw_ts) > 13:
+        raise SignatureError("The Fullstory-Signature timestamp is not Unix seconds or milliseconds.")
     timestamp = int(raw_ts) / 1000 if len(raw_ts) == 13 else int(raw_ts)
     if abs(now - timestamp) > tolerance:
         raise SignatureError("The Fullstory-Signature timestamp is more than 5 minutes from now.")
@@ -63,7 +63,10 @@ def sign_segment(body: bytes, secret: str) -> str:
 
 
 def segment_signed_bytes(body: bytes) -> bytes:
-    """The bytes Segment signs: the whole body, or for a JSON array the exact bytes of its first element."""
+    """The bytes Segment signs: the whole body, or for a JSON array the exact bytes of its first element.
+
+    Found by a scan of brackets and strings, not a JSON parser: the body is not authenticated yet, so
+    nothing here may recurse on its nesting or convert its numbers. Raises UnicodeDecodeError only."""
     text = body.decode("utf-8", errors="strict")
     stripped = text.lstrip()
     if not stripped.startswith("["):
@@ -71,11 +74,35 @@ def segment_signed_bytes(body: bytes) -> bytes:
     start = len(text) - len(stripped) + 1
     while start < len(text) and text[start] in " \t\r\n":
         start += 1
-    try:
-        _, end = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError:
-        return body
-    return text[start:end].encode("utf-8")
+    end = _end_of_value(text, start)
+    return body if end is None else text[start:end].encode("utf-8")
+
+
+def _end_of_value(text: str, start: int) -> int | None:
+    """Where the JSON value starting at `start` ends, or None when the text ends first."""
+    depth, i, n = 0, start, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return None
+            if depth == 0:
+                return i + 1
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            if depth == 0:
+                return i if i > start else None
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        elif depth == 0 and char in ", \t\r\n":
+            return i if i > start else None
+        i += 1
+    return None
 
 
 def verify_segment(body: bytes, header: str | None, secrets: Sequence[SecretStr]) -> None:

@@ -10,6 +10,7 @@ from fsbridge.store.base import (
     AudienceChange,
     Delivery,
     DeliveryUpdate,
+    DispatchFailure,
     DispatchResult,
     EventStory,
     FlowSkip,
@@ -22,6 +23,7 @@ from fsbridge.store.base import (
     NewQuarantined,
     QuarantinedEvent,
     Store,
+    Undispatched,
     open_store,
 )
 
@@ -31,6 +33,7 @@ __all__ = [
     "AudienceChange",
     "Delivery",
     "DeliveryUpdate",
+    "DispatchFailure",
     "DispatchResult",
     "EventStory",
     "FlowSkip",
@@ -43,5 +46,6 @@ __all__ = [
     "NewQuarantined",
     "QuarantinedEvent",
     "Store",
+    "Undispatched",
     "open_store",
 ]

@@ -128,6 +128,22 @@ class DispatchResult:
     audiences: list[AudienceChange] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class DispatchFailure:
+    """An event that could not be routed this time, and why."""
+
+    inbox_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Undispatched:
+    """Stored events not routed yet: how many, and when the oldest arrived (None: there are none)."""
+
+    events: int
+    oldest_received_at: float | None
+
+
 @dataclass(slots=True)  # read-only by convention, as InboxEvent
 class Delivery:
     id: str
@@ -200,12 +216,25 @@ class Store(Protocol):
 
     async def accept(self, event: NewInboxEvent) -> Accepted: ...
     async def quarantine(self, event: NewQuarantined) -> Accepted: ...
+    async def accept_all(self, events: list[NewInboxEvent | NewQuarantined]) -> list[Accepted]:
+        """Store every event of one request in one write (inbox or quarantine, each de-duplicated)."""
+        ...
 
     async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]: ...
     async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
         """Write deliveries, filter outcomes, identity claims and audience changes; mark events dispatched.
         Returns the identity claims that contradicted an earlier one (kept: the earlier)."""
         ...
+
+    async def record_dispatch_failures(
+        self, failures: list[DispatchFailure], now: float, max_attempts: int, retry_in: float
+    ) -> list[str]:
+        """Count a failed try for each event. One that has failed `max_attempts` times moves to
+        quarantine with its reason (under the same id); the others are tried again after
+        `retry_in` seconds. Returns the ids that moved to quarantine."""
+        ...
+
+    async def undispatched(self) -> Undispatched: ...
 
     async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
         """The content hash last delivered for each scope that has one."""
@@ -283,6 +312,16 @@ class Store(Protocol):
 
     async def alert_states(self) -> dict[str, tuple[bool, float, str]]: ...
     async def set_alert(self, key: str, active: bool, now: float, detail: str) -> None: ...
+
+    async def create_ops_session(self, id_hash: str, csrf: str, now: float, expires_at: float) -> None:
+        """Record a dashboard sign-in (and forget expired ones)."""
+        ...
+
+    async def ops_session(self, id_hash: str, now: float) -> str | None:
+        """The CSRF token of a live session, or None when it is unknown, ended or expired."""
+        ...
+
+    async def delete_ops_session(self, id_hash: str) -> None: ...
 
     async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
         """Take or renew the right to run a periodic job for `seconds`: true for one owner at a time,

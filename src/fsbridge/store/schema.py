@@ -13,6 +13,13 @@ from importlib import resources
 MIGRATIONS: dict[int, str] = {
     # An event's deliveries, found without a scan: the event story (ops) and replay read them.
     2: "CREATE INDEX IF NOT EXISTS deliveries_by_inbox ON deliveries (inbox_id)",
+    # Events whose routing failed: how often, and why. After a bounded number of tries an event moves
+    # to quarantine, so a poison event never returns to the queue forever.
+    3: "CREATE TABLE IF NOT EXISTS dispatch_failures (inbox_id TEXT PRIMARY KEY, attempts INTEGER NOT NULL,"
+    " last_error TEXT NOT NULL, last_at DOUBLE PRECISION NOT NULL)",
+    # Dashboard sign-ins: the SHA-256 of the cookie's random id, its CSRF token and its expiry.
+    4: "CREATE TABLE IF NOT EXISTS ops_sessions (id_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL,"
+    " created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

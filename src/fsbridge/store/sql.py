@@ -31,6 +31,7 @@ from fsbridge.store.base import (
     AttemptRecord,
     Delivery,
     DeliveryUpdate,
+    DispatchFailure,
     DispatchResult,
     EventStory,
     FlowSkip,
@@ -41,6 +42,7 @@ from fsbridge.store.base import (
     NewInboxEvent,
     NewQuarantined,
     QuarantinedEvent,
+    Undispatched,
 )
 from fsbridge.store.engine import Connection, Engine
 
@@ -323,47 +325,54 @@ class SqlStore:
     # -- intake -----------------------------------------------------------------------------------
 
     async def accept(self, event: NewInboxEvent) -> Accepted:
-        def write(conn: Connection) -> Accepted:
-            new_id = _new_id("evt")
-            row = conn.execute(
-                INBOX_INSERT,
-                (
-                    new_id,
-                    event.source,
-                    event.stream,
-                    event.dedup_key,
-                    event.kind,
-                    event.body,
-                    event.received_at,
-                ),
-            ).fetchone()
-            if row is not None:
-                return Accepted(row[0], duplicate=False)
-            return self._duplicate(conn, "inbox", event.source, event.dedup_key)
-
-        return await self._write(write)
+        return await self._write(lambda conn: self._insert_inbox(conn, event))
 
     async def quarantine(self, event: NewQuarantined) -> Accepted:
-        def write(conn: Connection) -> Accepted:
-            new_id = _new_id("qtn")
-            row = conn.execute(
-                "INSERT INTO quarantine (id, source, stream, dedup_key, body, error, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
-                (
-                    new_id,
-                    event.source,
-                    event.stream,
-                    event.dedup_key,
-                    event.body,
-                    event.error,
-                    event.received_at,
-                ),
-            ).fetchone()
-            if row is not None:
-                return Accepted(row[0], duplicate=False)
-            return self._duplicate(conn, "quarantine", event.source, event.dedup_key)
+        return await self._write(lambda conn: self._insert_quarantined(conn, event))
+
+    async def accept_all(self, events: list[NewInboxEvent | NewQuarantined]) -> list[Accepted]:
+        def write(conn: Connection) -> list[Accepted]:
+            return [
+                self._insert_inbox(conn, e) if isinstance(e, NewInboxEvent) else self._insert_quarantined(conn, e)
+                for e in events
+            ]
 
         return await self._write(write)
+
+    def _insert_inbox(self, conn: Connection, event: NewInboxEvent) -> Accepted:
+        row = conn.execute(
+            INBOX_INSERT,
+            (
+                _new_id("evt"),
+                event.source,
+                event.stream,
+                event.dedup_key,
+                event.kind,
+                event.body,
+                event.received_at,
+            ),
+        ).fetchone()
+        if row is not None:
+            return Accepted(row[0], duplicate=False)
+        return self._duplicate(conn, "inbox", event.source, event.dedup_key)
+
+    def _insert_quarantined(self, conn: Connection, event: NewQuarantined) -> Accepted:
+        row = conn.execute(
+            "INSERT INTO quarantine (id, source, stream, dedup_key, body, error, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING RETURNING id",
+            (
+                _new_id("qtn"),
+                event.source,
+                event.stream,
+                event.dedup_key,
+                event.body,
+                event.error,
+                event.received_at,
+            ),
+        ).fetchone()
+        if row is not None:
+            return Accepted(row[0], duplicate=False)
+        return self._duplicate(conn, "quarantine", event.source, event.dedup_key)
 
     @staticmethod
     def _duplicate(conn: Connection, table: str, source: str, dedup_key: str) -> Accepted:
@@ -449,6 +458,41 @@ class SqlStore:
             return conflicts
 
         return await self._write(write)
+
+    async def record_dispatch_failures(
+        self, failures: list[DispatchFailure], now: float, max_attempts: int, retry_in: float
+    ) -> list[str]:
+        def write(conn: Connection) -> list[str]:
+            moved: list[str] = []
+            for failure in failures:
+                row = conn.execute(
+                    "INSERT INTO dispatch_failures (inbox_id, attempts, last_error, last_at) VALUES (?, 1, ?, ?)"
+                    " ON CONFLICT (inbox_id) DO UPDATE SET attempts = dispatch_failures.attempts + 1,"
+                    " last_error = excluded.last_error, last_at = excluded.last_at RETURNING attempts",
+                    (failure.inbox_id, failure.error, now),
+                ).fetchone()
+                if row[0] < max_attempts:
+                    conn.execute("UPDATE inbox SET lease_until = ? WHERE id = ?", (now + retry_in, failure.inbox_id))
+                    continue
+                error = f"routing failed {row[0]} times: {failure.error}"
+                conn.execute(
+                    "INSERT INTO quarantine (id, source, stream, dedup_key, body, error, received_at)"
+                    " SELECT id, source, stream, dedup_key, body, ?, received_at FROM inbox WHERE id = ?"
+                    " ON CONFLICT (source, dedup_key) DO UPDATE SET error = excluded.error, status = 'quarantined'",
+                    (error, failure.inbox_id),
+                )
+                conn.execute("DELETE FROM inbox WHERE id = ?", (failure.inbox_id,))
+                moved.append(failure.inbox_id)
+            # Rows of events that were routed after all, or moved: the table holds only live failures.
+            conn.execute(
+                "DELETE FROM dispatch_failures WHERE inbox_id NOT IN (SELECT id FROM inbox WHERE status = 'pending')"
+            )
+            return moved
+
+        return await self._write(write)
+
+    async def undispatched(self) -> Undispatched:
+        return await self._read(_undispatched)
 
     async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
         if not scopes:
@@ -916,6 +960,28 @@ class SqlStore:
 
         await self._write(write)
 
+    async def create_ops_session(self, id_hash: str, csrf: str, now: float, expires_at: float) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute("DELETE FROM ops_sessions WHERE expires_at < ?", (now,))
+            conn.execute(
+                "INSERT INTO ops_sessions (id_hash, csrf, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (id_hash, csrf, now, expires_at),
+            )
+
+        await self._write(write)
+
+    async def ops_session(self, id_hash: str, now: float) -> str | None:
+        def read(conn: Connection) -> str | None:
+            row = conn.execute(
+                "SELECT csrf FROM ops_sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, now)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(read)
+
+    async def delete_ops_session(self, id_hash: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM ops_sessions WHERE id_hash = ?", (id_hash,)))
+
     async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
         def write(conn: Connection) -> bool:
             row = conn.execute(
@@ -981,6 +1047,11 @@ FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
 DESTINATION_COUNTS = DELIVERY_STATUSES
 
 
+def _undispatched(conn: Connection) -> Undispatched:
+    count, oldest = conn.execute("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE status = 'pending'").fetchone()
+    return Undispatched(count, oldest)
+
+
 def _stats(conn: Connection) -> dict[str, Any]:
     by_source: dict[str, dict[str, int]] = {}
     by_flow: dict[str, dict[str, int]] = {}
@@ -1024,4 +1095,9 @@ def _stats(conn: Connection) -> dict[str, Any]:
         "by_flow": by_flow,
         "by_destination": by_destination,
         "identity": {"links": links, "conflicts": conflicts},
+        "undispatched": _undispatched_json(_undispatched(conn)),
     }
+
+
+def _undispatched_json(pending: Undispatched) -> dict[str, Any]:
+    return {"events": pending.events, "oldest_received_at": pending.oldest_received_at}

@@ -1,0 +1,76 @@
+"""Renderer: the one path from an event and a flow to what the flow would send. Dispatch, replay
+through a changed mapping, `fsbridge test-mapping` and the golden examples all call `render_flow`,
+so a message they show is the message dispatch would store: the same filters, mapping, request
+model, message-size limit and sync scope.
+
+A flow's failure on one event is that event's outcome for that flow, never an exception: whatever a
+stage raises (a mapping error, or any other exception from odd input) becomes `error`, which
+dispatch records as a dead letter with the stage, the exception type and its message."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from fsbridge.engine.mapping import resolve
+from fsbridge.envelope import Envelope
+from fsbridge.errors import MappingError
+from fsbridge.flows.base import Flow, stable_message_id
+
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationLimits:
+    dry_run: bool
+    max_message_bytes: int | None
+
+
+NO_LIMITS = DestinationLimits(dry_run=False, max_message_bytes=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """One flow's outcome for one event: held back (with the reason), failed (with the error), or
+    a message body. `sync_scope` and `content_hash` are set when the flow skips unchanged updates."""
+
+    flow: Flow
+    message_id: str
+    held_back: str | None = None
+    error: str | None = None
+    body: bytes | None = None
+    sync_scope: str | None = None
+    content_hash: str | None = None
+
+
+def render_flow(
+    flow: Flow, envelope: Envelope, limits: DestinationLimits = NO_LIMITS, *, message_id: str | None = None
+) -> Rendering:
+    """What `flow` makes of `envelope`; never raises."""
+    message_id = message_id or stable_message_id(envelope, flow.name)
+    stage = "when"
+    try:
+        reason = flow.held_back_by(envelope)
+        if reason is not None:
+            return Rendering(flow, message_id, held_back=reason)
+        stage = "map"
+        output = resolve(flow.mapping, envelope)
+        stage = "send"
+        body = flow.target.render(output, message_id)
+        scope = flow.target.scope_of(body) if flow.skip_unchanged else None
+    except MappingError as exc:
+        return Rendering(flow, message_id, error=_short(str(exc)))
+    except Exception as exc:  # one event's failure is its own outcome, never the batch's
+        error = f"the flow failed at its {stage} stage: {type(exc).__name__}: {exc}"
+        return Rendering(flow, message_id, error=_short(error))
+    limit = limits.max_message_bytes
+    if limit is not None and len(body) > limit:
+        destination = flow.target.destination
+        error = f"the message is {len(body):,} bytes, over {destination}'s limit of {limit:,} bytes a message"
+        return Rendering(flow, message_id, error=error, body=body)
+    content_hash = hashlib.sha256(body).hexdigest() if scope else None
+    return Rendering(flow, message_id, body=body, sync_scope=scope, content_hash=content_hash)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
