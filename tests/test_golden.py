@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from fsbridge.config import load_config, parse_config
-from fsbridge.engine.mapping import resolve
+from fsbridge.engine.rendering import offline_limits, render_flow
 from fsbridge.flows import Flow, build_flows
-from fsbridge.flows.base import stable_message_id
 from fsbridge.sources.envelopes import envelope_for
 from tests.fullstory_spec import validate_create_event, validate_create_user
 
@@ -39,12 +38,16 @@ CASES = sorted(GOLDEN.glob("*/*.in.json"))
 
 
 def render(flow: Flow, payload: Any) -> dict[str, Any] | None:
+    """What dispatch would store for this input: the same rendering path, limits included."""
     envelope = envelope_for(flow.trigger.source, payload)
-    if not flow.trigger.matches(envelope) or flow.held_back_by(envelope) is not None:
+    if not flow.trigger.matches(envelope):
         return None
-    body: dict[str, Any] = orjson.loads(
-        flow.target.render(resolve(flow.mapping, envelope), stable_message_id(envelope, flow.name))
-    )
+    rendering = render_flow(flow, envelope, offline_limits(flow.target.destination))
+    if rendering.held_back is not None:
+        return None
+    assert rendering.error is None, rendering.error
+    assert rendering.body is not None
+    body: dict[str, Any] = orjson.loads(rendering.body)
     return body
 
 

@@ -195,8 +195,7 @@ def preview_mapping(
     config: Annotated[Path | None, typer.Option(help="Default: FSBRIDGE_CONFIG.")] = None,
 ) -> None:
     """Print what a flow would send for an input (or why it holds it back). Nothing is sent or stored."""
-    from fsbridge.engine.mapping import resolve
-    from fsbridge.errors import MappingError
+    from fsbridge.engine.rendering import offline_limits, render_flow
     from fsbridge.flows import build_flows
     from fsbridge.sources.envelopes import envelope_for
     from fsbridge.sources.fullstory import ShapeError
@@ -218,16 +217,14 @@ def preview_mapping(
         kinds = ", ".join(sorted(chosen.trigger.kinds)) or "any"
         typer.echo(f"not triggered: {flow} takes {chosen.trigger.source} events of kind {kinds}, not {envelope.kind!r}")
         return
-    reason = chosen.held_back_by(envelope)
-    if reason is not None:
-        typer.echo(f"filtered: {reason}")
+    rendering = render_flow(chosen, envelope, offline_limits(chosen.target.destination))
+    if rendering.held_back is not None:
+        typer.echo(f"filtered: {rendering.held_back}")
         return
-    try:
-        body = chosen.target.render(resolve(chosen.mapping, envelope), "fsb-test-mapping")
-    except MappingError as exc:
-        raise _fail([f"mapping error: {exc}"], code=1) from exc
+    if rendering.error is not None or rendering.body is None:
+        raise _fail([f"mapping error: {rendering.error}"], code=1)
     typer.echo(f"{chosen.target.destination}.{chosen.target.action}:")
-    typer.echo(orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode())
+    typer.echo(orjson.dumps(orjson.loads(rendering.body), option=orjson.OPT_INDENT_2).decode())
 
 
 @app.command()
@@ -257,7 +254,7 @@ def replay(
             started,
             resolve_identities=resolve_identities,
             apply=not dry_run,
-            dry_run=runtime.destinations[chosen.target.destination].dry_run,
+            limits=runtime.router.destinations[chosen.target.destination],
             now=runtime.clock.now(),
             limit=limit,
         )

@@ -20,7 +20,7 @@ import pytest
 
 from fsbridge.store.sql import SqlStore
 from fsbridge.testing import FakeUpstream, Scripted
-from tests.conftest import RAGE_CLICK, Bridge, start_bridge
+from tests.conftest import RAGE_CLICK, STREAM_TOKEN, Bridge, start_bridge
 
 EVENTS = 40
 
@@ -262,3 +262,38 @@ async def test_read_only_store(make: Any, monkeypatch: pytest.MonkeyPatch) -> No
     acked |= await send(b, range(20, 30))
     await b.drain()
     assert 0 == record("read-only store", acked, upstream, "10 answered 503, then resent").lost
+
+
+POISON_TIMES: list[Any] = [1795000000000000, 1e20, "²", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"]
+
+
+async def test_poison_events_among_good_ones(make: Any) -> None:
+    """Good clicks posted around poison ones (odd timestamps, a session id nested 990 deep): every good
+    click is delivered, every poison event ends delivered, dead-lettered or quarantined, none waits."""
+    upstream = Upstream()
+    b = await make(upstream)
+    acked = await send(b, range(EVENTS // 2))
+    poison_ids = []
+    for n, value in enumerate(POISON_TIMES):
+        payload = {**click(1000 + n), "event": {**click(1000 + n)["event"], "event_time": value}}
+        poison_ids.append((await b.post_stream(payload)).json()["id"])
+    deep = orjson.dumps({**click(2000), "session": "DEEP"}).replace(b'"DEEP"', b'{"x":' * 990 + b"1" + b"}" * 990)
+    response = await b.client.post(
+        "/webhooks/fullstory/streams/frustration",
+        content=deep,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {STREAM_TOKEN}"},
+    )
+    poison_ids.append(response.json()["id"])
+    acked |= await send(b, range(EVENTS // 2, EVENTS))
+    await settle(b, 60, step=10)
+    store = b.runtime.store
+    assert 0 == (await store.undispatched()).events
+    ended = 0
+    for event_id in poison_ids:
+        story = await store.event_story(event_id)
+        quarantined = story is None and await store.get_quarantined(event_id) is not None
+        if quarantined or (story is not None and all(d.status in ("delivered", "dead") for d in story.deliveries)):
+            ended += 1
+    assert len(poison_ids) == ended
+    note = f"{len(POISON_TIMES) + 1} poison events among them: each delivered, dead-lettered or quarantined"
+    assert 0 == record("poison events", acked, upstream, note).lost

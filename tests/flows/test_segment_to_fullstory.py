@@ -71,7 +71,20 @@ class TestIdentify:
             [body] = await sent_users(bridge)
         assert "orders" not in body["properties"]
         [dropped] = [entry for entry in logs if entry["event"] == "fullstory.property_dropped"]
-        assert "arrays of objects" in dropped["reason"]
+        assert "arrays of objects" in dropped["reasons"][0]
+
+    async def test_thousands_of_unusable_traits_are_one_log_line(self, bridge: Bridge) -> None:
+        """20,000 trait names that cannot become properties are logged in one line with the count."""
+        punctuation = "!@#$%^&*()"
+        names = ["".join(punctuation[int(d)] for d in f"{n:05d}") for n in range(20_000)]  # no letters or digits
+        traits: dict[str, Any] = dict.fromkeys(names, 1)
+        await bridge.post_segment(identify("u_1842", **traits))
+        with capture_logs() as logs:
+            await sent_users(bridge)
+        dropped = [entry for entry in logs if entry["event"] == "fullstory.property_dropped"]
+        assert 1 == len(dropped)
+        assert dropped[0]["dropped"] >= 20_000
+        assert len(dropped[0]["reasons"]) == 5
 
     async def test_same_identify_twice_is_one_call(self, bridge: Bridge) -> None:
         """An identify whose mapped content did not change since the last successful sync is not sent again."""

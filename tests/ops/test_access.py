@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -69,7 +69,7 @@ class TestLoopbackMode:
     async def test_loopback_is_judged_on_the_socket_not_on_proxy_headers(self, open_bridge: Bridge) -> None:
         """With every proxy trusted, a forged X-Forwarded-For: 127.0.0.1 from a remote peer gets nothing."""
         inner = create_app(open_bridge.runtime, manage_runtime=False)
-        proxied = ProxyHeadersMiddleware(inner, trusted_hosts="*")
+        proxied: Any = ProxyHeadersMiddleware(cast(Any, inner), trusted_hosts="*")
 
         async def as_protocol(scope: Scope, receive: Receive, send: Send) -> None:
             scope[PEER] = scope["client"]  # what fsbridge's protocol records before proxy headers apply

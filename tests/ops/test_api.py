@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from fsbridge.app import create_app
-from tests.conftest import OPS_TOKEN, RAGE_CLICK, SEGMENT_TOKEN, Bridge, start_bridge
+from tests.conftest import OPS_TOKEN, RAGE_CLICK, SEGMENT_TOKEN, STREAM_TOKEN, Bridge, start_bridge
 
 
 async def test_healthz_needs_no_token(bridge: Bridge) -> None:
@@ -252,3 +253,27 @@ class TestDashboard:
         assert "slack" in bridge.runtime.worker.paused
         await bridge.client.post("/ops/destinations/slack/resume", data={"csrf": csrf})
         assert "slack" not in bridge.runtime.worker.paused
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_a_deeply_nested_event_has_a_story_page(bridge: Bridge, depth: int) -> None:
+    """An event nested 300 or 1,000 deep (accepted: orjson reads 1,024 levels) shows its story as text."""
+    body = orjson.dumps({**RAGE_CLICK, "extra": "DEEP", "writeKey": "HIDDEN"}).replace(
+        b'"DEEP"', b'{"x":' * depth + b"1" + b"}" * depth
+    )
+    response = await bridge.client.post(
+        "/webhooks/fullstory/streams/frustration",
+        content=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {STREAM_TOKEN}"},
+    )
+    assert 202 == response.status_code
+    event_id = response.json()["id"]
+    await bridge.drain()
+    story = await bridge.client.get(f"/ops/api/events/{event_id}", headers=bridge.ops_headers())
+    assert 200 == story.status_code
+    assert isinstance(story.json()["event"]["body"], str)
+    assert "HIDDEN" not in story.text
+    await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+    page = await bridge.client.get(f"/ops/events/{event_id}")
+    assert 200 == page.status_code
+    assert "HIDDEN" not in page.text

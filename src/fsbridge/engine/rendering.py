@@ -16,6 +16,9 @@ from fsbridge.engine.mapping import resolve
 from fsbridge.envelope import Envelope
 from fsbridge.errors import MappingError
 from fsbridge.flows.base import Flow, stable_message_id
+from fsbridge.targets.fullstory import FullstoryDestination
+from fsbridge.targets.segment import SegmentDestination
+from fsbridge.targets.slack import SlackDestination
 
 MAX_ERROR_CHARS = 500
 
@@ -27,6 +30,16 @@ class DestinationLimits:
 
 
 NO_LIMITS = DestinationLimits(dry_run=False, max_message_bytes=None)
+
+
+def offline_limits(destination: str) -> DestinationLimits:
+    """A destination's message limits without a running service (`test-mapping`, golden examples)."""
+    limits: dict[str, int | None] = {
+        "segment": SegmentDestination.max_message_bytes,
+        "fullstory": FullstoryDestination.max_message_bytes,
+        "slack": SlackDestination.max_message_bytes,
+    }
+    return DestinationLimits(dry_run=False, max_message_bytes=limits[destination])
 
 
 @dataclass(frozen=True, slots=True)

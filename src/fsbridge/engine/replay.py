@@ -15,9 +15,8 @@ from typing import Literal
 import orjson
 
 from fsbridge.engine.dispatch import envelope_of
-from fsbridge.engine.mapping import resolve
+from fsbridge.engine.rendering import DestinationLimits, render_flow
 from fsbridge.envelope import Envelope
-from fsbridge.errors import MappingError
 from fsbridge.flows.base import Flow
 from fsbridge.store import DispatchResult, NewDelivery, Store
 from fsbridge.store.base import DeliveryStatus
@@ -54,29 +53,32 @@ async def replay_flow(
     *,
     resolve_identities: Resolver,
     apply: bool,
-    dry_run: bool,
+    limits: DestinationLimits,
     now: float,
     limit: int = 10_000,
 ) -> list[ReplayItem]:
-    """Compare what `flow` would send now for events received since `since` with what it sent."""
+    """Compare what `flow` would send now for events received since `since` with what it sent.
+    Each message is rendered as dispatch renders it (`engine.rendering`): the same filters, size
+    limit and, for flows that skip unchanged updates, the same comparison with the last sync."""
     events = [e for e in await store.list_inbox(since, limit) if flow.trigger.matches(envelope_of(e))]
     envelopes = await resolve_identities([envelope_of(e) for e in events])
     previous = await store.deliveries_for_events([e.id for e in events], flow.name)
+    drafts = [render_flow(flow, envelope, limits, message_id="draft") for envelope in envelopes]
+    snapshots = await store.sync_snapshots([d.sync_scope for d in drafts if d.sync_scope is not None])
     items: list[ReplayItem] = []
     enqueue: list[DispatchResult] = []
-    for event, envelope in zip(events, envelopes, strict=True):
+    for event, envelope, draft in zip(events, envelopes, drafts, strict=True):
         old = previous.get(event.id)
-        reason = flow.held_back_by(envelope)
-        if reason is not None:
-            items.append(ReplayItem(event.id, "now_filtered" if old else "still_filtered", reason))
+        if draft.held_back is not None:
+            items.append(ReplayItem(event.id, "now_filtered" if old else "still_filtered", draft.held_back))
             continue
-        output = resolve(flow.mapping, envelope)
-        try:
-            draft = flow.target.render(output, "draft")
-        except MappingError as exc:
-            items.append(ReplayItem(event.id, "error", str(exc)))
+        if draft.error is not None or draft.body is None:
+            items.append(ReplayItem(event.id, "error", draft.error or "nothing rendered"))
             continue
-        new_text = _comparable(draft, flow)
+        if draft.sync_scope is not None and snapshots.get(draft.sync_scope) == draft.content_hash:
+            items.append(ReplayItem(event.id, "unchanged", "identical to the last successful sync"))
+            continue
+        new_text = _comparable(draft.body, flow)
         if old is not None and old.status != "dead":
             old_text = _comparable(old.body, flow)
             if old_text == new_text:
@@ -87,11 +89,20 @@ async def replay_flow(
         else:
             items.append(ReplayItem(event.id, "new", diff=[f"+{line}" for line in new_text.splitlines()]))
         if apply:
-            message_id = replay_id(flow, event.source, event.dedup_key, draft)
-            body = flow.target.render(output, message_id)
-            status: DeliveryStatus = "dry_run" if dry_run else "pending"
+            message_id = replay_id(flow, event.source, event.dedup_key, draft.body)
+            final = render_flow(flow, envelope, limits, message_id=message_id)
+            if final.body is None or final.error is not None:
+                continue
+            status: DeliveryStatus = "dry_run" if limits.dry_run else "pending"
             delivery = NewDelivery(
-                flow.name, flow.target.destination, message_id, body, status, action=flow.target.action
+                flow.name,
+                flow.target.destination,
+                message_id,
+                final.body,
+                status,
+                action=flow.target.action,
+                sync_scope=final.sync_scope,
+                content_hash=final.content_hash,
             )
             enqueue.append(DispatchResult(event.id, deliveries=[delivery]))
     if enqueue:

@@ -34,10 +34,16 @@ def _traits(envelope: Envelope) -> dict[str, Any]:
 
 
 def fullstory_user_properties(envelope: Envelope) -> Any:
-    """The identify's other traits, made valid Fullstory properties; each drop is logged with its reason."""
+    """The identify's other traits, made valid Fullstory properties. Drops are logged in one line per
+    message (how many, and the first reasons), never one per trait: a sender can send thousands."""
     result = user_properties(_traits(envelope), exclude=MAPPED_TRAITS)
-    for reason in result.dropped:
-        log.warning("fullstory.property_dropped", event_id=envelope.event_id, reason=reason)
+    if result.dropped:
+        log.warning(
+            "fullstory.property_dropped",
+            event_id=envelope.event_id,
+            dropped=len(result.dropped),
+            reasons=result.dropped[:5],
+        )
     return result.properties
 
 
