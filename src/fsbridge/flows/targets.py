@@ -17,4 +17,3 @@ TARGETS: dict[str, TargetAction] = {
     "fullstory.delete_user": TargetAction("fullstory", "users.delete", FullstoryDeleteUser),
     "slack.message": TargetAction("slack", "message", SlackMessage, exclude_none=True),
 }
-
