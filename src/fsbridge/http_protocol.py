@@ -169,7 +169,9 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if self._phase == "refused":
             return
         self._cancel_deadline()
-        self._phase = "app"
+        # An app may answer before the body ends (415, 413): then the next request starts from idle.
+        answered = self.cycle is not None and self.cycle.response_complete
+        self._phase = "idle" if answered else "app"
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

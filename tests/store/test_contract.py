@@ -16,6 +16,7 @@ import pytest
 from fsbridge.store import (
     AttemptRecord,
     DeliveryUpdate,
+    DispatchFailure,
     DispatchResult,
     FlowSkip,
     IdentityClaim,
@@ -23,6 +24,7 @@ from fsbridge.store import (
     NewDelivery,
     NewInboxEvent,
     NewQuarantined,
+    Undispatched,
 )
 from fsbridge.store.engine import Connection
 from fsbridge.store.postgres import PostgresStore, postgres_schema
@@ -388,3 +390,47 @@ def _connect_with(execute: Any) -> Any:
         return real_connect(*args, factory=Watched, **kwargs)
 
     return connect
+
+
+class TestHardening:
+    async def test_a_batch_is_stored_in_one_write_with_duplicates_and_quarantine(self, store: SqlStore) -> None:
+        """accept_all stores inbox events and quarantined ones in one write, de-duplicating within it."""
+        writes = store.writes
+        answers = await store.accept_all(
+            [
+                event(1),
+                event(1),
+                NewQuarantined("segment", "", "q-1", b"{}", "no type", NOW),
+                event(2),
+            ]
+        )
+        assert 1 == store.writes - writes
+        assert [False, True, False, False] == [a.duplicate for a in answers]
+        assert answers[0].id == answers[1].id
+        assert 2 == (await store.undispatched()).events
+
+    async def test_failed_routing_is_retried_then_quarantined_under_the_same_id(self, store: SqlStore) -> None:
+        """A failure holds the event back `retry_in`; the third moves it to quarantine with the reason."""
+        [kept] = [(await store.accept(event(1))).id]
+        for attempt in range(1, 4):
+            [claimed] = await store.claim_inbox(10, NOW + attempt * 10, 60)
+            moved = await store.record_dispatch_failures(
+                [DispatchFailure(kept, "routing raised ValueError: odd")], NOW + attempt * 10, 3, 5
+            )
+            assert claimed.id == kept
+            assert ([kept] if attempt == 3 else []) == moved
+            if attempt < 3:
+                assert [] == await store.claim_inbox(10, NOW + attempt * 10 + 4, 60)  # waits retry_in
+        [item] = await store.list_quarantine(10)
+        assert (kept, "routing failed 3 times: routing raised ValueError: odd") == (item.id, item.error)
+        assert Undispatched(0, None) == await store.undispatched()
+        stats = await store.stats()
+        assert (1, 1) == (stats["by_source"]["fullstory_stream"]["received"], stats["totals"]["quarantined"])
+
+    async def test_ops_sessions_expire_and_end(self, store: SqlStore) -> None:
+        """A session answers its CSRF token until it expires or is deleted."""
+        await store.create_ops_session("h1", "csrf-1", NOW, NOW + 60)
+        assert "csrf-1" == await store.ops_session("h1", NOW + 59)
+        assert await store.ops_session("h1", NOW + 61) is None
+        await store.delete_ops_session("h1")
+        assert await store.ops_session("h1", NOW) is None
