@@ -211,3 +211,25 @@ async def test_undispatched_events_and_their_age_are_visible(tmp_path: Path) -> 
     finally:
         await bridge.client.aclose()
         await bridge.runtime.stop()
+
+
+async def test_a_message_fsbridge_sent_runs_no_flow(bridge: Bridge) -> None:
+    """A Segment message with context.library.name fsbridge is stored and counted, and no flow runs
+    on it: it is filtered as `sent by fsbridge`, claims no identity, and sends nothing."""
+    message = {
+        "type": "identify",
+        "userId": "u_loop",
+        "messageId": "fsb-loop",
+        "traits": {"email": "loop@example.com"},
+        "context": {"library": {"name": "fsbridge", "version": "0.1.0"}},
+    }
+    event_id = (await bridge.post_segment(message)).json()["id"]
+    await bridge.drain()
+    assert [] == bridge.upstream.fullstory("POST")
+    story = await bridge.runtime.store.event_story(event_id)
+    assert story is not None
+    assert [("loop_guard", "sent by fsbridge")] == [(f.flow, f.reason) for f in story.filtered]
+    assert [] == story.deliveries
+    stats = await bridge.runtime.store.stats()
+    assert 1 == stats["totals"]["filtered"]
+    assert 0 == stats["identity"]["links"]

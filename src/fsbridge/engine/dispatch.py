@@ -18,8 +18,15 @@ from fsbridge.flows.base import Flow
 from fsbridge.log import get_logger
 from fsbridge.sources import segment
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
+from fsbridge.targets.segment import LIBRARY_NAME
 
 log = get_logger(__name__)
+LOOP_GUARD, SENT_BY_FSBRIDGE = "loop_guard", "sent by fsbridge"
+
+
+def sent_by_fsbridge(envelope: Envelope) -> bool:
+    """A Segment message whose `context.library.name` is fsbridge's: one fsbridge sent."""
+    return bool(envelope.get("context.library.name") == LIBRARY_NAME)
 
 
 def envelope_of(event: InboxEvent) -> Envelope:
@@ -49,6 +56,11 @@ class Router:
         """Every flow's outcome for one event. A flow that fails on it becomes a dead letter of that
         flow; what raises here (identity rules) fails the event alone, and the worker counts it."""
         result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
+        if envelope.source == segment.SOURCE and sent_by_fsbridge(envelope):
+            # fsbridge's own output, fed back by a Segment source into its Segment destination: no
+            # flow runs on it, and it claims nothing, so fsbridge never loops on itself.
+            result.filtered.append(FlowSkip(LOOP_GUARD, SENT_BY_FSBRIDGE))
+            return result
         if envelope.source == segment.SOURCE:
             result.claims.extend(self.identity.claims(envelope))
             result.groups.extend(self.identity.groups(envelope))

@@ -26,7 +26,8 @@ NAME = "segment"
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
-LIBRARY = {"name": "fsbridge", "version": __version__}
+LIBRARY_NAME = "fsbridge"
+LIBRARY = {"name": LIBRARY_NAME, "version": __version__}
 
 
 class _SegmentMessage(BaseModel):
