@@ -1,4 +1,5 @@
-"""The `fsbridge` command: serve, check-config, test-mapping, replay, send-sample, dlq list|replay, init-env."""
+"""The `fsbridge` command: serve, check-config, test-mapping, replay, backtest, send-sample,
+dlq list|replay, jobs list|run, init-env."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from fsbridge.settings import Settings
 app = typer.Typer(help="fsbridge: Fullstory ⇄ Segment bridge.", no_args_is_help=True, add_completion=False)
 dlq = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
+jobs = typer.Typer(help="Scheduled jobs: list them, run one now.", no_args_is_help=True)
+app.add_typer(jobs, name="jobs")
 
 GENERATED_ENV = (
     "FSBRIDGE_FULLSTORY_WEBHOOK_SECRETS",
@@ -171,6 +174,44 @@ def dlq_replay(
             typer.echo(f"{delivery_id}: {'replaying' if done else 'not found or already pending'}")
 
     _with_runtime(run)
+
+
+@jobs.command("list")
+def jobs_list() -> None:
+    """Every job: enabled, interval, last run and outcome, what it counted, next run."""
+
+    async def run(runtime: Runtime) -> None:
+        for item in await runtime.scheduler.states():
+            counts = " ".join(f"{k}={v}" for k, v in item["last_counts"].items())
+            typer.echo(
+                f"{item['name']}  {'enabled' if item['enabled'] else 'disabled'}  every={item['every']:g}s  "
+                f"last_started={_moment(item['last_started_at'])}  last_finished={_moment(item['last_finished_at'])}  "
+                f"outcome={item['last_outcome'] or '-'}  {counts}  next={_moment(item['next_run_at'])}".rstrip()
+            )
+
+    _with_runtime(run)
+
+
+@jobs.command("run")
+def jobs_run(name: Annotated[str, typer.Argument(help="The job's name (see `fsbridge jobs list`).")]) -> None:
+    """Run one job now, here, unless a run of it is already in progress somewhere."""
+
+    async def run(runtime: Runtime) -> None:
+        if name not in runtime.scheduler.jobs:
+            raise _fail([f"No job is called {name!r}; jobs: {', '.join(sorted(runtime.scheduler.jobs))}."])
+        result = await runtime.scheduler.run_now(name)
+        if not result.ran:
+            raise _fail([f"{name} is running elsewhere right now; try again when it has finished."], code=1)
+        counts = " ".join(f"{k}={v}" for k, v in (result.counts or {}).items())
+        typer.echo(f"{name}: {result.outcome} {counts}".rstrip())
+        if result.outcome != "ok":
+            raise typer.Exit(1)
+
+    _with_runtime(run)
+
+
+def _moment(value: float | None) -> str:
+    return "-" if value is None else datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _with_runtime(action: Callable[[Runtime], Awaitable[None]]) -> None:

@@ -5,11 +5,20 @@ refuses to start until the file is right."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fsbridge.errors import ConfigError
 
@@ -18,6 +27,26 @@ FRUSTRATION_SIGNALS = ("rage_click", "dead_click", "error_click")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """`30s`, `15m`, `2h`, `7d` or a number of seconds, as seconds; anything else is left for the
+    model to refuse with its line."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    msg = f"{value!r} is not a duration: write 30s, 15m, 2h, 7d or a number of seconds"
+    raise ValueError(msg)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 class WorkerConfig(_Strict):
@@ -199,6 +228,27 @@ class FlowsConfig(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
+class JobConfig(_Strict):
+    enabled: bool = True
+    every: Duration | None = None  # None: the job's own default
+
+
+class JobsConfig(_Strict):
+    """Scheduled jobs, each run once per cluster; `every` overrides a job's interval."""
+
+    health_monitor: JobConfig = Field(default_factory=JobConfig)
+    retention: JobConfig = Field(default_factory=JobConfig)
+
+
+class RetentionConfig(_Strict):
+    """How long finished work is kept (Part 2). Pending, parked and dry-run work is never pruned."""
+
+    inbox: Duration = 30 * 86400.0  # raw events whose deliveries are all finished
+    delivered: Duration = 30 * 86400.0  # delivered deliveries and their attempts
+    dead: Duration = 90 * 86400.0  # dead letters and their attempts
+    filtered: Duration = 7 * 86400.0  # the record of what a flow held back
+
+
 class FsbridgeConfig(_Strict):
     version: Literal[1] = 1
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
@@ -207,6 +257,8 @@ class FsbridgeConfig(_Strict):
     destinations: DestinationsConfig = Field(default_factory=DestinationsConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     flows: FlowsConfig = Field(default_factory=FlowsConfig)
 
     @model_validator(mode="after")

@@ -3,8 +3,6 @@ receiver out. The HTTP app and the CLI both drive one `Runtime`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -19,9 +17,11 @@ from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.isolation import CircuitBreaker, TokenBucket
 from fsbridge.engine.rendering import DestinationLimits
 from fsbridge.engine.retry import RetryPolicy
+from fsbridge.engine.scheduler import Scheduler
 from fsbridge.engine.worker import Guard, Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
+from fsbridge.jobs import scheduled_jobs
 from fsbridge.log import get_logger
 from fsbridge.ops.health_monitor import HealthMonitor
 from fsbridge.ops.metrics import Metrics
@@ -38,7 +38,6 @@ from fsbridge.targets.slack import SlackDestination
 log = get_logger(__name__)
 
 Role = Literal["all", "api", "worker"]
-MONITOR_JOB = "health_monitor"
 CREDENTIAL_VARIABLES = {
     "segment": "FSBRIDGE_SEGMENT_WRITE_KEY",
     "fullstory": "FSBRIDGE_FULLSTORY_API_KEY",
@@ -104,7 +103,13 @@ class Runtime:
             parked=lambda: self.worker.parked,
             slack_dry_run=self.destinations["slack"].dry_run,
         )
-        self._monitor_task: asyncio.Task[None] | None = None
+        self.scheduler = Scheduler(
+            self.store,
+            self.clock,
+            scheduled_jobs(self),
+            self.instance,
+            poll_interval=min(1.0, config.worker.poll_interval_seconds * 2),
+        )
         self.receiver = Receiver(
             settings,
             self.store,
@@ -206,30 +211,10 @@ class Runtime:
         )
         if run_workers:
             self.worker.start()
-            if self.config.health.enabled:
-                self._monitor_task = asyncio.create_task(self._monitor_loop(), name="fsbridge-health-monitor")
-
-    async def _monitor_loop(self) -> None:
-        # Once per cluster: the replica holding the lease checks; another takes over if it dies.
-        interval = self.config.health.interval_seconds
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if not await self.store.acquire_job_lease(MONITOR_JOB, self.instance, self.clock.now(), interval * 3):
-                    continue
-                sent = await self.monitor.check_once()
-            except Exception as exc:
-                log.error("health.check_failed", error=str(exc))
-                continue
-            if sent:
-                self.worker.notify_due("slack")
+            self.scheduler.start()
 
     async def stop(self) -> None:
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor_task
-            self._monitor_task = None
+        await self.scheduler.stop()
         await self.worker.stop()
         for destination in self.destinations.values():
             await destination.aclose()

@@ -236,13 +236,22 @@ async def test_restart_releases_claims_and_unparks(store: SqlStore) -> None:
     assert {"pending"} == {d.status for d in await store.list_deliveries(None, None, 10)}
 
 
-async def test_job_lease_runs_a_job_once_per_cluster(store: SqlStore) -> None:
-    """One owner holds a job's lease and renews it; another takes over only after it expires."""
-    assert await store.acquire_job_lease("health", "replica-a", NOW, 120)
-    assert not await store.acquire_job_lease("health", "replica-b", NOW + 60, 120)
-    assert await store.acquire_job_lease("health", "replica-a", NOW + 60, 120)
-    assert not await store.acquire_job_lease("health", "replica-b", NOW + 179, 120)
-    assert await store.acquire_job_lease("health", "replica-b", NOW + 181, 120)
+async def test_a_job_run_is_claimed_once_per_interval(store: SqlStore) -> None:
+    """Of two replicas, one claims each due run; a live run blocks even a forced one; a run whose
+    owner died is claimable again once due; the cursor and outcome survive for the next run."""
+    assert (await store.claim_job_run("retention", "a", NOW, 3600, 600)) is not None
+    assert await store.claim_job_run("retention", "b", NOW, 3600, 600) is None
+    assert await store.claim_job_run("retention", "b", NOW + 1, 3600, 600, force=True) is None  # a runs it
+    await store.save_job_cursor("retention", "a", "page-7")
+    # a dies here; b may run once the interval has passed and a's claim has expired
+    run = await store.claim_job_run("retention", "b", NOW + 3600, 3600, 600)
+    assert run is not None
+    assert "page-7" == run.cursor
+    await store.finish_job_run("retention", "b", NOW + 3601, "ok", {"inbox": 3}, None)
+    state = (await store.job_states())["retention"]
+    assert ("ok", {"inbox": 3}, NOW + 7200) == (state.last_outcome, state.last_counts, state.next_run_at)
+    assert await store.claim_job_run("retention", "a", NOW + 3700, 3600, 600) is None
+    assert await store.claim_job_run("retention", "a", NOW + 3700, 3600, 600, force=True) is not None
 
 
 async def test_timeline_buckets_and_window_counts(store: SqlStore) -> None:

@@ -306,3 +306,8 @@ async def event_story(request: Request, event_id: str) -> Response:
     if story is None:
         return error_response(404, "not_found", f"No stored event has id {event_id}.")
     return json_response(200, story_json(story))
+
+
+@ops.get("/jobs", summary="Scheduled jobs: interval, last run, outcome and counts, next run")
+async def list_jobs(request: Request) -> dict[str, list[dict[str, Any]]]:
+    return {"items": await _runtime(request).scheduler.states()}

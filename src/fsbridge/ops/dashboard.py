@@ -270,6 +270,8 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
             for s in sorted({*totals["by_source"], *day["by_source"]})
         ],
         "identity": totals.get("identity", {}),
+        "undispatched": totals["undispatched"],
+        "jobs": await runtime.scheduler.states(),
         "dead": dead,
         "quarantined": quarantined,
         "chart": _chart(series),

@@ -20,12 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from fsbridge.clock import Clock
 from fsbridge.config import HealthConfig
 from fsbridge.engine.isolation import BreakerState
 from fsbridge.engine.worker import Guard
+from fsbridge.flows.targets import TARGETS
 from fsbridge.log import get_logger
 from fsbridge.store import NewDelivery, Store
 
@@ -168,7 +167,9 @@ class HealthMonitor:
             ],
         }
         key = hashlib.sha256(f"{condition.key}\n{condition.active}\n{now}".encode()).hexdigest()[:40]
+        # Rendered through the Slack target's request model, as a flow's message would be.
+        rendered = TARGETS["slack.message"].render(body, f"fsb-alert-{key}")
         return NewDelivery(
-            FLOW, "slack", f"fsb-alert-{key}", orjson.dumps(body), "dry_run" if self.slack_dry_run else "pending",
+            FLOW, "slack", f"fsb-alert-{key}", rendered, "dry_run" if self.slack_dry_run else "pending",
             action="message",
         )  # fmt: skip

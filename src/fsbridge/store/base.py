@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fsbridge.store.jobs import JobStore
+
 DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "parked", "dry_run")
 
@@ -202,8 +204,9 @@ class EventStory:
     attempts: dict[str, list[AttemptRecord]]
 
 
-class Store(Protocol):
-    """Everything fsbridge keeps. Writes are durable when the awaited call returns."""
+class Store(JobStore, Protocol):
+    """Everything fsbridge keeps. Writes are durable when the awaited call returns. The scheduler's
+    and retention's part is the narrower `JobStore` (store/jobs.py)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -322,11 +325,6 @@ class Store(Protocol):
         ...
 
     async def delete_ops_session(self, id_hash: str) -> None: ...
-
-    async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
-        """Take or renew the right to run a periodic job for `seconds`: true for one owner at a time,
-        so a cluster runs each job once, and another replica takes over when the owner dies."""
-        ...
 
     async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
         """Queue deliveries that no inbound event produced (health alerts)."""

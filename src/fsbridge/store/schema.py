@@ -20,6 +20,12 @@ MIGRATIONS: dict[int, str] = {
     # Dashboard sign-ins: the SHA-256 of the cookie's random id, its CSRF token and its expiry.
     4: "CREATE TABLE IF NOT EXISTS ops_sessions (id_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL,"
     " created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    # Scheduled jobs: when each is next due, who runs it until when, its cursor and last outcome.
+    5: "CREATE TABLE IF NOT EXISTS jobs (name TEXT PRIMARY KEY, next_run_at DOUBLE PRECISION NOT NULL,"
+    " running_until DOUBLE PRECISION, owner TEXT, last_started_at DOUBLE PRECISION,"
+    " last_finished_at DOUBLE PRECISION, last_outcome TEXT, last_counts TEXT, cursor TEXT)",
+    # Retention finds finished dead letters and delivered work by age without a scan.
+    6: "CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (status, next_attempt_at)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

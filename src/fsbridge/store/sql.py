@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
+from fsbridge.store import jobs as jobs_sql
 from fsbridge.store.base import (
     DELIVERY_STATUSES,
     Accepted,
@@ -45,6 +46,7 @@ from fsbridge.store.base import (
     Undispatched,
 )
 from fsbridge.store.engine import Connection, Engine
+from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -982,17 +984,32 @@ class SqlStore:
     async def delete_ops_session(self, id_hash: str) -> None:
         await self._write(lambda conn: conn.execute("DELETE FROM ops_sessions WHERE id_hash = ?", (id_hash,)))
 
-    async def acquire_job_lease(self, job: str, owner: str, now: float, seconds: float) -> bool:
-        def write(conn: Connection) -> bool:
-            row = conn.execute(
-                "INSERT INTO job_leases (name, owner, lease_until) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until"
-                " WHERE job_leases.owner = excluded.owner OR job_leases.lease_until < ? RETURNING owner",
-                (job, owner, now + seconds, now),
-            ).fetchone()
-            return row is not None
+    # -- jobs and retention (the SQL is in store/jobs.py) ------------------------------------------
 
-        return await self._write(write)
+    async def claim_job_run(
+        self, name: str, owner: str, now: float, every: float, run_for: float, *, force: bool = False
+    ) -> JobRun | None:
+        return await self._write(lambda conn: jobs_sql.claim_job_run(conn, name, owner, now, every, run_for, force))
+
+    async def save_job_cursor(self, name: str, owner: str, cursor: str | None) -> None:
+        await self._write(lambda conn: jobs_sql.save_job_cursor(conn, name, owner, cursor))
+
+    async def finish_job_run(
+        self, name: str, owner: str, now: float, outcome: str, counts: dict[str, Any], cursor: str | None
+    ) -> None:
+        await self._write(lambda conn: jobs_sql.finish_job_run(conn, name, owner, now, outcome, counts, cursor))
+
+    async def job_states(self) -> dict[str, JobState]:
+        return await self._read(jobs_sql.job_states)
+
+    async def prune(self, now: float, periods: RetentionPeriods) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        while True:  # bounded chunks, each its own write, so intake never waits behind a long prune
+            counts = await self._write(lambda conn: jobs_sql.prune_chunk(conn, now, periods))
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+            if max(counts.values()) < jobs_sql.PRUNE_CHUNK:
+                return totals
 
     async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
         await self.record_dispatch([DispatchResult("", deliveries=deliveries)], now)

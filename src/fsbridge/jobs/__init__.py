@@ -1,0 +1,23 @@
+"""Scheduled jobs, one module each, registered in `JOBS` by name: the health monitor (part 1's Slack
+alerts) and retention. A job is added by writing its module and one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fsbridge.engine.scheduler import ScheduledJob
+from fsbridge.jobs.health_monitor import health_monitor_job
+from fsbridge.jobs.retention import retention_job
+
+if TYPE_CHECKING:
+    from fsbridge.runtime import Runtime
+
+JOBS: dict[str, Callable[[Runtime], ScheduledJob]] = {
+    "health_monitor": health_monitor_job,
+    "retention": retention_job,
+}
+
+
+def scheduled_jobs(runtime: Runtime) -> list[ScheduledJob]:
+    return [build(runtime) for build in JOBS.values()]
