@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fsbridge.cli import GENERATED_ENV, app
-from fsbridge.config import FsbridgeConfig
+from fsbridge.config import FsbridgeConfig, load_config
 from fsbridge.runtime import Runtime
 from fsbridge.samples import SAMPLES
 from fsbridge.testing import FakeUpstream
@@ -140,3 +141,56 @@ def test_dlq_replay_needs_ids_or_all(workdir: Path) -> None:
     result = runner.invoke(app, ["dlq", "replay"])
     assert 2 == result.exit_code
     assert "--all" in result.output
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        tables = ("inbox", "deliveries", "attempts", "flow_outcomes", "counters", "identity_links", "jobs")
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}  # noqa: S608
+
+
+def test_backtest_runs_a_disabled_flow_over_history_and_changes_nothing(workdir: Path) -> None:
+    """backtest prints what a not-yet-enabled flow would have sent, by event name, with examples,
+    and writes nothing to the store."""
+    config_path = workdir / "config" / "fsbridge.yaml"
+    disabled = config_path.read_text().replace(
+        "  frustration_to_segment_track:\n    enabled: true", "  frustration_to_segment_track:\n    enabled: false"
+    )
+    config_path.write_text(disabled)
+
+    async def receive() -> None:
+        config = load_config(config_path)
+        b = await start_bridge(workdir, config=config, database_url=f"sqlite:///{workdir / 'cli.db'}")
+        try:
+            for n, kind in enumerate(["rage-click", "rage-click", "dead-click", "page-view"]):
+                await b.post_stream({**RAGE_CLICK, "event": {**RAGE_CLICK["event"], "event_type": kind, "n": n}})
+            await b.drain()
+        finally:
+            await b.client.aclose()
+            await b.runtime.stop()
+
+    asyncio.run(receive())
+    before = table_counts(workdir / "cli.db")
+    result = runner.invoke(app, ["backtest", "frustration_to_segment_track", "--since", "2000-01-01"])
+    assert 0 == result.exit_code, result.output
+    assert "over 4 stored events since 2000-01-01: would send 3, hold back 1, fail 0." in result.output
+    assert "would send Rage Click Detected: 2" in result.output
+    assert "would send Dead Click Detected: 1" in result.output
+    assert "held back by is_frustration_signal: 1" in result.output
+    assert '"event": "Rage Click Detected"' in result.output
+    assert before == table_counts(workdir / "cli.db")
+    assert 0 == before["deliveries"]
+
+
+def test_jobs_list_and_run(workdir: Path) -> None:
+    """jobs list shows every job; jobs run NAME runs one now and prints its outcome and counts."""
+    listed = runner.invoke(app, ["jobs", "list"])
+    assert 0 == listed.exit_code, listed.output
+    assert "health_monitor  enabled" in listed.output
+    assert "retention  enabled  every=3600s" in listed.output
+    ran = runner.invoke(app, ["jobs", "run", "retention"])
+    assert 0 == ran.exit_code, ran.output
+    assert "retention: ok delivered=0 dead=0 filtered=0 inbox=0" in ran.output
+    assert "outcome=ok" in runner.invoke(app, ["jobs", "list"]).output
+    unknown = runner.invoke(app, ["jobs", "run", "nope"])
+    assert 2 == unknown.exit_code

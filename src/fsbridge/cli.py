@@ -316,6 +316,50 @@ def replay(
     _with_runtime(run)
 
 
+@app.command()
+def backtest(
+    flow: Annotated[str, typer.Argument(help="The flow's name; it need not be enabled.")],
+    since: Annotated[str, typer.Option(help="ISO-8601 time, or an age such as 30m, 6h, 7d.")] = "7d",
+    limit: Annotated[int, typer.Option(help="At most this many stored events.")] = 100_000,
+) -> None:
+    """Run a flow over the stored raw events and print what it would have sent. Reads only."""
+    from fsbridge.engine.backtest import backtest_flow
+    from fsbridge.flows import build_flow
+
+    started = _parse_since(since)
+
+    async def run(runtime: Runtime) -> None:
+        chosen = build_flow(runtime.config, flow)
+        if chosen is None:
+            raise _fail([f"No flow is called {flow!r}."])
+
+        async def resolve_identities(envelopes: list[Envelope]) -> list[Envelope]:
+            resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
+            return resolved
+
+        result = await backtest_flow(
+            runtime.store,
+            chosen,
+            started,
+            resolve_identities=resolve_identities,
+            limits=runtime.router.destinations[chosen.target.destination],
+            limit=limit,
+        )
+        sent = result.would_send.total()
+        typer.echo(f"{flow} over {result.events} stored events since {since}: would send {sent}, "
+                   f"hold back {result.held_back.total()}, fail {result.errors.total()}.")  # fmt: skip
+        for label, counts in (("would send", result.would_send), ("held back by", result.held_back)):
+            for name, count in counts.most_common():
+                typer.echo(f"  {label} {name}: {count}")
+        for error, count in result.errors.most_common(5):
+            typer.echo(f"  error ({count}): {error}")
+        for n, example in enumerate(result.examples, 1):
+            typer.echo(f"example {n}, {chosen.target.destination}.{chosen.target.action}:")
+            typer.echo(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
+
+    _with_runtime(run)
+
+
 def _parse_since(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[:-1].isdigit() and text[-1:] in units:

@@ -30,6 +30,12 @@ def build_flows(config: FsbridgeConfig) -> tuple[Flow, ...]:
     return tuple(compile_flow(name, spec, named) for name, spec in flow_specs(config).items() if spec.enabled)
 
 
+def build_flow(config: FsbridgeConfig, name: str) -> Flow | None:
+    """One flow by name, enabled or not (a backtest judges a flow before it is enabled)."""
+    spec = flow_specs(config).get(name)
+    return None if spec is None else compile_flow(name, spec, functions(config.identity))
+
+
 def check_flows(config: FsbridgeConfig) -> list[tuple[Loc, str]]:
     """Every problem in every flow (enabled or not), located from the top of the file."""
     named = functions(config.identity)
@@ -42,4 +48,4 @@ def check_flows(config: FsbridgeConfig) -> list[tuple[Loc, str]]:
     return problems
 
 
-__all__ = ["Flow", "build_flows", "check_flows", "flow_specs"]
+__all__ = ["Flow", "build_flow", "build_flows", "check_flows", "flow_specs"]
