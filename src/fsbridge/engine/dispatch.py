@@ -12,6 +12,7 @@ import orjson
 
 from fsbridge.engine.audiences import audience_changes
 from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.profiles import forgotten, profile_updates
 from fsbridge.engine.rendering import DestinationLimits, Rendering, render_flow
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.flows.base import Flow
@@ -66,6 +67,8 @@ class Router:
             result.groups.extend(self.identity.groups(envelope))
             user_id = self.identity.segment_user_id(envelope.payload)
             result.audiences.extend(audience_changes(envelope, user_id))
+            result.profiles.extend(profile_updates(envelope, self.identity))
+            result.forget.extend(forgotten(envelope, self.identity))
         for flow in self.flows:
             if not flow.trigger.matches(envelope):
                 continue

@@ -311,3 +311,20 @@ async def event_story(request: Request, event_id: str) -> Response:
 @ops.get("/jobs", summary="Scheduled jobs: interval, last run, outcome and counts, next run")
 async def list_jobs(request: Request) -> dict[str, list[dict[str, Any]]]:
     return {"items": await _runtime(request).scheduler.states()}
+
+
+@ops.get("/users/{user_id}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
+async def user(request: Request, user_id: str) -> Response:
+    record = await _runtime(request).store.user_record(user_id)
+    if record is None:
+        return error_response(404, "not_found", f"fsbridge holds nothing about user {user_id}.")
+    return json_response(
+        200,
+        {
+            "user_id": record.user_id,
+            "profile": {"traits": record.traits, "group_id": record.group_id, "updated_at": record.updated_at},
+            "identity_links": record.identity_links,
+            "audiences": record.audiences,
+            "groups": record.groups,
+        },
+    )

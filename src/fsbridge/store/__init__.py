@@ -26,6 +26,7 @@ from fsbridge.store.base import (
     Undispatched,
     open_store,
 )
+from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
 __all__ = [
     "Accepted",
@@ -37,6 +38,7 @@ __all__ = [
     "DispatchResult",
     "EventStory",
     "FlowSkip",
+    "ForgetUser",
     "GroupMembership",
     "IdentityClaim",
     "IdentityConflict",
@@ -44,8 +46,10 @@ __all__ = [
     "NewDelivery",
     "NewInboxEvent",
     "NewQuarantined",
+    "ProfileUpdate",
     "QuarantinedEvent",
     "Store",
     "Undispatched",
+    "UserRecord",
     "open_store",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from fsbridge.store.jobs import JobStore
+from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "parked", "dry_run")
@@ -128,6 +129,8 @@ class DispatchResult:
     claims: list[IdentityClaim] = field(default_factory=list)
     groups: list[GroupMembership] = field(default_factory=list)
     audiences: list[AudienceChange] = field(default_factory=list)
+    profiles: list[ProfileUpdate] = field(default_factory=list)
+    forget: list[ForgetUser] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +251,9 @@ class Store(JobStore, Protocol):
         ...
 
     async def audience_memberships(self, user_id: str) -> dict[str, bool]: ...
+    async def user_record(self, user_id: str) -> UserRecord | None:
+        """Everything fsbridge holds about one Segment user (None: nothing)."""
+        ...
 
     async def claim_deliveries(
         self, destination: str, limit: int, now: float, lease_seconds: float

@@ -26,6 +26,9 @@ MIGRATIONS: dict[int, str] = {
     " last_finished_at DOUBLE PRECISION, last_outcome TEXT, last_counts TEXT, cursor TEXT)",
     # Retention finds finished dead letters and delivered work by age without a scan.
     6: "CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (status, next_attempt_at)",
+    # Profiles (Part 2): the last traits seen per Segment userId, and its groupId.
+    7: "CREATE TABLE IF NOT EXISTS profiles (user_id TEXT PRIMARY KEY, traits TEXT NOT NULL, group_id TEXT,"
+    " updated_at DOUBLE PRECISION NOT NULL)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -26,6 +26,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import jobs as jobs_sql
+from fsbridge.store import profiles as profiles_sql
 from fsbridge.store.base import (
     DELIVERY_STATUSES,
     Accepted,
@@ -47,6 +48,7 @@ from fsbridge.store.base import (
 )
 from fsbridge.store.engine import Connection, Engine
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
+from fsbridge.store.profiles import UserRecord
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -453,6 +455,13 @@ class SqlStore:
                     " SET member = excluded.member, updated_at = excluded.updated_at",
                     audiences,
                 )
+            for result in results:
+                for update in result.profiles:
+                    profiles_sql.apply_profile(conn, update, now)
+            # After the batch's claims and profiles, so a deletion leaves nothing of what came before it.
+            for result in results:
+                for user in result.forget:
+                    profiles_sql.forget(conn, user)
             conn.executemany(
                 "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
                 [(now, r.inbox_id) for r in results],
@@ -983,6 +992,9 @@ class SqlStore:
 
     async def delete_ops_session(self, id_hash: str) -> None:
         await self._write(lambda conn: conn.execute("DELETE FROM ops_sessions WHERE id_hash = ?", (id_hash,)))
+
+    async def user_record(self, user_id: str) -> UserRecord | None:
+        return await self._read(lambda conn: profiles_sql.user_record(conn, user_id))
 
     # -- jobs and retention (the SQL is in store/jobs.py) ------------------------------------------
 

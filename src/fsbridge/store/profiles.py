@@ -1,0 +1,93 @@
+"""The store's profile role: the last traits and group per Segment userId, what operators read
+about one user, and forgetting a user. The SQL of this role lives here, as functions on a
+connection that both engines run as they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fsbridge.store.engine import Connection
+
+DELETED = "the user was deleted (Segment deletion request) before this was sent"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    """New traits (merged over the stored ones) and, from a group call, the user's groupId."""
+
+    user_id: str
+    traits: dict[str, Any]
+    group_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetUser:
+    """A deletion request: everything about `user_id` goes, and updates still queued for its
+    `sync_scopes` (a Fullstory upsert that would re-create the user) become dead letters."""
+
+    user_id: str
+    sync_scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    user_id: str
+    traits: dict[str, Any]
+    group_id: str | None
+    updated_at: float | None
+    identity_links: list[dict[str, str]] = field(default_factory=list)
+    audiences: dict[str, bool] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+
+def apply_profile(conn: Connection, update: ProfileUpdate, now: float) -> None:
+    row = conn.execute("SELECT traits FROM profiles WHERE user_id = ?", (update.user_id,)).fetchone()
+    traits = {**(orjson.loads(row[0]) if row else {}), **update.traits}
+    conn.execute(
+        "INSERT INTO profiles (user_id, traits, group_id, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (user_id) DO UPDATE SET traits = excluded.traits,"
+        " group_id = COALESCE(excluded.group_id, profiles.group_id), updated_at = excluded.updated_at",
+        (update.user_id, orjson.dumps(traits).decode(), update.group_id, now),
+    )
+
+
+def forget(conn: Connection, user: ForgetUser) -> None:
+    user_id = user.user_id
+    conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM identity_links WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM identity_conflicts WHERE kept_user_id = ? OR claimed_by = ?", (user_id, user_id))
+    conn.execute("DELETE FROM group_members WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM audience_membership WHERE user_id = ?", (user_id,))
+    for scope in user.sync_scopes:
+        conn.execute("DELETE FROM sync_snapshots WHERE scope = ?", (scope,))
+        conn.execute(
+            "UPDATE deliveries SET status = 'dead', last_error = ?, lease_until = NULL"
+            " WHERE sync_scope = ? AND status IN ('pending', 'parked')",
+            (DELETED, scope),
+        )
+
+
+def user_record(conn: Connection, user_id: str) -> UserRecord | None:
+    profile = conn.execute("SELECT traits, group_id, updated_at FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+    links = [
+        {"kind": kind, "value": value}
+        for kind, value in conn.execute(
+            "SELECT kind, value FROM identity_links WHERE user_id = ? ORDER BY kind, value", (user_id,)
+        )
+    ]
+    audiences = {
+        key: bool(member)
+        for key, member in conn.execute(
+            "SELECT audience_key, member FROM audience_membership WHERE user_id = ? ORDER BY audience_key", (user_id,)
+        )
+    }
+    groups = [
+        g for (g,) in conn.execute("SELECT group_id FROM group_members WHERE user_id = ? ORDER BY group_id", (user_id,))
+    ]
+    if profile is None and not links and not audiences and not groups:
+        return None
+    traits, group_id, updated_at = profile if profile else ("{}", None, None)
+    return UserRecord(user_id, orjson.loads(traits), group_id, updated_at, links, audiences, groups)
