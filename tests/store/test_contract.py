@@ -19,11 +19,13 @@ from fsbridge.store import (
     DispatchFailure,
     DispatchResult,
     FlowSkip,
+    ForgetUser,
     IdentityClaim,
     IdentityConflict,
     NewDelivery,
     NewInboxEvent,
     NewQuarantined,
+    ProfileUpdate,
     Undispatched,
 )
 from fsbridge.store.engine import Connection
@@ -443,3 +445,25 @@ class TestHardening:
         assert await store.ops_session("h1", NOW + 61) is None
         await store.delete_ops_session("h1")
         assert await store.ops_session("h1", NOW) is None
+
+    async def test_profiles_merge_and_a_deletion_forgets(self, store: SqlStore) -> None:
+        """Profile traits merge and keep the groupId; forgetting removes the user's rows on either engine."""
+        [e1, e2] = [(await store.accept(event(i, source="segment"))).id for i in (1, 2)]
+        await store.claim_inbox(10, NOW, 60)
+        await store.record_dispatch(
+            [
+                DispatchResult(e1, claims=[IdentityClaim("email", "a@b.c", "u1")],
+                               profiles=[ProfileUpdate("u1", {"plan": "pro"}, None), ProfileUpdate("u1", {}, "acme")]),
+                DispatchResult(e2, profiles=[ProfileUpdate("u1", {"seats": 3}, None)]),
+            ],
+            NOW,
+        )  # fmt: skip
+        record = await store.user_record("u1")
+        assert record is not None
+        assert ({"plan": "pro", "seats": 3}, "acme") == (record.traits, record.group_id)
+        [e3] = [(await store.accept(event(3, source="segment"))).id]
+        await store.claim_inbox(10, NOW, 60)
+        await store.record_dispatch(
+            [DispatchResult(e3, forget=[ForgetUser("u1", ("fullstory.users.create:u1",))])], NOW
+        )
+        assert await store.user_record("u1") is None
