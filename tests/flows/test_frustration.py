@@ -10,8 +10,8 @@ import pytest
 
 from fsbridge import __version__
 from fsbridge.config import FsbridgeConfig
+from fsbridge.engine.flow import stable_message_id
 from fsbridge.envelope import Envelope
-from fsbridge.flows.base import stable_message_id
 from fsbridge.sources.fullstory import stream_kind
 from tests.conftest import RAGE_CLICK, Bridge, flow_named
 

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from fsbridge.engine.dispatch import envelope_of
+from fsbridge.engine.flow import Flow
 from fsbridge.engine.rendering import DestinationLimits, render_flow
 from fsbridge.envelope import Envelope
-from fsbridge.flows.base import Flow
 from fsbridge.store import Store
 
 Resolver = Callable[[list[Envelope]], Awaitable[list[Envelope]]]

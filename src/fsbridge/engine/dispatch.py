@@ -10,24 +10,15 @@ from dataclasses import replace
 
 import orjson
 
-from fsbridge.engine.audiences import audience_changes
+from fsbridge.engine.flow import Flow
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.engine.profiles import forgotten, profile_updates
 from fsbridge.engine.rendering import DestinationLimits, Rendering, render_flow
+from fsbridge.engine.stages import event_stages
 from fsbridge.envelope import Envelope, has_dotted_keys
-from fsbridge.flows.base import Flow
 from fsbridge.log import get_logger
-from fsbridge.sources import segment
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
-from fsbridge.targets.segment import LIBRARY_NAME
 
 log = get_logger(__name__)
-LOOP_GUARD, SENT_BY_FSBRIDGE = "loop_guard", "sent by fsbridge"
-
-
-def sent_by_fsbridge(envelope: Envelope) -> bool:
-    """A Segment message whose `context.library.name` is fsbridge's: one fsbridge sent."""
-    return bool(envelope.get("context.library.name") == LIBRARY_NAME)
 
 
 def envelope_of(event: InboxEvent) -> Envelope:
@@ -52,23 +43,16 @@ class Router:
         self.flows = tuple(flows)
         self.destinations = dict(destinations)
         self.identity = identity
+        self.stages = event_stages(identity)
 
     def route(self, envelope: Envelope, raw: bytes | None = None) -> DispatchResult:
-        """Every flow's outcome for one event. A flow that fails on it becomes a dead letter of that
-        flow; what raises here (identity rules) fails the event alone, and the worker counts it."""
+        """The event stages (`engine/stages/`), then every flow's outcome for one event. A flow that
+        fails on it becomes a dead letter of that flow; what a stage raises fails the event alone,
+        and the worker counts it."""
         result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
-        if envelope.source == segment.SOURCE and sent_by_fsbridge(envelope):
-            # fsbridge's own output, fed back by a Segment source into its Segment destination: no
-            # flow runs on it, and it claims nothing, so fsbridge never loops on itself.
-            result.filtered.append(FlowSkip(LOOP_GUARD, SENT_BY_FSBRIDGE))
-            return result
-        if envelope.source == segment.SOURCE:
-            result.claims.extend(self.identity.claims(envelope))
-            result.groups.extend(self.identity.groups(envelope))
-            user_id = self.identity.segment_user_id(envelope.payload)
-            result.audiences.extend(audience_changes(envelope, user_id))
-            result.profiles.extend(profile_updates(envelope, self.identity))
-            result.forget.extend(forgotten(envelope, self.identity))
+        for stage in self.stages:
+            if envelope.source in stage.sources and not stage.apply(envelope, result):
+                return result
         for flow in self.flows:
             if not flow.trigger.matches(envelope):
                 continue

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from fsbridge.engine.flow import Flow, stable_message_id
 from fsbridge.engine.mapping import resolve
 from fsbridge.envelope import Envelope
 from fsbridge.errors import MappingError
-from fsbridge.flows.base import Flow, stable_message_id
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination

@@ -4,8 +4,8 @@ the same flow language. `build_flows(config)` returns the enabled ones, built-in
 from __future__ import annotations
 
 from fsbridge.config import FlowSpec, FsbridgeConfig
+from fsbridge.engine.flow import Flow
 from fsbridge.engine.language import LanguageError, Loc
-from fsbridge.flows.base import Flow
 from fsbridge.flows.builtin import DELETION, FRUSTRATION, IDENTIFY, deletion_spec, frustration_spec, identify_spec
 from fsbridge.flows.functions import functions
 from fsbridge.flows.spec import compile_flow

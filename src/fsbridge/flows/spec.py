@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fsbridge.config import FlowSpec
+from fsbridge.engine.flow import Flow, RateCap, Trigger
 from fsbridge.engine.language import LanguageError, Problem, compile_filters, compile_mapping
 from fsbridge.engine.mapping import Filter, MappingSpec
 from fsbridge.envelope import Envelope
-from fsbridge.flows.base import Flow, RateCap, Trigger
 from fsbridge.flows.targets import TARGETS
 from fsbridge.sources.fullstory import signal_name
 

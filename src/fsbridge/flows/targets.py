@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fsbridge.flows.base import TargetAction
+from fsbridge.engine.flow import TargetAction
 from fsbridge.targets.fullstory import FullstoryCreateEvent, FullstoryCreateUser, FullstoryDeleteUser
 from fsbridge.targets.segment import SegmentIdentify, SegmentTrack
 from fsbridge.targets.slack import SlackMessage

@@ -1,5 +1,7 @@
 """What a flow is: *on* a trigger (source + event kind), *when* its named filters pass, *map* the
-envelope through a mapping of directives, *send to* a target action. Flows never touch HTTP."""
+envelope through a mapping of directives, *send to* a target action. These are the types the engine
+runs, so the engine never imports from `flows/`, which holds the built-in flows and compiles flows
+from the configuration. Flows never touch HTTP."""
 
 from __future__ import annotations
 

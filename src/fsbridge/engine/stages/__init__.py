@@ -1,0 +1,18 @@
+"""Event stages, one module each, run in this order on every event before its flows. A stage is
+added by writing its module and one line in `event_stages`, never by a branch in the router."""
+
+from __future__ import annotations
+
+from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.stages.audiences import AudienceMembership
+from fsbridge.engine.stages.base import EventStage
+from fsbridge.engine.stages.identity import GroupMembership, IdentityClaims
+from fsbridge.engine.stages.loop_guard import LoopGuard
+from fsbridge.engine.stages.profiles import Profiles
+
+
+def event_stages(rules: IdentityRules) -> tuple[EventStage, ...]:
+    return (LoopGuard(), IdentityClaims(rules), GroupMembership(rules), AudienceMembership(rules), Profiles(rules))
+
+
+__all__ = ["EventStage", "event_stages"]
