@@ -143,3 +143,13 @@ def test_disabled_user_flow_is_still_checked() -> None:
     text = USER_FLOW.replace("  rage_to_track:\n", "  rage_to_track:\n    enabled: false\n")
     [problem] = problems(text)
     assert "unknown directive 'pathh'" in problem
+
+
+def test_durations_are_read_and_a_bad_one_names_its_line() -> None:
+    """Retention and job intervals take 30s, 15m, 2h, 7d or seconds; anything else is a located error."""
+    config = parse_config("retention:\n  inbox: 2d\n  dead: 90\njobs:\n  retention: {every: 15m}\n")
+    assert (172800.0, 90.0, 900.0) == (config.retention.inbox, config.retention.dead, config.jobs.retention.every)
+    [problem] = problems("retention:\n  inbox: soon\n")
+    assert problem.startswith("f.yaml:2: retention.inbox:")
+    assert "retention.inbox" in problem
+    assert "not a duration" in problem
