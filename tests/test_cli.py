@@ -190,7 +190,7 @@ def test_jobs_list_and_run(workdir: Path) -> None:
     assert "retention  enabled  every=3600s" in listed.output
     ran = runner.invoke(app, ["jobs", "run", "retention"])
     assert 0 == ran.exit_code, ran.output
-    assert "retention: ok delivered=0 dead=0 filtered=0 inbox=0" in ran.output
+    assert "retention: ok delivered=0 dead=0 filtered=0 inbox=0 aggregate_state=0" in ran.output
     assert "outcome=ok" in runner.invoke(app, ["jobs", "list"]).output
     unknown = runner.invoke(app, ["jobs", "run", "nope"])
     assert 2 == unknown.exit_code

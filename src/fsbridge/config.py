@@ -191,6 +191,15 @@ class TriggerSpec(_Strict):
     kinds: list[str] = Field(default_factory=list)
 
 
+class AggregateSpec(_Strict):
+    """Count the flow's events per key (and window); send one message when a key reaches `threshold`."""
+
+    key: Any  # a directive, such as {template: "{user.user_id}|{session.session_id}"}
+    threshold: int = Field(ge=1)
+    window: Duration | None = None  # none: one count per key until it expires
+    keep_for: Duration = 7 * 86400.0  # a key's count is forgotten this long after its last event
+
+
 class FlowSpec(_Strict):
     """One user-defined flow (see fsbridge.flows.spec and the README)."""
 
@@ -201,6 +210,7 @@ class FlowSpec(_Strict):
     sample: float | None = Field(default=None, gt=0, le=1)
     max_per_minute: int | None = Field(default=None, ge=1)
     skip_unchanged: bool = False
+    aggregate: AggregateSpec | None = None
     target: TargetName
     mapping: dict[str, Any]
 

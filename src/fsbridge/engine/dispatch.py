@@ -82,6 +82,7 @@ class Router:
             action=action,
             sync_scope=rendering.sync_scope,
             content_hash=rendering.content_hash,
+            aggregate=rendering.aggregate,
         )
 
 

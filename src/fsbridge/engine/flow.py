@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from fsbridge.engine.mapping import Filter, MappingSpec, resolve
+from fsbridge.engine.mapping import Directive, Filter, MappingSpec, resolve
 from fsbridge.envelope import Envelope
 from fsbridge.errors import MappingError
 
@@ -62,6 +62,17 @@ class TargetAction:
 
 
 @dataclass(frozen=True)
+class Aggregate:
+    """The aggregate stage: events are counted per `key` (and window, when set); the message is sent
+    once, by the event that makes a key's count reach `threshold` (decided in the store)."""
+
+    key: Directive
+    threshold: int
+    window: float | None = None
+    keep_for: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     trigger: Trigger
@@ -71,6 +82,7 @@ class Flow:
     skip_unchanged: bool = False  # do not resend what was last delivered for the same scope
     sample: float | None = None  # keep this share of the events that pass the filters
     rate_cap: RateCap | None = None
+    aggregate: Aggregate | None = None
 
     def held_back_by(self, envelope: Envelope) -> str | None:
         """Why this flow holds the envelope back (first failing filter, sampling, rate cap), or None."""

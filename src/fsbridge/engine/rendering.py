@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from fsbridge.engine.flow import Flow, stable_message_id
+from fsbridge.engine.flow import Aggregate, Flow, stable_message_id
 from fsbridge.engine.mapping import resolve
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import MISSING, Envelope
 from fsbridge.errors import MappingError
+from fsbridge.store.aggregates import AggregateStep
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination
 
 MAX_ERROR_CHARS = 500
+MAX_KEY_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Rendering:
     body: bytes | None = None
     sync_scope: str | None = None
     content_hash: str | None = None
+    aggregate: AggregateStep | None = None
 
 
 def render_flow(
@@ -62,10 +65,18 @@ def render_flow(
     """What `flow` makes of `envelope`; never raises."""
     message_id = message_id or stable_message_id(envelope, flow.name)
     stage = "when"
+    step = None
     try:
         reason = flow.held_back_by(envelope)
         if reason is not None:
             return Rendering(flow, message_id, held_back=reason)
+        if flow.aggregate is not None:
+            stage = "aggregate"
+            step = aggregate_step(flow.aggregate, envelope)
+            if step is None:
+                return Rendering(flow, message_id, held_back="aggregate: the event has no key")
+            # One message per key and window, whichever event reaches the threshold.
+            message_id = aggregate_message_id(flow.name, step)
         stage = "map"
         output = resolve(flow.mapping, envelope)
         stage = "send"
@@ -82,7 +93,25 @@ def render_flow(
         error = f"the message is {len(body):,} bytes, over {destination}'s limit of {limit:,} bytes a message"
         return Rendering(flow, message_id, error=error, body=body)
     content_hash = hashlib.sha256(body).hexdigest() if scope else None
-    return Rendering(flow, message_id, body=body, sync_scope=scope, content_hash=content_hash)
+    return Rendering(flow, message_id, body=body, sync_scope=scope, content_hash=content_hash, aggregate=step)
+
+
+def aggregate_step(aggregate: Aggregate, envelope: Envelope) -> AggregateStep | None:
+    key = aggregate.key.resolve(envelope)
+    if key is MISSING or key is None or key == "":
+        return None
+    text = str(key)
+    if len(text) > MAX_KEY_CHARS:  # kept short in the store; the hash still names one key
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    window = aggregate.window
+    start = (envelope.received_at // window) * window if window else 0.0
+    last = start + window if window else envelope.received_at
+    return AggregateStep(text, start, aggregate.threshold, last + aggregate.keep_for)
+
+
+def aggregate_message_id(flow: str, step: AggregateStep) -> str:
+    digest = hashlib.sha256(f"{flow}\naggregate\n{step.key}\n{step.window_start!r}".encode()).hexdigest()
+    return f"fsb-{digest[:40]}"
 
 
 def _short(text: str) -> str:

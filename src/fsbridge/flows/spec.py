@@ -4,6 +4,7 @@ trigger: {source: fullstory_stream, kinds: [checkout_abandoned]}
 when: [{path: event.cart_value, gte: 100}]
 sample: 0.5              # keep half, chosen by the event's identity (stable across replays)
 max_per_minute: 600      # hold back what exceeds this rate (counted, with the reason)
+aggregate: {key: {template: "{user.user_id}|{session.session_id}"}, threshold: 3}   # once per key
 target: segment.track
 mapping: {event: Checkout Abandoned, userId: {path: user.user_id}, ...}
 """
@@ -11,12 +12,12 @@ mapping: {event: Checkout Abandoned, userId: {path: user.user_id}, ...}
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from fsbridge.config import FlowSpec
-from fsbridge.engine.flow import Flow, RateCap, Trigger
+from fsbridge.engine.flow import Aggregate, Flow, RateCap, Trigger
 from fsbridge.engine.language import LanguageError, Problem, compile_filters, compile_mapping
-from fsbridge.engine.mapping import Filter, MappingSpec
+from fsbridge.engine.mapping import Directive, Filter, MappingSpec
 from fsbridge.envelope import Envelope
 from fsbridge.flows.targets import TARGETS
 from fsbridge.sources.fullstory import signal_name
@@ -44,6 +45,18 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
         when = compile_filters(spec.when, ("when",))
     except LanguageError as exc:
         problems += exc.problems
+    aggregate = None
+    if spec.aggregate is not None:
+        try:
+            key = compile_mapping({"key": spec.aggregate.key}, functions, ("aggregate",))["key"]
+        except LanguageError as exc:
+            problems += exc.problems
+        else:
+            if not hasattr(key, "resolve"):
+                problems.append((("aggregate", "key"), "the key must be a directive (path, template, ...)"))
+            else:
+                a = spec.aggregate
+                aggregate = Aggregate(cast(Directive, key), a.threshold, a.window, a.keep_for)
     if problems:
         raise LanguageError(problems)
     return Flow(
@@ -55,4 +68,5 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
         skip_unchanged=spec.skip_unchanged,
         sample=spec.sample,
         rate_cap=RateCap(spec.max_per_minute) if spec.max_per_minute else None,
+        aggregate=aggregate,
     )

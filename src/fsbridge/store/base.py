@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fsbridge.store.aggregates import AggregateStep
 from fsbridge.store.jobs import JobStore
 from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
@@ -78,6 +79,7 @@ class NewDelivery:
     action: str = ""
     sync_scope: str | None = None
     content_hash: str | None = None
+    aggregate: AggregateStep | None = None  # sent only if this event makes the count reach the threshold
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store.engine import Connection
 
 PRUNE_CHUNK = 5000  # rows a prune statement removes at once, so no write holds the writer for long
@@ -136,4 +137,5 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
         conn.execute(f"DELETE FROM flow_outcomes WHERE inbox_id IN ({marks})", events)  # noqa: S608
         conn.execute(f"DELETE FROM inbox WHERE id IN ({marks})", events)  # noqa: S608
     counts["inbox"] = len(events)
+    counts["aggregate_state"] = aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK)
     return counts

@@ -29,6 +29,10 @@ MIGRATIONS: dict[int, str] = {
     # Profiles (Part 2): the last traits seen per Segment userId, and its groupId.
     7: "CREATE TABLE IF NOT EXISTS profiles (user_id TEXT PRIMARY KEY, traits TEXT NOT NULL, group_id TEXT,"
     " updated_at DOUBLE PRECISION NOT NULL)",
+    # Aggregation state: a count per flow, key and window, decided in the dispatch transaction.
+    8: "CREATE TABLE IF NOT EXISTS aggregate_state (flow TEXT NOT NULL, key TEXT NOT NULL,"
+    " window_start DOUBLE PRECISION NOT NULL, count INTEGER NOT NULL, first_at DOUBLE PRECISION NOT NULL,"
+    " last_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, key, window_start))",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
+from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store.base import (
@@ -411,6 +412,7 @@ class SqlStore:
                 event_id: conn.execute("SELECT received_at FROM inbox WHERE id = ?", (event_id,)).fetchone()
                 for event_id in missing
             }
+            below: list[tuple[str, str, str, float]] = []
             deliveries = [
                 (
                     _new_id("dlv"), r.inbox_id, d.flow, d.destination, d.message_id, d.body, d.status, d.destination,
@@ -419,6 +421,7 @@ class SqlStore:
                 )
                 for r in results
                 for d in r.deliveries
+                if d.aggregate is None or _crosses(conn, r.inbox_id, d, now, below)
             ]  # fmt: skip
             if deliveries:
                 conn.executemany(
@@ -432,7 +435,7 @@ class SqlStore:
                     " ON CONFLICT (message_id) DO NOTHING",
                     deliveries,
                 )
-            filtered = [(r.inbox_id, skip.flow, skip.reason, now) for r in results for skip in r.filtered]
+            filtered = [(r.inbox_id, skip.flow, skip.reason, now) for r in results for skip in r.filtered] + below
             if filtered:
                 conn.executemany(
                     "INSERT INTO flow_outcomes (inbox_id, flow, outcome, reason, at)"
@@ -1074,6 +1077,19 @@ def _delivery(row: Iterable[Any]) -> Delivery:
 SOURCE_COUNTS = ("received", "duplicate", "quarantined")
 FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
 DESTINATION_COUNTS = DELIVERY_STATUSES
+
+
+def _crosses(conn: Connection, inbox_id: str, delivery: NewDelivery, now: float, below: list[Any]) -> bool:
+    """Count an aggregated delivery's event; true only for the event that reaches the threshold.
+    The others are recorded as held back, with the count."""
+    step = delivery.aggregate
+    assert step is not None
+    reached = aggregates_sql.count(conn, delivery.flow, step, now)
+    if reached == step.threshold:
+        return True
+    state = "below the threshold" if reached < step.threshold else "already reached the threshold"
+    below.append((inbox_id, delivery.flow, f"aggregate: {reached} of {step.threshold}, {state}", now))
+    return False
 
 
 def _undispatched(conn: Connection) -> Undispatched:
