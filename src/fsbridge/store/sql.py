@@ -1,35 +1,28 @@
-"""The store over SQL, shared by the SQLite and PostgreSQL engines.
-
-One writer thread owns the write connection and commits concurrent requests together (group
-commit): it takes every write queued while the previous transaction was committing, runs each in
-its own SAVEPOINT (so one failure does not undo the others) and commits them with one sync. An
-awaited write has returned only after its transaction is durable. Reads run on reader threads
-with connections of their own.
-"""
+"""The store over SQL, shared by the SQLite and PostgreSQL engines: intake, dispatch, deliveries,
+identity and the ops reads, over one group-commit writer (`store/writer.py`) and reader threads
+with connections of their own. The SQL of the roles split out so far lives with its role:
+`jobs.py` (job runs, retention), `profiles.py` (profiles, forgetting a user), `aggregates.py`
+(aggregation state) and `ops_reads.py` (what operators and the health monitor read)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
-
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store import jobs as jobs_sql
+from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store.base import (
-    DELIVERY_STATUSES,
     Accepted,
     AttemptRecord,
     Delivery,
@@ -50,11 +43,10 @@ from fsbridge.store.base import (
 from fsbridge.store.engine import Connection, Engine
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.profiles import UserRecord
+from fsbridge.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
 log = get_logger(__name__)
-
-MAX_GROUP = 1024
 
 _DELIVERY_COLUMNS = (
     "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
@@ -79,161 +71,12 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns():016x}{_ID_PROCESS}{next(_ID_COUNTER) & 0xFFFFFF:06x}"
 
 
-@dataclass(slots=True)
-class _Job:
-    fn: Callable[[Connection], Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
-class _GroupCommitWriter:
-    """The single writer thread. `submit` queues a write; its future resolves after the commit."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="fsbridge-store-writer", daemon=True)
-        self._conn: Connection | None = None
-        self.transactions = 0
-        self.writes = 0  # committed writes: writes / transactions is the mean commit group
-
-    def start(self) -> None:
-        self._conn = self._engine.connect()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=10)
-        if self._conn is not None:
-            self._conn.close()
-
-    def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
-        return future
-
-    def _run(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                group.append(job)
-            self._commit_group(group)
-            if stop:
-                return
-
-    def _commit_group(self, group: list[_Job]) -> None:
-        try:
-            results = self._transaction(group)
-        except Exception as exc:
-            log.error("store.commit_failed", error=str(exc), writes=len(group))
-            failure = StoreUnavailableError(f"The store could not commit: {exc}")
-            results = [(None, failure)] * len(group)
-        else:
-            self.transactions += 1
-            self.writes += len(group)
-        _resolve_all(group, results)
-
-    def _transaction(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
-        try:
-            return self._attempt(group)
-        except Exception as exc:
-            if not self._engine.is_busy(exc):
-                raise
-        # Another process (the CLI, another replica) holds a lock for a moment; tenacity retries
-        # the whole group briefly before the callers get StoreUnavailableError (intake: 503).
-        # Built only then: a Retrying per commit cost more than the commit's own Python.
-        retrying = Retrying(
-            retry=retry_if_exception(self._engine.is_busy),
-            wait=wait_exponential(multiplier=0.01, max=0.5),
-            stop=stop_after_delay(10),
-            reraise=True,
-        )
-        return retrying(self._attempt, group)
-
-    def _attempt(self, group: list[_Job]) -> list[tuple[Any, BaseException | None]]:
-        if self._conn is None:
-            self._conn = self._engine.connect()
-        conn = self._conn
-        try:
-            conn.execute(self._engine.begin)
-            try:
-                # The common case: every write succeeds, so none pays for a savepoint of its own.
-                results: list[tuple[Any, BaseException | None]] = [(job.fn(conn), None) for job in group]
-            except Exception:
-                conn.execute("ROLLBACK")
-                conn.execute(self._engine.begin)
-                results = [self._isolated(conn, job) for job in group]
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            self._discard_after_failure(conn, exc)
-            raise
-        return results
-
-    def _isolated(self, conn: Connection, job: _Job) -> tuple[Any, BaseException | None]:
-        """Run one write in a savepoint, so its failure undoes it alone."""
-        conn.execute("SAVEPOINT job")
-        try:
-            value = job.fn(conn)
-        except self._engine.errors as exc:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            return None, StoreUnavailableError(f"The store could not write: {exc}")
-        except Exception as exc:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            return None, exc
-        conn.execute("RELEASE job")
-        return value, None
-
-    def _discard_after_failure(self, conn: Connection, exc: BaseException) -> None:
-        with contextlib.suppress(Exception):
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        if not self._engine.is_busy(exc):
-            # The connection may be lost (a database restart) even if it looks idle: start afresh.
-            with contextlib.suppress(Exception):
-                conn.close()
-            self._conn = None
-
-
-def _resolve_all(group: list[_Job], results: list[tuple[Any, BaseException | None]]) -> None:
-    """Settle every future of a group with one wake-up per event loop, not one per write."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
-    for job, (value, error) in zip(group, results, strict=True):
-        by_loop.setdefault(job.loop, []).append((job, value, error))
-
-    def settle(items: list[tuple[_Job, Any, BaseException | None]]) -> None:
-        for job, value, error in items:
-            if job.future.done():
-                continue
-            if error is not None:
-                job.future.set_exception(error)
-            else:
-                job.future.set_result(value)
-
-    for loop, items in by_loop.items():
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(settle, items)
-
-
 class SqlStore:
     """The `Store` on a SQL engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writer = _GroupCommitWriter(engine)
+        self._writer = GroupCommitWriter(engine)
         self._reader_local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsbridge-store-reader")
         self._reader_conns: list[Connection] = []
@@ -506,7 +349,7 @@ class SqlStore:
         return await self._write(write)
 
     async def undispatched(self) -> Undispatched:
-        return await self._read(_undispatched)
+        return await self._read(ops_sql.undispatched)
 
     async def sync_snapshots(self, scopes: list[str]) -> dict[str, str]:
         if not scopes:
@@ -787,49 +630,15 @@ class SqlStore:
         return await self._read(read)
 
     async def stats(self) -> dict[str, Any]:
-        return await self._read(_stats)
+        return await self._read(ops_sql.stats)
 
     # -- operations ---------------------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        def read(conn: Connection) -> dict[tuple[str, str], int]:
-            rows = conn.execute(
-                "SELECT destination, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END,"
-                " COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead', 'parked') GROUP BY 1, 2"
-            ).fetchall()
-            return {(destination, status): count for destination, status, count in rows}
-
-        return await self._read(read)
+        return await self._read(ops_sql.queue_depths)
 
     async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
-        def read(conn: Connection) -> dict[str, dict[str, dict[str, int]]]:
-            by_source: dict[str, dict[str, int]] = {}
-            for source, count in conn.execute(
-                "SELECT source, COUNT(*) FROM inbox WHERE received_at >= ? GROUP BY source", (since,)
-            ):
-                by_source.setdefault(source, {})["received"] = count
-            for source, count in conn.execute(
-                "SELECT source, COUNT(*) FROM quarantine WHERE received_at >= ? GROUP BY source", (since,)
-            ):
-                by_source.setdefault(source, {})["quarantined"] = count
-            by_flow: dict[str, dict[str, int]] = {}
-            by_destination: dict[str, dict[str, int]] = {}
-            for flow, destination, status, count in conn.execute(
-                "SELECT flow, destination, status, COUNT(*) FROM deliveries WHERE created_at >= ?"
-                " GROUP BY flow, destination, status",
-                (since,),
-            ):
-                by_flow.setdefault(flow, {})[status] = by_flow.get(flow, {}).get(status, 0) + count
-                by_destination.setdefault(destination, {})[status] = (
-                    by_destination.get(destination, {}).get(status, 0) + count
-                )
-            for flow, count in conn.execute(
-                "SELECT flow, COUNT(*) FROM flow_outcomes WHERE at >= ? GROUP BY flow", (since,)
-            ):
-                by_flow.setdefault(flow, {})["filtered"] = count
-            return {"by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}
-
-        return await self._read(read)
+        return await self._read(lambda conn: ops_sql.window_counts(conn, since))
 
     async def timeline(self, since: float, bucket_seconds: float, buckets: int) -> dict[str, list[int]]:
         to_bucket = self.engine.bucket
@@ -917,42 +726,13 @@ class SqlStore:
         return await self._write(write)
 
     async def attempt_outcomes(self, since: float) -> dict[str, tuple[int, int]]:
-        def read(conn: Connection) -> dict[str, tuple[int, int]]:
-            rows = conn.execute(
-                "SELECT d.destination, SUM(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END), COUNT(*)"
-                " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.attempted_at >= ?"
-                " GROUP BY d.destination",
-                (since,),
-            ).fetchall()
-            return {destination: (ok, total) for destination, ok, total in rows}
-
-        return await self._read(read)
+        return await self._read(lambda conn: ops_sql.attempt_outcomes(conn, since))
 
     async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
-        def read(conn: Connection) -> dict[str, int]:
-            counts: dict[str, int] = {}
-            for table in ("inbox", "quarantine"):
-                for source, count in conn.execute(
-                    f"SELECT source, COUNT(*) FROM {table} WHERE received_at > ? AND received_at <= ?"  # noqa: S608
-                    " GROUP BY source",
-                    (start, end),
-                ):
-                    counts[source] = counts.get(source, 0) + count
-            return counts
-
-        return await self._read(read)
+        return await self._read(lambda conn: ops_sql.inbound_counts(conn, start, end))
 
     async def dead_letters_since(self, since: float) -> dict[str, int]:
-        def read(conn: Connection) -> dict[str, int]:
-            rows = conn.execute(
-                "SELECT d.destination, COUNT(DISTINCT d.id) FROM deliveries d"
-                " LEFT JOIN attempts a ON a.delivery_id = d.id"
-                " WHERE d.status = 'dead' AND COALESCE(a.attempted_at, d.created_at) >= ? GROUP BY d.destination",
-                (since,),
-            ).fetchall()
-            return dict(rows)
-
-        return await self._read(read)
+        return await self._read(lambda conn: ops_sql.dead_letters_since(conn, since))
 
     async def alert_states(self) -> dict[str, tuple[bool, float, str]]:
         def read(conn: Connection) -> dict[str, tuple[bool, float, str]]:
@@ -1074,11 +854,6 @@ def _delivery(row: Iterable[Any]) -> Delivery:
     return Delivery(*values)
 
 
-SOURCE_COUNTS = ("received", "duplicate", "quarantined")
-FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
-DESTINATION_COUNTS = DELIVERY_STATUSES
-
-
 def _crosses(conn: Connection, inbox_id: str, delivery: NewDelivery, now: float, below: list[Any]) -> bool:
     """Count an aggregated delivery's event; true only for the event that reaches the threshold.
     The others are recorded as held back, with the count."""
@@ -1090,59 +865,3 @@ def _crosses(conn: Connection, inbox_id: str, delivery: NewDelivery, now: float,
     state = "below the threshold" if reached < step.threshold else "already reached the threshold"
     below.append((inbox_id, delivery.flow, f"aggregate: {reached} of {step.threshold}, {state}", now))
     return False
-
-
-def _undispatched(conn: Connection) -> Undispatched:
-    count, oldest = conn.execute("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE status = 'pending'").fetchone()
-    return Undispatched(count, oldest)
-
-
-def _stats(conn: Connection) -> dict[str, Any]:
-    by_source: dict[str, dict[str, int]] = {}
-    by_flow: dict[str, dict[str, int]] = {}
-    by_destination: dict[str, dict[str, int]] = {}
-
-    def bucket(table: dict[str, dict[str, int]], name: str, keys: tuple[str, ...]) -> dict[str, int]:
-        return table.setdefault(name, dict.fromkeys(keys, 0))
-
-    for source, count in conn.execute("SELECT source, COUNT(*) FROM inbox GROUP BY source"):
-        bucket(by_source, source, SOURCE_COUNTS)["received"] += count
-    for source, count in conn.execute("SELECT source, COUNT(*) FROM quarantine GROUP BY source"):
-        counts = bucket(by_source, source, SOURCE_COUNTS)
-        counts["received"] += count
-        counts["quarantined"] += count
-    for source, count in conn.execute("SELECT key, value FROM counters WHERE name = 'duplicate'"):
-        counts = bucket(by_source, source, SOURCE_COUNTS)
-        counts["received"] += count
-        counts["duplicate"] += count
-    for flow, destination, status, count in conn.execute(
-        "SELECT flow, destination, status, COUNT(*) FROM deliveries GROUP BY flow, destination, status"
-    ):
-        bucket(by_flow, flow, FLOW_COUNTS)[status] += count
-        bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
-    for flow, count in conn.execute(
-        "SELECT flow, COUNT(*) FROM flow_outcomes WHERE outcome = 'filtered' GROUP BY flow"
-    ):
-        bucket(by_flow, flow, FLOW_COUNTS)["filtered"] += count
-
-    links = conn.execute("SELECT COUNT(*) FROM identity_links").fetchone()[0]
-    conflicts = conn.execute("SELECT COUNT(*) FROM identity_conflicts").fetchone()[0]
-    totals = dict.fromkeys((*SOURCE_COUNTS, *FLOW_COUNTS), 0)
-    for counts in by_source.values():
-        for key in SOURCE_COUNTS:
-            totals[key] += counts[key]
-    for counts in by_flow.values():
-        for key in FLOW_COUNTS:
-            totals[key] += counts[key]
-    return {
-        "totals": totals,
-        "by_source": by_source,
-        "by_flow": by_flow,
-        "by_destination": by_destination,
-        "identity": {"links": links, "conflicts": conflicts},
-        "undispatched": _undispatched_json(_undispatched(conn)),
-    }
-
-
-def _undispatched_json(pending: Undispatched) -> dict[str, Any]:
-    return {"events": pending.events, "oldest_received_at": pending.oldest_received_at}

@@ -1,0 +1,133 @@
+"""The store's ops-read role: the counts and series that `/ops`, `/ops/api/stats`, `/metrics` and
+the health monitor read. Reads only, as functions on a connection that both engines run as they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsbridge.store.base import DELIVERY_STATUSES, Undispatched
+from fsbridge.store.engine import Connection
+
+SOURCE_COUNTS = ("received", "duplicate", "quarantined")
+FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
+DESTINATION_COUNTS = DELIVERY_STATUSES
+
+
+def undispatched(conn: Connection) -> Undispatched:
+    count, oldest = conn.execute("SELECT COUNT(*), MIN(received_at) FROM inbox WHERE status = 'pending'").fetchone()
+    return Undispatched(count, oldest)
+
+
+def stats(conn: Connection) -> dict[str, Any]:
+    by_source: dict[str, dict[str, int]] = {}
+    by_flow: dict[str, dict[str, int]] = {}
+    by_destination: dict[str, dict[str, int]] = {}
+
+    def bucket(table: dict[str, dict[str, int]], name: str, keys: tuple[str, ...]) -> dict[str, int]:
+        return table.setdefault(name, dict.fromkeys(keys, 0))
+
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM inbox GROUP BY source"):
+        bucket(by_source, source, SOURCE_COUNTS)["received"] += count
+    for source, count in conn.execute("SELECT source, COUNT(*) FROM quarantine GROUP BY source"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["quarantined"] += count
+    for source, count in conn.execute("SELECT key, value FROM counters WHERE name = 'duplicate'"):
+        counts = bucket(by_source, source, SOURCE_COUNTS)
+        counts["received"] += count
+        counts["duplicate"] += count
+    for flow, destination, status, count in conn.execute(
+        "SELECT flow, destination, status, COUNT(*) FROM deliveries GROUP BY flow, destination, status"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)[status] += count
+        bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
+    for flow, count in conn.execute(
+        "SELECT flow, COUNT(*) FROM flow_outcomes WHERE outcome = 'filtered' GROUP BY flow"
+    ):
+        bucket(by_flow, flow, FLOW_COUNTS)["filtered"] += count
+
+    links = conn.execute("SELECT COUNT(*) FROM identity_links").fetchone()[0]
+    conflicts = conn.execute("SELECT COUNT(*) FROM identity_conflicts").fetchone()[0]
+    totals = dict.fromkeys((*SOURCE_COUNTS, *FLOW_COUNTS), 0)
+    for counts in by_source.values():
+        for key in SOURCE_COUNTS:
+            totals[key] += counts[key]
+    for counts in by_flow.values():
+        for key in FLOW_COUNTS:
+            totals[key] += counts[key]
+    return {
+        "totals": totals,
+        "by_source": by_source,
+        "by_flow": by_flow,
+        "by_destination": by_destination,
+        "identity": {"links": links, "conflicts": conflicts},
+        "undispatched": _undispatched_json(undispatched(conn)),
+    }
+
+
+def _undispatched_json(pending: Undispatched) -> dict[str, Any]:
+    return {"events": pending.events, "oldest_received_at": pending.oldest_received_at}
+
+
+def queue_depths(conn: Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute(
+        "SELECT destination, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END,"
+        " COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead', 'parked') GROUP BY 1, 2"
+    ).fetchall()
+    return {(destination, status): count for destination, status, count in rows}
+
+
+def window_counts(conn: Connection, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    by_source: dict[str, dict[str, int]] = {}
+    for source, count in conn.execute(
+        "SELECT source, COUNT(*) FROM inbox WHERE received_at >= ? GROUP BY source", (since,)
+    ):
+        by_source.setdefault(source, {})["received"] = count
+    for source, count in conn.execute(
+        "SELECT source, COUNT(*) FROM quarantine WHERE received_at >= ? GROUP BY source", (since,)
+    ):
+        by_source.setdefault(source, {})["quarantined"] = count
+    by_flow: dict[str, dict[str, int]] = {}
+    by_destination: dict[str, dict[str, int]] = {}
+    for flow, destination, status, count in conn.execute(
+        "SELECT flow, destination, status, COUNT(*) FROM deliveries WHERE created_at >= ?"
+        " GROUP BY flow, destination, status",
+        (since,),
+    ):
+        by_flow.setdefault(flow, {})[status] = by_flow.get(flow, {}).get(status, 0) + count
+        by_destination.setdefault(destination, {})[status] = by_destination.get(destination, {}).get(status, 0) + count
+    for flow, count in conn.execute("SELECT flow, COUNT(*) FROM flow_outcomes WHERE at >= ? GROUP BY flow", (since,)):
+        by_flow.setdefault(flow, {})["filtered"] = count
+    return {"by_source": by_source, "by_flow": by_flow, "by_destination": by_destination}
+
+
+def attempt_outcomes(conn: Connection, since: float) -> dict[str, tuple[int, int]]:
+    rows = conn.execute(
+        "SELECT d.destination, SUM(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END), COUNT(*)"
+        " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.attempted_at >= ?"
+        " GROUP BY d.destination",
+        (since,),
+    ).fetchall()
+    return {destination: (ok, total) for destination, ok, total in rows}
+
+
+def inbound_counts(conn: Connection, start: float, end: float) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for table in ("inbox", "quarantine"):
+        for source, count in conn.execute(
+            f"SELECT source, COUNT(*) FROM {table} WHERE received_at > ? AND received_at <= ?"  # noqa: S608
+            " GROUP BY source",
+            (start, end),
+        ):
+            counts[source] = counts.get(source, 0) + count
+    return counts
+
+
+def dead_letters_since(conn: Connection, since: float) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT d.destination, COUNT(DISTINCT d.id) FROM deliveries d"
+        " LEFT JOIN attempts a ON a.delivery_id = d.id"
+        " WHERE d.status = 'dead' AND COALESCE(a.attempted_at, d.created_at) >= ? GROUP BY d.destination",
+        (since,),
+    ).fetchall()
+    return dict(rows)
