@@ -285,15 +285,11 @@ def replay(
         if chosen is None:
             raise _fail([f"No enabled flow is called {flow!r}."])
 
-        async def resolve_identities(envelopes: list[Envelope]) -> list[Envelope]:
-            resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
-            return resolved
-
         items = await replay_flow(
             runtime.store,
             chosen,
             started,
-            resolve_identities=resolve_identities,
+            resolve_identities=_linked_only(runtime),
             apply=not dry_run,
             limits=runtime.router.destinations[chosen.target.destination],
             now=runtime.clock.now(),
@@ -333,15 +329,11 @@ def backtest(
         if chosen is None:
             raise _fail([f"No flow is called {flow!r}."])
 
-        async def resolve_identities(envelopes: list[Envelope]) -> list[Envelope]:
-            resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
-            return resolved
-
         result = await backtest_flow(
             runtime.store,
             chosen,
             started,
-            resolve_identities=resolve_identities,
+            resolve_identities=_linked_only(runtime),
             limits=runtime.router.destinations[chosen.target.destination],
             limit=limit,
         )
@@ -358,6 +350,16 @@ def backtest(
             typer.echo(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
 
     _with_runtime(run)
+
+
+def _linked_only(runtime: Runtime) -> Callable[[list[Envelope]], Awaitable[list[Envelope]]]:
+    """Identity resolution from the stored links alone: replay and backtest never ask Fullstory."""
+
+    async def resolve(envelopes: list[Envelope]) -> list[Envelope]:
+        resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
+        return resolved
+
+    return resolve
 
 
 def _parse_since(text: str) -> float:

@@ -133,13 +133,9 @@ async def _sign_in(request: Request, token: str) -> Response:
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request, csrf: str = Form("")) -> Response:
-    session = await _session(request)
+    session = await _form_session(request, csrf)
     if not isinstance(session, Session):
         return session
-    try:
-        check_csrf(session, csrf)
-    except IntakeError as exc:
-        return _refusal(exc)
     await end_session(request)
     response = _page("login.html", 200, error=None, loopback_only=runtime_of(request).settings.ops_token is None)
     response.delete_cookie(COOKIE, path="/ops")
