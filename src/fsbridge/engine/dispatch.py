@@ -13,7 +13,7 @@ import orjson
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.rendering import DestinationLimits, Rendering, render_flow
-from fsbridge.engine.stages import event_stages
+from fsbridge.engine.stages import EventStage, event_stages
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.log import get_logger
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
@@ -44,14 +44,18 @@ class Router:
         self.destinations = dict(destinations)
         self.identity = identity
         self.stages = event_stages(identity)
+        self._stages_of: dict[str, tuple[EventStage, ...]] = {}  # per source, so others skip the loop
 
     def route(self, envelope: Envelope, raw: bytes | None = None) -> DispatchResult:
         """The event stages (`engine/stages/`), then every flow's outcome for one event. A flow that
         fails on it becomes a dead letter of that flow; what a stage raises fails the event alone,
         and the worker counts it."""
         result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
-        for stage in self.stages:
-            if envelope.source in stage.sources and not stage.apply(envelope, result):
+        stages = self._stages_of.get(envelope.source)
+        if stages is None:
+            stages = self._stages_of[envelope.source] = tuple(s for s in self.stages if envelope.source in s.sources)
+        for stage in stages:
+            if not stage.apply(envelope, result):
                 return result
         for flow in self.flows:
             if not flow.trigger.matches(envelope):

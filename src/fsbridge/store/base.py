@@ -120,7 +120,7 @@ class FlowSkip:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention, as InboxEvent: one per routed event
 class DispatchResult:
     """Everything routing one inbox event produced; written in one transaction."""
 
