@@ -160,6 +160,7 @@ def require_ops_access(request: Request) -> None:
 class Session:
     id_hash: str
     csrf: str
+    cookie: str | None = None  # set on a session made for this request: the response must carry it
 
 
 def _hash(session_id: str) -> str:
@@ -169,7 +170,7 @@ def _hash(session_id: str) -> str:
 async def new_session(request: Request) -> tuple[str, Session]:
     """A fresh session: the cookie value (random, never stored) and what the store keeps of it."""
     session_id = secrets.token_urlsafe(32)
-    session = Session(_hash(session_id), secrets.token_urlsafe(24))
+    session = Session(_hash(session_id), secrets.token_urlsafe(24), cookie=session_id)
     runtime = runtime_of(request)
     now = runtime.clock.now()
     await runtime.store.create_ops_session(session.id_hash, session.csrf, now, now + SESSION_SECONDS)

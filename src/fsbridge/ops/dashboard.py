@@ -78,12 +78,18 @@ async def _session(request: Request) -> Session | Response:
     if session is not None:
         return session
     if configured is None and request.method in ("GET", "HEAD"):
-        # Loopback-only mode signs a local visitor in on sight, so that forms have a CSRF token.
-        cookie, session = await new_session(request)
-        response = RedirectResponse(request.url.path, status_code=303, headers=PAGE_HEADERS)
-        _set_cookie(request, response, cookie)
-        return response
+        # Loopback-only mode signs a local visitor in on sight, so that forms have a CSRF token; the
+        # page carries the new cookie (see `_answer`).
+        _, session = await new_session(request)
+        return session
     return _page("login.html", 401, error=None, loopback_only=configured is None)
+
+
+def _answer(request: Request, session: Session, response: Response) -> Response:
+    """The page, with the cookie of a session made for this request."""
+    if session.cookie is not None:
+        _set_cookie(request, response, session.cookie)
+    return response
 
 
 def _back(anchor: str = "") -> RedirectResponse:
@@ -105,7 +111,7 @@ async def overview(request: Request, token: str | None = None) -> Response:
     session = await _session(request)
     if not isinstance(session, Session):
         return session
-    return _page("overview.html", **await _overview(runtime), csrf=session.csrf)
+    return _answer(request, session, _page("overview.html", **await _overview(runtime), csrf=session.csrf))
 
 
 @router.post("/login", include_in_schema=False)
@@ -209,7 +215,7 @@ async def event_page(request: Request, event_id: str) -> Response:
     if story is None:
         return _page("message.html", 404, title="Not found", message=f"No stored event has id {event_id}.")
     data = story_json(story)
-    return _page(
+    page = _page(
         "event.html",
         story=data,
         raw=pretty(data["event"]["body"]),
@@ -217,6 +223,7 @@ async def event_page(request: Request, event_id: str) -> Response:
         csrf=session.csrf,
         when=_when,
     )
+    return _answer(request, session, page)
 
 
 @router.get("/deliveries/{delivery_id}", include_in_schema=False)
@@ -227,7 +234,8 @@ async def delivery_page(request: Request, delivery_id: str) -> Response:
     delivery = await runtime_of(request).store.get_delivery(delivery_id)
     if delivery is None or not delivery.inbox_id:
         return _page("message.html", 404, title="Not found", message=f"No delivery has id {delivery_id}.")
-    return RedirectResponse(f"/ops/events/{delivery.inbox_id}", status_code=303, headers=PAGE_HEADERS)
+    redirect = RedirectResponse(f"/ops/events/{delivery.inbox_id}", status_code=303, headers=PAGE_HEADERS)
+    return _answer(request, session, redirect)
 
 
 async def _overview(runtime: Runtime) -> dict[str, Any]:
