@@ -171,7 +171,7 @@ def dlq_replay(
             return
         for delivery_id in ids or []:
             done = await operations.replay(delivery_id)
-            typer.echo(f"{delivery_id}: {'replaying' if done else 'not found or already pending'}")
+            typer.echo(f"{delivery_id}: {'replaying' if done else 'not found, already pending, or never rendered'}")
 
     _with_runtime(run)
 

@@ -233,3 +233,26 @@ async def test_a_message_fsbridge_sent_runs_no_flow(bridge: Bridge) -> None:
     stats = await bridge.runtime.store.stats()
     assert 1 == stats["totals"]["filtered"]
     assert 0 == stats["identity"]["links"]
+
+
+async def test_a_dead_letter_that_was_never_rendered_is_not_replayed_as_it_is(bridge: Bridge) -> None:
+    """A flow that failed on an event leaves a dead letter holding the event, not a message: replaying
+    it one by one answers 409 saying how to render it again, and a bulk replay leaves it."""
+    router = bridge.runtime.router
+    flow = next(f for f in router.flows if f.name == "frustration_to_segment_track")
+
+    def raises(envelope: Envelope) -> bool:
+        raise ValueError("odd")
+
+    broken = dataclasses.replace(flow, when=(Filter("boom", raises, lambda _: ""),))
+    router.flows = (broken, *(f for f in router.flows if f is not flow))
+    await bridge.post_stream(click(1))
+    await bridge.drain()
+    [dead] = await bridge.runtime.store.list_deliveries("dead", flow.name, 10)
+    response = await bridge.client.post(f"/ops/api/deliveries/{dead.id}/replay", headers=bridge.ops_headers())
+    assert 409 == response.status_code
+    assert "never_rendered" == response.json()["error"]["code"]
+    assert "fsbridge replay --flow" in response.json()["error"]["message"]
+    bulk = await bridge.client.post("/ops/api/deliveries/replay", json={"status": "dead"}, headers=bridge.ops_headers())
+    assert {"replayed": 0} == bulk.json()
+    assert [] == [r for r in bridge.upstream.requests if r.url.path == "/v1/batch"]

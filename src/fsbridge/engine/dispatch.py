@@ -17,6 +17,7 @@ from fsbridge.engine.stages import EventStage, event_stages
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.log import get_logger
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
+from fsbridge.store.base import UNRENDERED
 
 log = get_logger(__name__)
 
@@ -74,8 +75,11 @@ class Router:
         if rendering.error is not None:
             log.warning("flow.mapping_failed", flow=flow.name, event_id=envelope.event_id, error=rendering.error)
             # The dead letter keeps what the flow could not turn into a message: its body, or the event.
-            body = rendering.body or raw or _payload_bytes(envelope)
-            return NewDelivery(flow.name, destination, rendering.message_id, body, "dead", rendering.error, action)
+            if rendering.body is not None:  # rendered, but over the size limit
+                return NewDelivery(flow.name, destination, rendering.message_id, rendering.body, "dead",
+                                   rendering.error, action)  # fmt: skip
+            body = raw or _payload_bytes(envelope)
+            return NewDelivery(flow.name, destination, rendering.message_id, body, "dead", rendering.error, UNRENDERED)
         assert rendering.body is not None
         return NewDelivery(
             flow.name,

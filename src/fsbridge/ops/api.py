@@ -22,8 +22,13 @@ from fsbridge.sources.envelopes import envelope_for
 from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.intake import error_response, json_response
 from fsbridge.store import Delivery, EventStory, NewInboxEvent
+from fsbridge.store.base import UNRENDERED
 
 WORKER_MAX_SILENCE_SECONDS = 30.0
+NEVER_RENDERED = (
+    "Its flow could not turn the event into a message, so there is nothing to send again; fix the flow, "
+    "then render the event anew with `fsbridge replay --flow NAME --since ...`."
+)
 _SECRET_FIELD = re.compile(r"^(writeKey|write_key|password|secret|token|apiKey|api_key)$", re.IGNORECASE)
 
 
@@ -240,6 +245,8 @@ async def replay_delivery(request: Request, delivery_id: str) -> Response:
         delivery = await _runtime(request).store.get_delivery(delivery_id)
         if delivery is None:
             return error_response(404, "not_found", f"No delivery has id {delivery_id}.")
+        if delivery.action == UNRENDERED:
+            return error_response(409, "never_rendered", NEVER_RENDERED)
         return error_response(409, "already_pending", f"Delivery {delivery_id} is already waiting to be sent.")
     return json_response(202, {"status": "replaying", "id": delivery_id})
 

@@ -34,9 +34,10 @@ from fsbridge.ops.access import (
     require_same_origin,
     runtime_of,
 )
-from fsbridge.ops.api import Operations, pretty, story_json
+from fsbridge.ops.api import NEVER_RENDERED, Operations, pretty, story_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
+from fsbridge.store.base import UNRENDERED
 
 HOUR, DAY = 3600, 86400
 CHART_BUCKETS, CHART_BUCKET_SECONDS = 96, 900  # 24 h in 15-minute steps
@@ -176,7 +177,10 @@ async def replay_delivery(request: Request, delivery_id: str, csrf: str = Form("
     session = await _form_session(request, csrf)
     if not isinstance(session, Session):
         return session
-    await Operations(runtime_of(request)).replay(delivery_id)
+    if not await Operations(runtime_of(request)).replay(delivery_id):
+        delivery = await runtime_of(request).store.get_delivery(delivery_id)
+        if delivery is not None and delivery.action == UNRENDERED:
+            return _page("message.html", 409, title="Nothing to send again", message=NEVER_RENDERED)
     return _back("#dead-letters")
 
 

@@ -11,6 +11,9 @@ from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
 DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "parked", "dry_run")
+# The action of a dead letter whose flow could not produce a message: its body is the inbound event,
+# so replaying it as it is would send that event; it is rendered again instead (`fsbridge replay`).
+UNRENDERED = "unrendered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store.base import (
+    UNRENDERED,
     Accepted,
     AttemptRecord,
     Delivery,
@@ -558,8 +559,8 @@ class SqlStore:
             return (
                 conn.execute(
                     "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"
-                    " lease_until = NULL, send_alone = 0 WHERE id = ? AND status != 'pending'",
-                    (now, now, delivery_id),
+                    " lease_until = NULL, send_alone = 0 WHERE id = ? AND status != 'pending' AND action != ?",
+                    (now, now, delivery_id, UNRENDERED),
                 ).rowcount
                 == 1
             )
@@ -571,11 +572,11 @@ class SqlStore:
 
         sql = (
             "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"  # noqa: S608
-            f" lease_until = NULL, send_alone = 0 {clauses}"
+            f" lease_until = NULL, send_alone = 0 {clauses} {'AND' if clauses else 'WHERE'} action != ?"
         )
 
         def write(conn: Connection) -> int:
-            return conn.execute(sql, (now, now, *params)).rowcount
+            return conn.execute(sql, (now, now, *params, UNRENDERED)).rowcount
 
         return await self._write(write)
 
