@@ -159,7 +159,7 @@ async def test_an_event_that_cannot_be_routed_moves_to_quarantine_after_bounded_
     quarantined under its id with the reason, and can be replayed once routing works."""
     route = Router.route
 
-    def failing(self: Router, envelope: Envelope, raw: bytes | None = None) -> DispatchResult:
+    def failing(self: Router, envelope: Envelope, raw: bytes) -> DispatchResult:
         if envelope.get("event.target_text") == "button 3":
             raise RecursionError("maximum recursion depth exceeded")
         return route(self, envelope, raw)

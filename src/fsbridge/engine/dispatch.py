@@ -47,7 +47,7 @@ class Router:
         self.stages = event_stages(identity)
         self._stages_of: dict[str, tuple[EventStage, ...]] = {}  # per source, so others skip the loop
 
-    def route(self, envelope: Envelope, raw: bytes | None = None) -> DispatchResult:
+    def route(self, envelope: Envelope, raw: bytes) -> DispatchResult:
         """The event stages (`engine/stages/`), then every flow's outcome for one event. A flow that
         fails on it becomes a dead letter of that flow; what a stage raises fails the event alone,
         and the worker counts it."""
@@ -69,7 +69,7 @@ class Router:
             result.deliveries.append(self._delivery(rendering, envelope, raw))
         return result
 
-    def _delivery(self, rendering: Rendering, envelope: Envelope, raw: bytes | None) -> NewDelivery:
+    def _delivery(self, rendering: Rendering, envelope: Envelope, raw: bytes) -> NewDelivery:
         flow = rendering.flow
         destination, action = flow.target.destination, flow.target.action
         if rendering.error is not None:
@@ -78,8 +78,8 @@ class Router:
             if rendering.body is not None:  # rendered, but over the size limit
                 return NewDelivery(flow.name, destination, rendering.message_id, rendering.body, "dead",
                                    rendering.error, action)  # fmt: skip
-            body = raw or _payload_bytes(envelope)
-            return NewDelivery(flow.name, destination, rendering.message_id, body, "dead", rendering.error, UNRENDERED)
+            # The stored bytes, not a re-serialisation: a payload may nest deeper than orjson writes.
+            return NewDelivery(flow.name, destination, rendering.message_id, raw, "dead", rendering.error, UNRENDERED)
         assert rendering.body is not None
         return NewDelivery(
             flow.name,
@@ -92,13 +92,6 @@ class Router:
             content_hash=rendering.content_hash,
             aggregate=rendering.aggregate,
         )
-
-
-def _payload_bytes(envelope: Envelope) -> bytes:
-    try:
-        return orjson.dumps(envelope.payload)
-    except TypeError:  # nested deeper than orjson writes (255 levels)
-        return b"{}"
 
 
 def suppress_unchanged(results: list[DispatchResult], snapshots: Mapping[str, str]) -> list[DispatchResult]:

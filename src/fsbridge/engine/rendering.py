@@ -85,10 +85,10 @@ def render_flow(
         body = flow.target.render(output, message_id)
         scope = flow.target.scope_of(body) if flow.skip_unchanged else None
     except MappingError as exc:
-        return Rendering(flow, message_id, error=_short(str(exc)))
+        return Rendering(flow, message_id, error=shorten(str(exc)))
     except Exception as exc:  # one event's failure is its own outcome, never the batch's
         error = f"the flow failed at its {stage} stage: {type(exc).__name__}: {exc}"
-        return Rendering(flow, message_id, error=_short(error))
+        return Rendering(flow, message_id, error=shorten(error))
     limit = limits.max_message_bytes
     if limit is not None and len(body) > limit:
         destination = flow.target.destination
@@ -116,5 +116,6 @@ def aggregate_message_id(flow: str, step: AggregateStep) -> str:
     return f"fsb-{digest[:40]}"
 
 
-def _short(text: str) -> str:
+def shorten(text: str) -> str:
+    """An error as it is stored and shown: at most MAX_ERROR_CHARS."""
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

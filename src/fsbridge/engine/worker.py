@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
 from fsbridge.engine.isolation import BreakerState, CircuitBreaker, TokenBucket
+from fsbridge.engine.rendering import shorten
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
@@ -510,8 +511,7 @@ class Worker:
 
 
 def _describe(stage: str, exc: BaseException) -> str:
-    text = f"{stage} raised {type(exc).__name__}: {exc}"
-    return text if len(text) <= 500 else text[:499] + "…"
+    return shorten(f"{stage} raised {type(exc).__name__}: {exc}")
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
 from starlette.requests import Request
 
 from fsbridge.errors import IntakeError
@@ -116,7 +117,7 @@ def check_token(request: Request, given: str) -> bool:
     return False
 
 
-def warn_if_open_beyond_loopback(ops_token: object, host: str) -> bool:
+def warn_if_open_beyond_loopback(ops_token: SecretStr | None, host: str) -> bool:
     """Log a warning when ops has no token and the server listens beyond loopback; whether it did."""
     try:
         loopback = ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -181,10 +181,6 @@ def delivery_item(d: Delivery) -> DeliveryItem:
     )
 
 
-def _runtime(request: Request) -> Runtime:
-    return runtime_of(request)
-
-
 health = APIRouter(tags=["health"])
 ops = APIRouter(prefix="/ops/api", tags=["ops"], dependencies=[Depends(require_ops_access)])
 
@@ -196,7 +192,7 @@ async def healthz() -> dict[str, str]:
 
 @health.get("/readyz", summary="Store reachable, workers running, no destination parked")
 async def readyz(request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     reasons: list[str] = []
     try:
         await runtime.store.ping()
@@ -221,7 +217,7 @@ async def readyz(request: Request) -> Response:
 
 @health.get("/metrics", summary="Prometheus metrics (ops token)", dependencies=[Depends(require_ops_access)])
 async def metrics(request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     await runtime.refresh_metrics()
     return Response(runtime.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -236,13 +232,13 @@ async def list_deliveries(
     flow: str | None = None,
     limit: Limit = 100,
 ) -> DeliveryList:
-    return DeliveryList(items=await Operations(_runtime(request)).deliveries(status, flow, limit))
+    return DeliveryList(items=await Operations(runtime_of(request)).deliveries(status, flow, limit))
 
 
 @ops.post("/deliveries/{delivery_id}/replay", status_code=202, summary="Send one delivery again")
 async def replay_delivery(request: Request, delivery_id: str) -> Response:
-    if not await Operations(_runtime(request)).replay(delivery_id):
-        delivery = await _runtime(request).store.get_delivery(delivery_id)
+    if not await Operations(runtime_of(request)).replay(delivery_id):
+        delivery = await runtime_of(request).store.get_delivery(delivery_id)
         if delivery is None:
             return error_response(404, "not_found", f"No delivery has id {delivery_id}.")
         if delivery.action == UNRENDERED:
@@ -253,12 +249,12 @@ async def replay_delivery(request: Request, delivery_id: str) -> Response:
 
 @ops.post("/deliveries/replay", summary="Send every delivery with a status (dead by default) again")
 async def replay_deliveries(request: Request, body: ReplayRequest) -> dict[str, int]:
-    return {"replayed": await Operations(_runtime(request)).replay_all(body.status, body.flow)}
+    return {"replayed": await Operations(runtime_of(request)).replay_all(body.status, body.flow)}
 
 
 @ops.get("/deliveries/{delivery_id}/attempts", summary="Every attempt of one delivery")
 async def delivery_attempts(request: Request, delivery_id: str) -> Response:
-    store = _runtime(request).store
+    store = runtime_of(request).store
     if await store.get_delivery(delivery_id) is None:
         return error_response(404, "not_found", f"No delivery has id {delivery_id}.")
     attempts = await store.list_attempts(delivery_id)
@@ -270,13 +266,13 @@ async def delivery_attempts(request: Request, delivery_id: str) -> Response:
 
 @ops.get("/quarantine", summary="Authenticated events whose shape was not recognised")
 async def list_quarantine(request: Request, limit: Limit = 100) -> dict[str, list[dict[str, Any]]]:
-    rows = await _runtime(request).store.list_quarantine(limit)
+    rows = await runtime_of(request).store.list_quarantine(limit)
     return {"items": [{"id": q.id, "source": q.source, "received_at": q.received_at, "error": q.error} for q in rows]}
 
 
 @ops.get("/stats", summary="Counts by source, flow and destination; events not routed yet")
 async def stats(request: Request) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     counts = await runtime.store.stats()
     oldest = counts["undispatched"]["oldest_received_at"]
     counts["undispatched"]["oldest_age_seconds"] = None if oldest is None else max(0.0, runtime.clock.now() - oldest)
@@ -287,7 +283,7 @@ async def stats(request: Request) -> dict[str, Any]:
 async def resume_destination(request: Request, name: str) -> Response:
     if name not in DESTINATIONS:
         return error_response(404, "not_found", f"Destinations are {', '.join(DESTINATIONS)}.")
-    resumed = await _runtime(request).resume_destination(name)
+    resumed = await runtime_of(request).resume_destination(name)
     return json_response(200, {"status": "resumed", "destination": name, "deliveries": resumed})
 
 
@@ -295,13 +291,13 @@ async def resume_destination(request: Request, name: str) -> Response:
 async def pause_destination(request: Request, name: str) -> Response:
     if name not in DESTINATIONS:
         return error_response(404, "not_found", f"Destinations are {', '.join(DESTINATIONS)}.")
-    await _runtime(request).pause_destination(name)
+    await runtime_of(request).pause_destination(name)
     return json_response(200, {"status": "paused", "destination": name})
 
 
 @ops.post("/quarantine/{quarantine_id}/replay", status_code=202, summary="Accept a quarantined event again")
 async def replay_quarantined(request: Request, quarantine_id: str) -> Response:
-    outcome = await Operations(_runtime(request)).replay_quarantined(quarantine_id)
+    outcome = await Operations(runtime_of(request)).replay_quarantined(quarantine_id)
     if isinstance(outcome, IntakeError):
         return error_response(outcome.status, outcome.code, outcome.message)
     return json_response(202, {"status": "replayed", "id": quarantine_id, "event_id": outcome})
@@ -309,7 +305,7 @@ async def replay_quarantined(request: Request, quarantine_id: str) -> Response:
 
 @ops.get("/events/{event_id}", summary="An event's whole story: raw body, flows, deliveries, attempts")
 async def event_story(request: Request, event_id: str) -> Response:
-    story = await _runtime(request).store.event_story(event_id)
+    story = await runtime_of(request).store.event_story(event_id)
     if story is None:
         return error_response(404, "not_found", f"No stored event has id {event_id}.")
     return json_response(200, story_json(story))
@@ -317,12 +313,12 @@ async def event_story(request: Request, event_id: str) -> Response:
 
 @ops.get("/jobs", summary="Scheduled jobs: interval, last run, outcome and counts, next run")
 async def list_jobs(request: Request) -> dict[str, list[dict[str, Any]]]:
-    return {"items": await _runtime(request).scheduler.states()}
+    return {"items": await runtime_of(request).scheduler.states()}
 
 
 @ops.get("/users/{user_id}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
 async def user(request: Request, user_id: str) -> Response:
-    record = await _runtime(request).store.user_record(user_id)
+    record = await runtime_of(request).store.user_record(user_id)
     if record is None:
         return error_response(404, "not_found", f"fsbridge holds nothing about user {user_id}.")
     return json_response(

@@ -33,6 +33,8 @@ MIGRATIONS: dict[int, str] = {
     8: "CREATE TABLE IF NOT EXISTS aggregate_state (flow TEXT NOT NULL, key TEXT NOT NULL,"
     " window_start DOUBLE PRECISION NOT NULL, count INTEGER NOT NULL, first_at DOUBLE PRECISION NOT NULL,"
     " last_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, key, window_start))",
+    # The health monitor's lease, replaced by the scheduler's job runs (version 5).
+    9: "DROP TABLE IF EXISTS job_leases",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -1,12 +1,13 @@
-"""Profile stages: the last traits and group per user, and forgetting a user a deletion names."""
+"""Profile stage (Part 2): per Segment userId, the last traits seen in identify calls and the
+groupId of group calls, kept beside the identity links for flows and operators; and forgetting a
+user a deletion request names. Both are written in the dispatch transaction (`store/profiles.py`)."""
 
 from __future__ import annotations
 
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.engine.profiles import forgotten, profile_updates
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import Envelope, lookup
 from fsbridge.sources import segment
-from fsbridge.store import DispatchResult
+from fsbridge.store import DispatchResult, ForgetUser, ProfileUpdate
 
 
 class Profiles:
@@ -20,3 +21,28 @@ class Profiles:
         result.profiles.extend(profile_updates(envelope, self.rules))
         result.forget.extend(forgotten(envelope, self.rules))
         return True
+
+
+def profile_updates(envelope: Envelope, rules: IdentityRules) -> list[ProfileUpdate]:
+    message = envelope.payload
+    if not isinstance(message, dict):
+        return []
+    user_id = rules.segment_user_id(message)
+    if user_id is None:
+        return []
+    if envelope.kind == "identify" and isinstance(traits := message.get("traits"), dict) and traits:
+        return [ProfileUpdate(user_id, traits, None)]
+    if envelope.kind == "group" and isinstance(group_id := lookup(message, "groupId"), str | int):
+        return [ProfileUpdate(user_id, {}, str(group_id))]
+    return []
+
+
+def forgotten(envelope: Envelope, rules: IdentityRules) -> list[ForgetUser]:
+    """A Segment `delete` names a user whose profile, links, memberships and sync state all go."""
+    if envelope.kind != "delete" or not isinstance(envelope.payload, dict):
+        return []
+    user_id = rules.segment_user_id(envelope.payload)
+    if user_id is None:
+        return []
+    uid = rules.fullstory_uid(user_id)
+    return [ForgetUser(user_id, sync_scopes=(f"fullstory.users.create:{uid}",))]
