@@ -1,5 +1,6 @@
 """Golden examples: every `config/examples/golden/<flow>/<case>.in.json` gives exactly `<case>.out.json`
-(or, with no .out file, is held back by the flow). Adding an example adds a test.
+(or, with no .out file, is held back by the flow). A flow that enriches reads its look-ups' answers
+from `<case>.enriched.json` (by enrich step; null for nothing found). Adding an example adds a test.
 
 Run with FSBRIDGE_UPDATE_GOLDEN=1 to write the .out files after a deliberate change; review the diff."""
 
@@ -37,12 +38,14 @@ FLOWS = all_flows()
 CASES = sorted(GOLDEN.glob("*/*.in.json"))
 
 
-def render(flow: Flow, payload: Any) -> dict[str, Any] | None:
-    """What dispatch would store for this input: the same rendering path, limits included."""
+def render(flow: Flow, payload: Any, answers: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What dispatch and then delivery would make of this input: the same rendering path, limits
+    included, with `answers` standing in for the flow's look-ups (none given: nothing found)."""
+    answers = answers if answers is not None else {}
     envelope = envelope_for(flow.trigger.source, payload)
     if not flow.trigger.matches(envelope):
         return None
-    rendering = render_flow(flow, envelope, offline_limits(flow.target.destination))
+    rendering = render_flow(flow, envelope, offline_limits(flow.target.destination), answers=answers)
     if rendering.held_back is not None:
         return None
     assert rendering.error is None, rendering.error
@@ -56,7 +59,9 @@ def test_golden_example(case: Path) -> None:
     """The flow named by the folder turns the input into exactly the expected output (or holds it back)."""
     flow = FLOWS[case.parent.name]
     expected_file = case.with_name(case.name.replace(".in.json", ".out.json"))
-    actual = render(flow, orjson.loads(case.read_bytes()))
+    stub = case.with_name(case.name.replace(".in.json", ".enriched.json"))
+    answers = orjson.loads(stub.read_bytes()) if stub.exists() else None
+    actual = render(flow, orjson.loads(case.read_bytes()), answers)
     if UPDATE:
         if actual is None:
             expected_file.unlink(missing_ok=True)

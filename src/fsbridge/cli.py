@@ -234,8 +234,13 @@ def preview_mapping(
     flow: Annotated[str, typer.Argument(help="The flow's name.")],
     input_file: Annotated[Path, typer.Argument(help="A JSON payload as the flow's source would send it.")],
     config: Annotated[Path | None, typer.Option(help="Default: FSBRIDGE_CONFIG.")] = None,
+    enriched: Annotated[
+        Path | None,
+        typer.Option(help="JSON answers for the flow's look-ups, by enrich step (null: nothing found)."),
+    ] = None,
 ) -> None:
-    """Print what a flow would send for an input (or why it holds it back). Nothing is sent or stored."""
+    """Print what a flow would send for an input (or why it holds it back). Nothing is sent or stored,
+    and no look-up is made: a flow that enriches shows its plan, or renders with --enriched answers."""
     from fsbridge.engine.rendering import offline_limits, render_flow
     from fsbridge.flows import build_flows
     from fsbridge.sources.envelopes import envelope_for
@@ -258,9 +263,21 @@ def preview_mapping(
         kinds = ", ".join(sorted(chosen.trigger.kinds)) or "any"
         typer.echo(f"not triggered: {flow} takes {chosen.trigger.source} events of kind {kinds}, not {envelope.kind!r}")
         return
-    rendering = render_flow(chosen, envelope, offline_limits(chosen.target.destination))
+    answers = None
+    if enriched is not None:
+        try:
+            answers = orjson.loads(enriched.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise _fail([f"{enriched}: cannot read JSON ({exc})."]) from exc
+        if not isinstance(answers, dict):
+            raise _fail([f"{enriched}: expected an object of enrich step: answer."])
+    rendering = render_flow(chosen, envelope, offline_limits(chosen.target.destination), answers=answers)
     if rendering.held_back is not None:
         typer.echo(f"filtered: {rendering.held_back}")
+        return
+    if rendering.awaiting_lookups and rendering.body is not None:
+        typer.echo("awaiting look-ups (made when the delivery is sent; --enriched FILE renders with answers):")
+        typer.echo(orjson.dumps(orjson.loads(rendering.body), option=orjson.OPT_INDENT_2).decode())
         return
     if rendering.error is not None or rendering.body is None:
         raise _fail([f"mapping error: {rendering.error}"], code=1)
@@ -356,7 +373,7 @@ def _linked_only(runtime: Runtime) -> Callable[[list[Envelope]], Awaitable[list[
     """Identity resolution from the stored links alone: replay and backtest never ask Fullstory."""
 
     async def resolve(envelopes: list[Envelope]) -> list[Envelope]:
-        resolved, _ = await runtime.worker.resolve_identities(envelopes, look_up=False)
+        resolved, _ = await runtime.worker.resolve_identities(envelopes)
         return resolved
 
     return resolve

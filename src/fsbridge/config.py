@@ -200,6 +200,19 @@ class AggregateSpec(_Strict):
     keep_for: Duration = 7 * 86400.0  # a key's count is forgotten this long after its last event
 
 
+class EnrichSpec(_Strict):
+    """One look-up before the mapping, made when the delivery is sent (see `engine/enricher.py`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    lookup: str  # fullstory.latest_session, fullstory.user, fullstory.user_by_email
+    with_: dict[str, Any] = Field(alias="with", default_factory=dict)  # argument: directive
+    required: bool = True  # nothing found: the delivery ends filtered (else $enriched.<name> is missing)
+    unless: Any = None  # skip the look-up when this value is present
+    cache_for: Duration = 300.0
+    max_age: Duration | None = None  # fullstory.latest_session: older sessions count as none
+
+
 class FlowSpec(_Strict):
     """One user-defined flow (see fsbridge.flows.spec and the README)."""
 
@@ -211,6 +224,8 @@ class FlowSpec(_Strict):
     max_per_minute: int | None = Field(default=None, ge=1)
     skip_unchanged: bool = False
     aggregate: AggregateSpec | None = None
+    enrich: dict[str, EnrichSpec] = Field(default_factory=dict)  # name: look-up, read as $enriched.<name>
+    when_enriched: list[Any] = Field(default_factory=list)  # filters on $enriched values, when it is sent
     target: TargetName
     mapping: dict[str, Any]
 

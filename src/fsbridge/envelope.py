@@ -34,6 +34,9 @@ class Envelope:
     # False when no object of the payload has a dotted key (`has_dotted_keys`): then a path that
     # is not there as nested objects is simply missing, and no lookup searches for dotted spellings.
     dotted_keys: bool = True
+    # What the flow's enrich steps found, by step name (read as `$enriched.<name>.<field>`); None
+    # until a delivery is enriched.
+    enriched: Any = None
 
     def get(self, path: str) -> Any:
         """The payload's value at `path`, or MISSING (see `lookup`)."""

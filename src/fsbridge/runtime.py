@@ -13,12 +13,13 @@ import httpx
 from fsbridge.clock import Clock, SystemClock
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.dispatch import Router
+from fsbridge.engine.enricher import Enricher
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.engine.isolation import CircuitBreaker, TokenBucket
+from fsbridge.engine.isolation import CircuitBreaker, Guard, TokenBucket
 from fsbridge.engine.rendering import DestinationLimits
 from fsbridge.engine.retry import RetryPolicy
 from fsbridge.engine.scheduler import Scheduler
-from fsbridge.engine.worker import Guard, Worker
+from fsbridge.engine.worker import Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
 from fsbridge.jobs import scheduled_jobs
@@ -31,7 +32,7 @@ from fsbridge.store import Store, open_store
 from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
-from fsbridge.targets.fullstory_lookups import FullstoryLookups
+from fsbridge.targets.fullstory_lookups import FullstoryApi, lookups
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination
 
@@ -66,11 +67,10 @@ class Runtime:
         self.flows = build_flows(config)
         self.destinations = self._destinations(transport)
         self._refuse_sending_without_credentials()
-        self.router = Router(
-            self.flows,
-            {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()},
-            IdentityRules(config.identity),
-        )
+        self.fullstory_api = self._fullstory_api(transport)
+        limits = {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()}
+        rules = IdentityRules(config.identity)
+        self.router = Router(self.flows, limits, rules, lookups_available=self.fullstory_api is not None)
         self.metrics = Metrics()
         if isinstance(self.store, SqlStore):
             store = self.store
@@ -91,10 +91,22 @@ class Runtime:
             dispatch_batch=config.worker.dispatch_batch,
             max_dispatch_attempts=config.worker.max_dispatch_attempts,
             dispatch_retry_seconds=config.worker.dispatch_retry_seconds,
-            lookups=self._lookups(transport),
             guards=self._guards(),
             metrics=self.metrics,
         )
+        if any(flow.enrich for flow in self.flows):
+            self.worker.enricher = Enricher(
+                self.store,
+                {flow.name: flow for flow in self.flows},
+                lookups(rules),
+                self.fullstory_api,
+                self.worker.guards.get("fullstory"),
+                self.clock,
+                limits,
+                resolve=self.worker.resolved,
+                is_parked=lambda: "fullstory" in self.worker.parked,
+                park=self._park_fullstory,
+            )
         self.monitor = HealthMonitor(
             self.store,
             self.clock,
@@ -161,17 +173,29 @@ class Runtime:
             guards[name] = Guard(
                 TokenBucket(options.rate_limit_per_second, options.burst, now),
                 CircuitBreaker(**options.breaker.model_dump()),
+                concurrency=options.concurrency,
             )
         return guards
 
-    def _lookups(self, transport: httpx.AsyncBaseTransport | None) -> FullstoryLookups | None:
-        """Fullstory look-ups, only when sending to Fullstory for real is allowed (never in dry-run)."""
+    def _fullstory_api(self, transport: httpx.AsyncBaseTransport | None) -> FullstoryApi | None:
+        """Fullstory's API for look-ups, only when sending to Fullstory for real is allowed (never in dry-run)."""
         key = self.settings.fullstory_api_key
-        if key is None or not self.config.identity.lookup_fullstory_users or self.settings.is_dry_run("fullstory"):
+        if key is None or self.settings.is_dry_run("fullstory"):
             return None
-        timeout = self.config.destinations.fullstory.timeout_seconds
-        client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False)
-        return FullstoryLookups(client, api_url=self.settings.fullstory_api_url, api_key=key)
+        options = self.config.destinations.fullstory
+        client = httpx.AsyncClient(
+            transport=transport,
+            timeout=options.timeout_seconds,
+            limits=httpx.Limits(max_connections=options.concurrency * 2),
+            follow_redirects=False,
+        )
+        return FullstoryApi(client, api_url=self.settings.fullstory_api_url, api_key=key)
+
+    async def _park_fullstory(self, reason: str) -> None:
+        text = f"{reason}: the credentials are missing or wrong; fix them, then resume the destination"
+        self.worker.parked["fullstory"] = text
+        await self.store.park_destination("fullstory", text, self.clock.now())
+        log.error("destination.parked", destination="fullstory", reason=reason)
 
     def _refuse_sending_without_credentials(self) -> None:
         if self.settings.dry_run is not False:
@@ -218,8 +242,8 @@ class Runtime:
         await self.worker.stop()
         for destination in self.destinations.values():
             await destination.aclose()
-        if self.worker.lookups is not None:
-            await self.worker.lookups.aclose()
+        if self.fullstory_api is not None:
+            await self.fullstory_api.aclose()
         await self.store.close()
 
     async def resume_destination(self, name: str) -> int:

@@ -167,7 +167,7 @@ def test_cast_chain() -> None:
         ({"a": {"path": ""}}, "mapping.a.path: a path cannot be empty"),
         (
             {"a": {"path": "$nope"}},
-            "mapping.a.path: unknown metadata '$nope' (metadata: $event_id, $source, $stream, $kind, $received_at, $dedup_key, $resolved_user_id)",
+            "mapping.a.path: unknown metadata '$nope' (metadata: $event_id, $source, $stream, $kind, $received_at, $dedup_key, $resolved_user_id, $enriched.<step>)",
         ),
         ({"a": {"template": 5}}, "mapping.a.template: template takes a string with {path} placeholders"),
         ({"a": {"lookup": "x"}}, "mapping.a.table: lookup needs a non-empty table of key: value"),

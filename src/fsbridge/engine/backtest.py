@@ -43,6 +43,10 @@ async def backtest_flow(
             result.held_back[rendering.held_back.split(":", 1)[0]] += 1
         elif rendering.error is not None or rendering.body is None:
             result.errors[rendering.error or "nothing rendered"] += 1
+        elif rendering.awaiting_lookups:  # a backtest asks nothing: it shows the plan
+            result.would_send["(after look-ups)"] += 1
+            if len(result.examples) < EXAMPLES:
+                result.examples.append(orjson.loads(rendering.body))
         else:
             message = orjson.loads(rendering.body)
             name = message.get("event") if isinstance(message, dict) else None

@@ -17,7 +17,7 @@ from fsbridge.engine.stages import EventStage, event_stages
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.log import get_logger
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
-from fsbridge.store.base import UNRENDERED
+from fsbridge.store.base import AWAITING_ENRICHMENT, UNRENDERED
 
 log = get_logger(__name__)
 
@@ -39,11 +39,19 @@ def envelope_of(event: InboxEvent) -> Envelope:
 
 class Router:
     def __init__(
-        self, flows: Sequence[Flow], destinations: Mapping[str, DestinationLimits], identity: IdentityRules
+        self,
+        flows: Sequence[Flow],
+        destinations: Mapping[str, DestinationLimits],
+        identity: IdentityRules,
+        *,
+        lookups_available: bool = False,
     ) -> None:
         self.flows = tuple(flows)
         self.destinations = dict(destinations)
         self.identity = identity
+        # False without a Fullstory API key (or in dry-run): optional look-ups are skipped, and a
+        # delivery that needs one is recorded as dry_run with its plan.
+        self.lookups_available = lookups_available
         self.stages = event_stages(identity)
         self._stages_of: dict[str, tuple[EventStage, ...]] = {}  # per source, so others skip the loop
 
@@ -61,7 +69,9 @@ class Router:
         for flow in self.flows:
             if not flow.trigger.matches(envelope):
                 continue
-            rendering = render_flow(flow, envelope, self.destinations[flow.target.destination])
+            rendering = render_flow(
+                flow, envelope, self.destinations[flow.target.destination], lookups_available=self.lookups_available
+            )
             if rendering.held_back is not None:
                 result.filtered.append(FlowSkip(flow.name, rendering.held_back))
                 log.debug("flow.filtered", flow=flow.name, event_id=envelope.event_id, reason=rendering.held_back)
@@ -81,12 +91,24 @@ class Router:
             # The stored bytes, not a re-serialisation: a payload may nest deeper than orjson writes.
             return NewDelivery(flow.name, destination, rendering.message_id, raw, "dead", rendering.error, UNRENDERED)
         assert rendering.body is not None
+        dry_run = self.destinations[destination].dry_run
+        if rendering.awaiting_lookups:
+            return NewDelivery(
+                flow.name,
+                destination,
+                rendering.message_id,
+                rendering.body,
+                "dry_run" if dry_run or not self.lookups_available else "pending",
+                None if self.lookups_available else "look-ups need FSBRIDGE_FULLSTORY_API_KEY (dry run)",
+                action,
+                awaiting=AWAITING_ENRICHMENT,
+            )
         return NewDelivery(
             flow.name,
             destination,
             rendering.message_id,
             rendering.body,
-            "dry_run" if self.destinations[destination].dry_run else "pending",
+            "dry_run" if dry_run else "pending",
             action=action,
             sync_scope=rendering.sync_scope,
             content_hash=rendering.content_hash,

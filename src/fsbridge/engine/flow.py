@@ -1,19 +1,21 @@
-"""What a flow is: *on* a trigger (source + event kind), *when* its named filters pass, *map* the
-envelope through a mapping of directives, *send to* a target action. These are the types the engine
-runs, so the engine never imports from `flows/`, which holds the built-in flows and compiles flows
-from the configuration. Flows never touch HTTP."""
+"""What a flow is: *on* a trigger (source + event kind), *when* its named filters pass, *enrich*
+with look-ups (made when the delivery is sent), *aggregate* per key, *map* the envelope through a
+mapping of directives, *send to* a target action. These are the types the engine runs, so the
+engine never imports from `flows/`, which holds the built-in flows and compiles flows from the
+configuration. Flows never touch HTTP: a look-up is named here and made by the enricher."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from fsbridge.engine.mapping import Directive, Filter, MappingSpec, resolve
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import MISSING, Envelope
 from fsbridge.errors import MappingError
 
 
@@ -73,6 +75,32 @@ class Aggregate:
 
 
 @dataclass(frozen=True)
+class EnrichStep:
+    """One look-up a flow makes before it maps: `lookup` (a name in the look-up registry) with
+    `arguments` read from the event (and earlier steps), its answer readable as `$enriched.<name>`.
+    A required step that finds nothing ends the delivery as filtered with the look-up's reason; an
+    optional one leaves `$enriched.<name>` missing. `unless`: the step is skipped when that value is
+    present (an event whose user is known needs no look-up)."""
+
+    name: str
+    lookup: str
+    arguments: Mapping[str, Directive]
+    required: bool = True
+    unless: Directive | None = None
+    cache_for: float = 300.0
+    options: Mapping[str, Any] = field(default_factory=dict)  # the look-up's own settings (max_age)
+    reads_earlier: bool = False  # an argument reads what an earlier step found ($enriched...)
+
+    def applies(self, envelope: Envelope) -> bool:
+        return self.unless is None or self.unless.resolve(envelope) is MISSING
+
+    def arguments_for(self, envelope: Envelope) -> dict[str, Any]:
+        """The arguments that have a value for this event (missing ones are left out)."""
+        found = {name: d.resolve(envelope) for name, d in self.arguments.items()}
+        return {name: value for name, value in found.items() if value is not MISSING}
+
+
+@dataclass(frozen=True)
 class Flow:
     name: str
     trigger: Trigger
@@ -83,6 +111,8 @@ class Flow:
     sample: float | None = None  # keep this share of the events that pass the filters
     rate_cap: RateCap | None = None
     aggregate: Aggregate | None = None
+    enrich: tuple[EnrichStep, ...] = ()
+    when_enriched: tuple[Filter, ...] = ()  # filters on what the enrich steps found, at delivery time
 
     def held_back_by(self, envelope: Envelope) -> str | None:
         """Why this flow holds the envelope back (first failing filter, sampling, rate cap), or None."""

@@ -10,9 +10,10 @@ failure opens it again.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class TokenBucket:
@@ -116,3 +117,17 @@ class CircuitBreaker:
         if self.state is not BreakerState.OPEN or self.opened_at is None:
             return 0.0
         return max(0.0, self.opened_at + self.open_seconds - now)
+
+
+@dataclass
+class Guard:
+    """One destination's rate limit, circuit breaker and concurrency: its deliveries and the
+    look-ups made in its API (enrichment) pass through the same one."""
+
+    bucket: TokenBucket
+    breaker: CircuitBreaker
+    concurrency: int = 4
+    gate: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = asyncio.Semaphore(self.concurrency)

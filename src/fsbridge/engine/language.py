@@ -62,6 +62,7 @@ MODIFIERS = {
     "function": {"cast", "default", "unless"},
 }
 ALL_MODIFIERS = set().union(*MODIFIERS.values())
+ENRICHED_PREFIX = "$enriched."  # what the flow's enrich steps found: $enriched.<step>.<field>
 META_FIELDS = ("event_id", "source", "stream", "kind", "received_at", "dedup_key", "resolved_user_id")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -154,15 +155,23 @@ class PathRead:
     path: str
 
     def __post_init__(self) -> None:
-        meta = Meta(self.path[1:]) if self.path.startswith("$") else None  # type: ignore[arg-type]
+        enriched = self.path.startswith(ENRICHED_PREFIX)
+        meta = Meta(self.path[1:]) if self.path.startswith("$") and not enriched else None  # type: ignore[arg-type]
         object.__setattr__(self, "_meta", meta)
-        object.__setattr__(self, "_segments", tuple(self.path.split(".")))  # split once, not per event
+        object.__setattr__(self, "_enriched", enriched)
+        path = self.path.removeprefix(ENRICHED_PREFIX)
+        object.__setattr__(self, "_segments", tuple(path.split(".")))  # split once, not per event
 
     def resolve(self, envelope: Envelope) -> Any:
         meta: Meta | None = self._meta  # type: ignore[attr-defined]
         if meta is not None:
             return meta.resolve(envelope)
-        value = read_segments(envelope.payload, self._segments, envelope.dotted_keys)  # type: ignore[attr-defined]
+        if self._enriched:  # type: ignore[attr-defined]
+            if envelope.enriched is None:
+                return MISSING
+            value = read_segments(envelope.enriched, self._segments, False)  # type: ignore[attr-defined]
+        else:
+            value = read_segments(envelope.payload, self._segments, envelope.dotted_keys)  # type: ignore[attr-defined]
         return MISSING if value is None or value == "" else value
 
 
@@ -250,8 +259,9 @@ Functions = Mapping[str, Callable[[Envelope], Any]]
 
 
 class _Compiler:
-    def __init__(self, functions: Functions) -> None:
+    def __init__(self, functions: Functions, enrich_steps: tuple[str, ...] | None = None) -> None:
         self.functions = functions
+        self.enrich_steps = enrich_steps  # None: any `$enriched.<step>` is accepted
         self.problems: list[Problem] = []
 
     def fail(self, loc: Loc, message: str) -> Directive:
@@ -336,8 +346,15 @@ class _Compiler:
     def _read(self, path: str, loc: Loc) -> Directive:
         if not path.strip():
             return self.fail(loc, "a path cannot be empty")
+        if path.startswith(ENRICHED_PREFIX):
+            step = path.removeprefix(ENRICHED_PREFIX).split(".")[0]
+            if self.enrich_steps is not None and step not in self.enrich_steps:
+                known = ", ".join(self.enrich_steps) or "none"
+                return self.fail(loc, f"'{path}' reads enrich step '{step}', which the flow does not have ({known})")
+            return PathRead(path.strip())
         if path.startswith("$") and path[1:] not in META_FIELDS:
-            return self.fail(loc, f"unknown metadata '{path}' (metadata: {', '.join('$' + f for f in META_FIELDS)})")
+            names = ", ".join(["$" + f for f in META_FIELDS] + ["$enriched.<step>"])
+            return self.fail(loc, f"unknown metadata '{path}' (metadata: {names})")
         return PathRead(path.strip())
 
     def _path(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
@@ -521,8 +538,11 @@ PREDICATES: dict[str, Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]
 }
 
 
-def compile_mapping(node: Any, functions: Functions, loc: Loc = ("mapping",)) -> MappingSpec:
-    compiler = _Compiler(functions)
+def compile_mapping(
+    node: Any, functions: Functions, loc: Loc = ("mapping",), *, enrich_steps: tuple[str, ...] | None = None
+) -> MappingSpec:
+    """`enrich_steps`: the flow's enrich step names, the only ones `$enriched.<step>` may read."""
+    compiler = _Compiler(functions, enrich_steps)
     if not isinstance(node, dict) or not node:
         raise LanguageError([(loc, "a mapping is an object of output fields")])
     compiled = compiler.value(node, loc)
@@ -532,8 +552,10 @@ def compile_mapping(node: Any, functions: Functions, loc: Loc = ("mapping",)) ->
     return compiled
 
 
-def compile_filters(node: Any, loc: Loc = ("when",)) -> tuple[Filter, ...]:
-    compiler = _Compiler({})
+def compile_filters(
+    node: Any, loc: Loc = ("when",), *, functions: Functions | None = None, enrich_steps: tuple[str, ...] | None = ()
+) -> tuple[Filter, ...]:
+    compiler = _Compiler(functions or {}, enrich_steps)
     filters = compiler.filters(node, loc)
     if compiler.problems:
         raise LanguageError(compiler.problems)

@@ -5,14 +5,23 @@ model, message-size limit and sync scope.
 
 A flow's failure on one event is that event's outcome for that flow, never an exception: whatever a
 stage raises (a mapping error, or any other exception from odd input) becomes `error`, which
-dispatch records as a dead letter with the stage, the exception type and its message."""
+dispatch records as a dead letter with the stage, the exception type and its message.
+
+A flow that enriches renders in two steps: at dispatch, the *plan* (the look-ups it will make, as
+far as the event tells), which waits in the store; when the delivery is sent, the enricher makes
+the look-ups and `render_enriched` maps and renders with their answers. Offline callers (golden
+examples, `test-mapping`, backtests) pass the answers and get the message at once."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from fsbridge.engine.flow import Aggregate, Flow, stable_message_id
+import orjson
+
+from fsbridge.engine.flow import Aggregate, EnrichStep, Flow, stable_message_id
 from fsbridge.engine.mapping import resolve
 from fsbridge.envelope import MISSING, Envelope
 from fsbridge.errors import MappingError
@@ -59,19 +68,80 @@ class Rendering:
     sync_scope: str | None = None
     content_hash: str | None = None
     aggregate: AggregateStep | None = None
+    awaiting_lookups: bool = False  # `body` is the plan: look-ups are made when it is sent
+
+
+# What a look-up answered, by enrich step: the value found, or None for nothing found (the reason
+# travels beside it). Offline answers come from `<case>.enriched.json` files.
+Answers = Mapping[str, Any]
 
 
 def render_flow(
-    flow: Flow, envelope: Envelope, limits: DestinationLimits = NO_LIMITS, *, message_id: str | None = None
+    flow: Flow,
+    envelope: Envelope,
+    limits: DestinationLimits = NO_LIMITS,
+    *,
+    message_id: str | None = None,
+    answers: Answers | None = None,
+    lookups_available: bool = True,
 ) -> Rendering:
-    """What `flow` makes of `envelope`; never raises."""
+    """What `flow` makes of `envelope`; never raises. A flow that enriches gives its plan unless
+    `answers` stand in for the look-ups; `lookups_available=False` (no Fullstory key) skips the
+    optional steps and leaves the required ones planned."""
     message_id = message_id or stable_message_id(envelope, flow.name)
-    stage = "when"
-    step = None
     try:
         reason = flow.held_back_by(envelope)
         if reason is not None:
             return Rendering(flow, message_id, held_back=reason)
+        steps = (
+            [s for s in flow.enrich if s.applies(envelope) and (lookups_available or s.required)] if flow.enrich else ()
+        )
+    except Exception as exc:  # one event's failure is its own outcome, never the batch's
+        error = f"the flow failed at its when stage: {type(exc).__name__}: {exc}"
+        return Rendering(flow, message_id, error=shorten(error))
+    if steps:
+        pending = []
+        for s in steps:
+            if not s.reads_earlier and not s.arguments_for(envelope):
+                if s.required:  # decided now: no look-up could find anything
+                    return Rendering(flow, message_id, held_back=f"enrich: {s.lookup} has nothing to look up by")
+                continue
+            pending.append(s)
+        steps = pending
+    if steps and answers is None:
+        try:
+            return Rendering(flow, message_id, body=plan_of(flow, steps, envelope), awaiting_lookups=True)
+        except Exception as exc:
+            error = f"the flow failed at its enrich stage: {type(exc).__name__}: {exc}"
+            return Rendering(flow, message_id, error=shorten(error))
+    if steps:
+        found = {name: value for name, value in (answers or {}).items() if value is not None}
+        missing = [s for s in steps if s.required and found.get(s.name) is None]
+        if missing:
+            return Rendering(flow, message_id, held_back=f"enrich: {missing[0].lookup} found nothing")
+        envelope = replace(envelope, enriched=found)
+    return render_enriched(flow, envelope, limits, message_id)
+
+
+def plan_of(flow: Flow, steps: Sequence[EnrichStep], envelope: Envelope) -> bytes:
+    """What a delivery waits for: the look-ups and the arguments the event gives them (a step that
+    reads an earlier step's answer shows only what the event gives)."""
+    plan = {
+        step.name: {"lookup": step.lookup, "with": step.arguments_for(envelope), "required": step.required}
+        for step in steps
+    }
+    return orjson.dumps({"enrich": plan, "then": f"{flow.target.destination}.{flow.target.action}"}, default=str)
+
+
+def render_enriched(flow: Flow, envelope: Envelope, limits: DestinationLimits, message_id: str) -> Rendering:
+    """The stages after enrich (its filters, aggregate, map, send) on an envelope that carries what
+    the look-ups found, if any; never raises."""
+    stage = "when_enriched"
+    step = None
+    try:
+        for check in flow.when_enriched:
+            if not check.test(envelope):
+                return Rendering(flow, message_id, held_back=f"{check.name}: {check.explain(envelope)}")
         if flow.aggregate is not None:
             stage = "aggregate"
             step = aggregate_step(flow.aggregate, envelope)

@@ -19,7 +19,7 @@ from fsbridge.engine.flow import Flow
 from fsbridge.engine.rendering import DestinationLimits, render_flow
 from fsbridge.envelope import Envelope
 from fsbridge.store import DispatchResult, NewDelivery, Store
-from fsbridge.store.base import DeliveryStatus
+from fsbridge.store.base import AWAITING_ENRICHMENT, DeliveryStatus
 
 Outcome = Literal["unchanged", "changed", "new", "now_filtered", "still_filtered", "error"]
 Resolver = Callable[[list[Envelope]], Awaitable[list[Envelope]]]
@@ -103,6 +103,8 @@ async def replay_flow(
                 action=flow.target.action,
                 sync_scope=final.sync_scope,
                 content_hash=final.content_hash,
+                # A flow that enriches shows (and queues) its plan: the look-ups happen when it is sent.
+                awaiting=AWAITING_ENRICHMENT if final.awaiting_lookups else None,
             )
             enqueue.append(DispatchResult(event.id, deliveries=[delivery]))
     if enqueue:

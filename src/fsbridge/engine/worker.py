@@ -10,11 +10,12 @@ import collections
 import contextlib
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
-from fsbridge.engine.isolation import BreakerState, CircuitBreaker, TokenBucket
+from fsbridge.engine.enricher import Enricher
+from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.engine.rendering import shorten
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from fsbridge.envelope import Envelope
@@ -32,17 +33,8 @@ from fsbridge.store import (
     Store,
 )
 from fsbridge.targets import Destination, SendResult
-from fsbridge.targets.fullstory_lookups import FullstoryLookups, LookupUnavailableError
 
 log = get_logger(__name__)
-
-
-@dataclass
-class Guard:
-    """One destination's rate limit and circuit breaker."""
-
-    bucket: TokenBucket
-    breaker: CircuitBreaker
 
 
 class Worker:
@@ -59,12 +51,11 @@ class Worker:
         dispatch_batch: int = 500,
         max_dispatch_attempts: int = 3,
         dispatch_retry_seconds: float = 5.0,
-        lookups: FullstoryLookups | None = None,
         guards: Mapping[str, Guard] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self.lookups = lookups
+        self.enricher: Enricher | None = None  # set by the runtime when a flow enriches
         self.metrics = metrics or Metrics()
         self.guards = dict(guards or {})
         self.paused: set[str] = set()
@@ -146,14 +137,7 @@ class Worker:
         for (destination, status), count in outcomes.items():
             if status in ("dry_run", "dead"):
                 self.metrics.deliveries.labels(destination, status).inc(count)
-        for conflict in conflicts:
-            # The identifier may be an email: log only its kind and a short hash.
-            log.warning(
-                "identity.conflict",
-                kind=conflict.kind,
-                identifier_sha256=hashlib.sha256(conflict.value.encode()).hexdigest()[:16],
-                kept="first claim",
-            )
+        self._log_conflicts(conflicts)
         for name in {destination for destination, _ in outcomes}:
             self.notify_due(name)
         log.info(
@@ -165,6 +149,17 @@ class Worker:
             failed=len(failures),
         )
         return len(events)
+
+    @staticmethod
+    def _log_conflicts(conflicts: list[IdentityConflict]) -> None:
+        for conflict in conflicts:
+            # The identifier may be an email: log only its kind and a short hash.
+            log.warning(
+                "identity.conflict",
+                kind=conflict.kind,
+                identifier_sha256=hashlib.sha256(conflict.value.encode()).hexdigest()[:16],
+                kept="first claim",
+            )
 
     async def _resolve_isolated(
         self, envelopes: list[Envelope], failures: list[DispatchFailure]
@@ -232,54 +227,26 @@ class Worker:
             self.metrics.quarantined.labels(sources[event_id]).inc()
 
     async def resolve_identities(
-        self, envelopes: list[Envelope], *, look_up: bool = True
+        self, envelopes: list[Envelope]
     ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
         """Fullstory events without a user id get the Segment userId their email or anonymous id links
-        to; an email no link knows is looked up in Fullstory when look-ups are on. Returns the
-        envelopes and, per event, the links learned from Fullstory."""
+        to. (An email no link knows is looked up in Fullstory when the delivery is sent: the
+        frustration flow's `identity` enrich step.) Returns the envelopes and, per event, links
+        learned (none here; the enricher keeps what its look-ups learn)."""
         rules = self.router.identity
         wanted = {e.event_id: rules.lookup_keys(e) for e in envelopes if e.source in (STREAM_SOURCE, SYSTEM_SOURCE)}
         keys = [key for event_keys in wanted.values() for key in event_keys]
         if not keys:
             return envelopes, {}
         found = await self.store.resolve_identities(keys)
-        unresolved = {
-            e.event_id: email
-            for e in envelopes
-            if wanted.get(e.event_id)
-            and not any(k in found for k in wanted[e.event_id])
-            and (email := rules.fullstory_email(e)) is not None
-        }
-        from_fullstory = await self._look_up_emails(set(unresolved.values())) if look_up else {}
-        learned: dict[str, list[IdentityClaim]] = {}
         resolved = []
         for envelope in envelopes:
             user_id = next((found[k] for k in wanted.get(envelope.event_id, []) if k in found), None)
-            email = unresolved.get(envelope.event_id)
-            if user_id is None and email is not None and (user_id := from_fullstory.get(email)) is not None:
-                learned[envelope.event_id] = [
-                    IdentityClaim(kind, value, user_id) for kind, value in rules.email_keys(email)
-                ]
             resolved.append(replace(envelope, resolved_user_id=user_id) if user_id else envelope)
-        return resolved, learned
+        return resolved, {}
 
-    async def _look_up_emails(self, emails: set[str]) -> dict[str, str]:
-        if self.lookups is None or not emails:
-            return {}
-        lookups, rules = self.lookups, self.router.identity
-        gate = asyncio.Semaphore(4)
-
-        async def one(email: str) -> tuple[str, str | None]:
-            async with gate:
-                try:
-                    uid = await lookups.uid_for_email(email)
-                except LookupUnavailableError as exc:
-                    log.warning("identity.lookup_failed", error=str(exc))
-                    return email, None
-            return email, rules.user_id_for_uid(uid) if uid else None
-
-        answers = await asyncio.gather(*(one(email) for email in sorted(emails)))
-        return {email: user_id for email, user_id in answers if user_id is not None}
+    async def resolved(self, envelopes: list[Envelope]) -> list[Envelope]:
+        return (await self.resolve_identities(envelopes))[0]
 
     async def deliver_once(self, name: str) -> int:
         """Claim and send one round of due deliveries for a destination; returns how many."""
@@ -308,10 +275,16 @@ class Worker:
             self.metrics.deliveries.labels(name, "dry_run").inc(len(deliveries))
             log.info("delivery.dry_run", destination=name, deliveries=len(deliveries))
             return len(deliveries)
+        claimed = len(deliveries)
+        if self.enricher is not None and any(d.awaiting for d in deliveries):
+            deliveries = await self._enrich(name, deliveries)
+            if not deliveries:
+                return claimed
         batches = destination.plan(deliveries)
         if guard is not None:
             guard.bucket.take(len(batches), now)
-        gate = asyncio.Semaphore(destination.concurrency)
+        # The guard's gate is shared with the look-ups made in this destination's API.
+        gate = guard.gate if guard is not None else asyncio.Semaphore(destination.concurrency)
 
         async def send(batch: list[Delivery]) -> None:
             async with gate:
@@ -319,7 +292,42 @@ class Worker:
             await self._record(destination, batch, result)
 
         await asyncio.gather(*(send(batch) for batch in batches))
-        return len(deliveries)
+        return claimed
+
+    async def _enrich(self, name: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """Make the look-ups of the deliveries that wait for them; returns what can be sent now,
+        and records what cannot (filtered, dead, held back, or a failed attempt to retry)."""
+        assert self.enricher is not None
+        waiting = [d for d in deliveries if d.awaiting]
+        ready = [d for d in deliveries if not d.awaiting]
+        results, conflicts = await self.enricher.enrich(waiting)
+        now = self.clock.now()
+        updates: list[DeliveryUpdate] = []
+        for result in results:
+            d = result.delivery
+            if result.outcome == "ready":
+                ready.append(d)
+            elif result.outcome == "filtered":
+                updates.append(DeliveryUpdate(d.id, "filtered", now, None, last_error=result.reason))
+                self.metrics.filtered.labels(d.flow, "enrich").inc()
+            elif result.outcome == "dead":
+                updates.append(DeliveryUpdate(d.id, "dead", now, None, last_error=result.reason))
+                log.warning("delivery.dead_lettered", destination=name, delivery_id=d.id, error=result.reason)
+            elif result.outcome == "held":
+                until = result.until if result.until is not None else now + self.poll_interval
+                updates.append(
+                    DeliveryUpdate(d.id, "pending", until, None, send_alone=d.send_alone, last_error=result.reason)
+                )
+            else:
+                assert result.attempt is not None
+                updates.append(self._update(d, Verdict.RETRY, result.attempt, 1, result.retry_after, now))
+        await self.store.record_updates(updates)
+        for outcome, count in collections.Counter(u.status for u in updates).items():
+            if outcome in ("filtered", "dead"):
+                self.metrics.deliveries.labels(name, outcome).inc(count)
+        self._log_conflicts(conflicts)
+        ready.sort(key=lambda d: d.next_attempt_at)
+        return ready
 
     def idle_for(self, name: str) -> float | None:
         """How long a destination's rate limit or breaker keeps it idle (None: not held)."""

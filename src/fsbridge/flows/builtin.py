@@ -26,6 +26,17 @@ def frustration_spec(options: FrustrationFlowConfig, identity: IdentityConfig) -
     user_id: dict[str, Any] = {
         "first": [{"path": identity.fullstory_user_id_paths, "cast": "string"}, {"path": "$resolved_user_id"}]
     }
+    enrich: dict[str, Any] = {}
+    if identity.lookup_fullstory_users and identity.fullstory_email_paths:
+        # An email no Segment call linked yet: ask Fullstory for its uid when the track is sent
+        # (optional: when Fullstory cannot say, the track goes out anonymous).
+        enrich["identity"] = {
+            "lookup": "fullstory.user_by_email",
+            "with": {"email": {"path": identity.fullstory_email_paths, "cast": "email"}},
+            "required": False,
+            "unless": user_id,
+        }
+        user_id = {"first": [*user_id["first"], {"path": "$enriched.identity.user_id"}]}
     mapping: dict[str, Any] = {
         "event": {"lookup": "$kind", "table": options.event_names},
         "userId": user_id,
@@ -53,6 +64,7 @@ def frustration_spec(options: FrustrationFlowConfig, identity: IdentityConfig) -
         description=frustration_spec.__doc__ or "",
         trigger={"source": "fullstory_stream"},
         when=[{"name": "is_frustration_signal", "path": "$kind", "one_of": list(options.signals)}],
+        enrich=enrich,
         target="segment.track",
         mapping=mapping,
     )

@@ -5,6 +5,9 @@ when: [{path: event.cart_value, gte: 100}]
 sample: 0.5              # keep half, chosen by the event's identity (stable across replays)
 max_per_minute: 600      # hold back what exceeds this rate (counted, with the reason)
 aggregate: {key: {template: "{user.user_id}|{session.session_id}"}, threshold: 3}   # once per key
+enrich:                  # look-ups made when the delivery is sent, read as $enriched.<name>.<field>
+  session: {lookup: fullstory.latest_session, with: {uid: {path: userId}}, max_age: 30d}
+when_enriched: [{path: $enriched.session.url, exists: true}]
 target: segment.track
 mapping: {event: Checkout Abandoned, userId: {path: user.user_id}, ...}
 """
@@ -14,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+import orjson
+
 from fsbridge.config import FlowSpec
-from fsbridge.engine.flow import Aggregate, Flow, RateCap, Trigger
+from fsbridge.engine.flow import Aggregate, EnrichStep, Flow, RateCap, Trigger
 from fsbridge.engine.language import LanguageError, Problem, compile_filters, compile_mapping
 from fsbridge.engine.mapping import Directive, Filter, MappingSpec
 from fsbridge.envelope import Envelope
 from fsbridge.flows.targets import TARGETS
 from fsbridge.sources.fullstory import signal_name
+from fsbridge.targets.fullstory_lookups import LOOKUP_TYPES
 
 
 def trigger_kinds(source: str, kinds: list[str]) -> frozenset[str]:
@@ -37,14 +43,24 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
     problems: list[Problem] = []
     mapping: MappingSpec = {}
     when: tuple[Filter, ...] = ()
+    when_enriched: tuple[Filter, ...] = ()
+    steps = tuple(spec.enrich)
     try:
-        mapping = compile_mapping(spec.mapping, functions, ("mapping",))
+        mapping = compile_mapping(spec.mapping, functions, ("mapping",), enrich_steps=steps)
     except LanguageError as exc:
         problems += exc.problems
     try:
         when = compile_filters(spec.when, ("when",))
     except LanguageError as exc:
         problems += exc.problems
+    try:
+        when_enriched = compile_filters(spec.when_enriched, ("when_enriched",), enrich_steps=steps)
+    except LanguageError as exc:
+        problems += exc.problems
+    enrich = _enrich_steps(spec, functions, problems)
+    if enrich and spec.aggregate is not None:
+        # The aggregate is decided when the event is dispatched; a look-up is made when it is sent.
+        problems.append((("enrich",), "a flow cannot both enrich and aggregate (yet): split it into two flows"))
     aggregate = None
     if spec.aggregate is not None:
         try:
@@ -69,4 +85,50 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
         sample=spec.sample,
         rate_cap=RateCap(spec.max_per_minute) if spec.max_per_minute else None,
         aggregate=aggregate,
+        enrich=enrich,
+        when_enriched=when_enriched,
     )
+
+
+def _enrich_steps(
+    spec: FlowSpec, functions: dict[str, Callable[[Envelope], Any]], problems: list[Problem]
+) -> tuple[EnrichStep, ...]:
+    steps: list[EnrichStep] = []
+    earlier: list[str] = []
+    for name, step in spec.enrich.items():
+        loc: tuple[str | int, ...] = ("enrich", name)
+        kind = LOOKUP_TYPES.get(step.lookup)
+        if kind is None:
+            known = ", ".join(LOOKUP_TYPES)
+            problems.append(((*loc, "lookup"), f"unknown look-up '{step.lookup}' (look-ups: {known})"))
+            continue
+        unknown = sorted(set(step.with_) - kind.parameters)
+        if unknown or not step.with_:
+            what = f"unknown argument '{unknown[0]}'" if unknown else "no arguments"
+            problems.append(((*loc, "with"), f"{what} ({step.lookup} takes {', '.join(sorted(kind.parameters))})"))
+            continue
+        try:
+            # A step may read what the steps before it found.
+            arguments = compile_mapping(step.with_, functions, (*loc, "with"), enrich_steps=tuple(earlier))
+            unless = None
+            if step.unless is not None:
+                # Compiled as a field named `skip_when`: a field named `unless` would read as a modifier.
+                read = compile_mapping({"skip_when": step.unless}, functions, loc, enrich_steps=tuple(earlier))
+                unless = read["skip_when"]
+        except LanguageError as exc:
+            problems += exc.problems
+            continue
+        if not all(hasattr(d, "resolve") for d in arguments.values()) or (unless and not hasattr(unless, "resolve")):
+            problems.append(((*loc, "with"), "each argument (and unless) is a directive (path, template, ...)"))
+            continue
+        options = {"max_age": step.max_age} if step.max_age is not None else {}
+        arguments_of = {k: cast(Directive, v) for k, v in arguments.items()}
+        unless_of = cast(Directive, unless) if unless is not None else None
+        reads_earlier = "$enriched." in orjson.dumps([step.with_, step.unless], default=str).decode()
+        steps.append(
+            EnrichStep(
+                name, step.lookup, arguments_of, step.required, unless_of, step.cache_for, options, reads_earlier
+            )
+        )
+        earlier.append(name)
+    return tuple(steps)

@@ -22,8 +22,7 @@ from typing import Any
 
 from fsbridge.clock import Clock
 from fsbridge.config import HealthConfig
-from fsbridge.engine.isolation import BreakerState
-from fsbridge.engine.worker import Guard
+from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.flows.targets import TARGETS
 from fsbridge.log import get_logger
 from fsbridge.store import NewDelivery, Store

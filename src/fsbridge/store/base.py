@@ -7,10 +7,16 @@ from typing import Any, Literal, Protocol
 
 from fsbridge.store.aggregates import AggregateStep
 from fsbridge.store.jobs import JobStore
+from fsbridge.store.lookups import LookupStore
 from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
-DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run"]
+# `filtered`: a delivery that waited for a look-up which found nothing (its reason in last_error);
+# it counts as the flow's filtered outcome, not as a destination's.
+DeliveryStatus = Literal["pending", "delivered", "dead", "parked", "dry_run", "filtered"]
 DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = ("pending", "delivered", "dead", "parked", "dry_run")
+# The `awaiting` of a delivery whose flow enriches: its body is the plan of look-ups, and it is
+# rendered when it is sent (engine/enricher.py).
+AWAITING_ENRICHMENT = "enrich"
 # The action of a dead letter whose flow could not produce a message: its body is the inbound event,
 # so replaying it as it is would send that event; it is rendered again instead (`fsbridge replay`).
 UNRENDERED = "unrendered"
@@ -83,6 +89,7 @@ class NewDelivery:
     sync_scope: str | None = None
     content_hash: str | None = None
     aggregate: AggregateStep | None = None  # sent only if this event makes the count reach the threshold
+    awaiting: str | None = None  # AWAITING_ENRICHMENT: look-ups and rendering happen when it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,7 @@ class Delivery:
     last_response: str | None = None
     action: str = ""
     sync_scope: str | None = None  # set when a success is remembered to suppress redundant updates
+    awaiting: str | None = None  # AWAITING_ENRICHMENT: `body` is the plan, rendered when it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +220,10 @@ class EventStory:
     attempts: dict[str, list[AttemptRecord]]
 
 
-class Store(JobStore, Protocol):
+class Store(JobStore, LookupStore, Protocol):
     """Everything fsbridge keeps. Writes are durable when the awaited call returns. The scheduler's
-    and retention's part is the narrower `JobStore` (store/jobs.py)."""
+    and retention's part is the narrower `JobStore` (store/jobs.py), the enricher's `LookupStore`
+    (store/lookups.py)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -280,6 +289,9 @@ class Store(JobStore, Protocol):
 
     async def list_quarantine(self, limit: int) -> list[QuarantinedEvent]: ...
     async def get_inbox_event(self, event_id: str) -> InboxEvent | None: ...
+    async def inbox_events(self, event_ids: list[str]) -> dict[str, InboxEvent]:
+        """The stored events with these ids (an enrichment renders from its event)."""
+        ...
 
     async def list_inbox(self, since: float, limit: int) -> list[InboxEvent]:
         """Stored events received at or after `since`, oldest first."""

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import orjson
 
 from fsbridge.store import aggregates as aggregates_sql
+from fsbridge.store import lookups as lookups_sql
 from fsbridge.store.engine import Connection
 
 PRUNE_CHUNK = 5000  # rows a prune statement removes at once, so no write holds the writer for long
@@ -108,6 +109,7 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
     finished = (
         ("delivered", "status = 'delivered' AND delivered_at < ?", now - periods.delivered),
         ("dead", "status = 'dead' AND next_attempt_at < ?", now - periods.dead),
+        ("filtered_deliveries", "status = 'filtered' AND next_attempt_at < ?", now - periods.filtered),
     )
     for label, condition, before in finished:
         query = f"SELECT id FROM deliveries WHERE {condition} LIMIT ?"  # noqa: S608 - fixed text
@@ -117,7 +119,7 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
             conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM deliveries WHERE id IN ({marks})", ids)  # noqa: S608
         counts[label] = len(ids)
-    counts["filtered"] = conn.execute(
+    counts["filtered"] = counts.pop("filtered_deliveries") + conn.execute(
         "DELETE FROM flow_outcomes WHERE (inbox_id, flow) IN"
         " (SELECT inbox_id, flow FROM flow_outcomes WHERE at < ? LIMIT ?)",
         (now - periods.filtered, PRUNE_CHUNK),
@@ -138,4 +140,5 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
         conn.execute(f"DELETE FROM inbox WHERE id IN ({marks})", events)  # noqa: S608
     counts["inbox"] = len(events)
     counts["aggregate_state"] = aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK)
+    counts["lookup_cache"] = lookups_sql.prune_expired(conn, now)
     return counts

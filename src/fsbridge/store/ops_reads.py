@@ -40,7 +40,8 @@ def stats(conn: Connection) -> dict[str, Any]:
         "SELECT flow, destination, status, COUNT(*) FROM deliveries GROUP BY flow, destination, status"
     ):
         bucket(by_flow, flow, FLOW_COUNTS)[status] += count
-        bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
+        if status != "filtered":  # a look-up found nothing: the flow's outcome, not the destination's
+            bucket(by_destination, destination, DESTINATION_COUNTS)[status] += count
     for flow, count in conn.execute(
         "SELECT flow, COUNT(*) FROM flow_outcomes WHERE outcome = 'filtered' GROUP BY flow"
     ):
@@ -105,6 +106,8 @@ def attempt_outcomes(conn: Connection, since: float) -> dict[str, tuple[int, int
     rows = conn.execute(
         "SELECT d.destination, SUM(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END), COUNT(*)"
         " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE a.attempted_at >= ?"
+        # A failed look-up (enrichment) says nothing about the destination the delivery is for.
+        " AND (a.error IS NULL OR a.error NOT LIKE 'look-up %')"
         " GROUP BY d.destination",
         (since,),
     ).fetchall()

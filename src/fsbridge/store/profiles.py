@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from fsbridge.store import lookups as lookups_sql
 from fsbridge.store.engine import Connection
 
 DELETED = "the user was deleted (Segment deletion request) before this was sent"
@@ -30,6 +31,7 @@ class ForgetUser:
 
     user_id: str
     sync_scopes: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()  # others the user is known by (its Fullstory uid), for cached look-ups
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,17 @@ def apply_profile(conn: Connection, update: ProfileUpdate, now: float) -> None:
 
 def forget(conn: Connection, user: ForgetUser) -> None:
     user_id = user.user_id
+    # Cached look-ups name the user by uid, userId or email: collect the emails before they go.
+    identifiers = {user_id, *user.identifiers}
+    row = conn.execute("SELECT traits FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
+    if row and isinstance(email := orjson.loads(row[0]).get("email"), str):
+        identifiers |= {email, email.strip().lower()}
+    identifiers |= {
+        value for (value,) in conn.execute(
+            "SELECT value FROM identity_links WHERE user_id = ? AND kind = 'email'", (user_id,)
+        )
+    }  # fmt: skip
+    lookups_sql.forget(conn, sorted(identifiers))
     conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM identity_links WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM identity_conflicts WHERE kept_user_id = ? OR claimed_by = ?", (user_id, user_id))

@@ -2,9 +2,9 @@
 from it), and each later version is one migration, written in SQL both engines run as it is.
 An engine applies, in one transaction, the migrations above the version its database records.
 
-Every statement, version 1's included, must be safe to run twice (`IF NOT EXISTS`): PostgreSQL
-reads the version under an advisory lock, but two processes opening a new SQLite file together
-may both read the old version, and the second then repeats what the first committed."""
+Both engines read the version again under their migration lock (PostgreSQL an advisory lock,
+SQLite `BEGIN IMMEDIATE`), so a migration runs once even when two processes open a database
+together; version 1's statements are still written `IF NOT EXISTS`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ MIGRATIONS: dict[int, str] = {
     " last_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (flow, key, window_start))",
     # The health monitor's lease, replaced by the scheduler's job runs (version 5).
     9: "DROP TABLE IF EXISTS job_leases",
+    # What a delivery still waits for before it can be sent: 'enrich' (look-ups at delivery time,
+    # then rendering). NULL for a rendered message. The engines re-read the version under their
+    # migration lock, so this statement runs once.
+    10: "ALTER TABLE deliveries ADD COLUMN awaiting TEXT",
+    # Look-up answers (found or not) by the SHA-256 of the look-up and its arguments; `subject` is
+    # the SHA-256 of the user it is about, so a deletion can forget them.
+    11: "CREATE TABLE IF NOT EXISTS lookup_cache (key TEXT PRIMARY KEY, subject TEXT NOT NULL,"
+    " answer TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    12: "CREATE INDEX IF NOT EXISTS lookup_cache_by_subject ON lookup_cache (subject)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

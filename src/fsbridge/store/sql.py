@@ -20,6 +20,7 @@ from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store import jobs as jobs_sql
+from fsbridge.store import lookups as lookups_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store.base import (
@@ -43,6 +44,7 @@ from fsbridge.store.base import (
 )
 from fsbridge.store.engine import Connection, Engine
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
+from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.profiles import UserRecord
 from fsbridge.store.writer import GroupCommitWriter
 
@@ -51,7 +53,8 @@ log = get_logger(__name__)
 
 _DELIVERY_COLUMNS = (
     "id, inbox_id, flow, destination, message_id, body, status, attempts, created_at, received_at, "
-    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action, sync_scope"
+    "retry_started_at, next_attempt_at, send_alone, last_status_code, last_error, last_response, action, sync_scope, "
+    "awaiting"
 )
 
 
@@ -261,7 +264,7 @@ class SqlStore:
                 (
                     _new_id("dlv"), r.inbox_id, d.flow, d.destination, d.message_id, d.body, d.status, d.destination,
                     d.status, now, r.received_at or (received.get(r.inbox_id) or (now,))[0], now, now, d.last_error,
-                    d.action, d.sync_scope, d.content_hash,
+                    d.action, d.sync_scope, d.content_hash, d.awaiting,
                 )
                 for r in results
                 for d in r.deliveries
@@ -271,11 +274,11 @@ class SqlStore:
                 conn.executemany(
                     "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
                     " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
-                    " sync_scope, content_hash)"
+                    " sync_scope, content_hash, awaiting)"
                     " VALUES (?, ?, ?, ?, ?, ?,"
                     "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
                     "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
-                    "  ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "  ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (message_id) DO NOTHING",
                     deliveries,
                 )
@@ -600,6 +603,41 @@ class SqlStore:
             return None if row is None else InboxEvent(*row)
 
         return await self._read(read)
+
+    async def inbox_events(self, event_ids: list[str]) -> dict[str, InboxEvent]:
+        def read(conn: Connection) -> dict[str, InboxEvent]:
+            events: dict[str, InboxEvent] = {}
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                rows = conn.execute(
+                    "SELECT id, source, stream, dedup_key, kind, body, received_at FROM inbox"  # noqa: S608
+                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                events.update((row[0], InboxEvent(*row)) for row in rows)
+            return events
+
+        return await self._read(read)
+
+    # -- enrichment (store/lookups.py) -------------------------------------------------------------
+
+    async def cached_answers(self, keys: list[str], now: float) -> dict[str, str]:
+        if not keys:
+            return {}
+        return await self._read(lambda conn: lookups_sql.cached_answers(conn, keys, now))
+
+    async def cache_answers(self, answers: list[CachedAnswer]) -> None:
+        if answers:
+            await self._write(lambda conn: lookups_sql.cache_answers(conn, answers))
+
+    async def record_rendered(
+        self, rendered: list[RenderedDelivery], claims: list[IdentityClaim], now: float
+    ) -> list[IdentityConflict]:
+        def write(conn: Connection) -> list[IdentityConflict]:
+            lookups_sql.record_rendered(conn, rendered)
+            return [c for claim in claims if (c := _claim(conn, claim, now)) is not None]
+
+        return await self._write(write)
 
     async def list_inbox(self, since: float, limit: int) -> list[InboxEvent]:
         def read(conn: Connection) -> list[InboxEvent]:

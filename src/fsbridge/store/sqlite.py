@@ -54,17 +54,26 @@ class SQLiteEngine:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                msg = f"{self.path} was written by a newer fsbridge (schema {version} > {SCHEMA_VERSION})."
-                raise StoreUnavailableError(msg)
-            if version < SCHEMA_VERSION:
-                steps = [] if version >= 1 else [base_schema()]
-                steps += [f"{sql};" for _, sql in migrations_after(max(version, 1))]
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            # Read the version again under the write lock: another process may have migrated the
+            # file since, and a migration such as ADD COLUMN must not run twice.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    msg = f"{self.path} was written by a newer fsbridge (schema {version} > {SCHEMA_VERSION})."
+                    raise StoreUnavailableError(msg)
+                steps = [] if version >= 1 else _statements(base_schema())
+                steps += [sql for _, sql in migrations_after(max(version, 1))]
                 # One transaction: a crash leaves the file at its old version, to be migrated again.
-                conn.executescript(
-                    f"BEGIN IMMEDIATE; {' '.join(steps)} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                )
+                for statement in steps:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         finally:
             conn.close()
 
@@ -118,3 +127,16 @@ class SQLiteStore(SqlStore):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, one by one (`executescript` would commit the open transaction)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        if not pending and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements

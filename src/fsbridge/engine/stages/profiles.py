@@ -45,4 +45,4 @@ def forgotten(envelope: Envelope, rules: IdentityRules) -> list[ForgetUser]:
     if user_id is None:
         return []
     uid = rules.fullstory_uid(user_id)
-    return [ForgetUser(user_id, sync_scopes=(f"fullstory.users.create:{uid}",))]
+    return [ForgetUser(user_id, sync_scopes=(f"fullstory.users.create:{uid}",), identifiers=(uid,))]
