@@ -175,6 +175,54 @@ class DeletionFlowConfig(_Strict):
     enabled: bool = True
 
 
+class SessionUrlFlowConfig(_Strict):
+    """CRM and support events get the user's latest session replay link (Part 2)."""
+
+    enabled: bool = True
+    trigger_events: list[str] = Field(
+        default_factory=lambda: [
+            "Opportunity Created",
+            "Opportunity Stage Changed",
+            "Ticket Created",
+            "Conversation Started",
+        ],
+        min_length=1,
+    )
+    carry_properties: list[str] = Field(
+        default_factory=lambda: ["opportunity_id", "deal_id", "ticket_id", "conversation_id", "account_id", "stage"]
+    )
+    max_session_age: Duration = 30 * 86400.0
+    event_name: str = Field(default="Fullstory Session Linked", min_length=1)
+    cache_for: Duration = 300.0
+
+
+class KeyAccounts(_Strict):
+    """Who counts as a key account: any of these (all empty: every known user)."""
+
+    audiences: list[str] = Field(default_factory=list)
+    group_ids: list[str] = Field(default_factory=list)
+    traits: dict[str, list[Any]] = Field(default_factory=dict)  # trait: accepted values
+
+    @field_validator("traits", mode="before")
+    @classmethod
+    def _values_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class FlaggedSessionFlowConfig(_Strict):
+    """Sessions flagged in Fullstory (a note, or a Stream) for key accounts become outreach (Part 2)."""
+
+    enabled: bool = True
+    notes: bool = True
+    streams: list[str] = Field(default_factory=list)
+    key_accounts: KeyAccounts = Field(default_factory=KeyAccounts)
+    include_note_text: bool = True
+    event_name: str = Field(default="Session Flagged For Outreach", min_length=1)
+    cache_for: Duration = 300.0
+
+
 Source = Literal["fullstory", "fullstory_stream", "segment"]
 TargetName = Literal[
     "segment.track",
@@ -189,6 +237,7 @@ TargetName = Literal[
 class TriggerSpec(_Strict):
     source: Source
     kinds: list[str] = Field(default_factory=list)
+    streams: list[str] = Field(default_factory=list)  # fullstory_stream: only these Streams (by name)
 
 
 class AggregateSpec(_Strict):
@@ -211,6 +260,7 @@ class EnrichSpec(_Strict):
     unless: Any = None  # skip the look-up when this value is present
     cache_for: Duration = 300.0
     max_age: Duration | None = None  # fullstory.latest_session: older sessions count as none
+    key_accounts: KeyAccounts | None = None  # fsbridge.profile: a user outside them counts as none
 
 
 class FlowSpec(_Strict):
@@ -219,6 +269,8 @@ class FlowSpec(_Strict):
     enabled: bool = True
     description: str = ""
     trigger: TriggerSpec
+    also_on: list[TriggerSpec] = Field(default_factory=list)  # more triggers: any of them starts the flow
+
     when: list[Any] = Field(default_factory=list)
     sample: float | None = Field(default=None, gt=0, le=1)
     max_per_minute: int | None = Field(default=None, ge=1)
@@ -247,6 +299,8 @@ class FlowsConfig(BaseModel):
     frustration_to_segment_track: FrustrationFlowConfig = Field(default_factory=FrustrationFlowConfig)
     segment_identify_to_fullstory_user: IdentifyFlowConfig = Field(default_factory=IdentifyFlowConfig)
     segment_delete_to_fullstory_user: DeletionFlowConfig = Field(default_factory=DeletionFlowConfig)
+    session_url_to_segment: SessionUrlFlowConfig = Field(default_factory=SessionUrlFlowConfig)
+    flagged_session_to_segment: FlaggedSessionFlowConfig = Field(default_factory=FlaggedSessionFlowConfig)
 
     @property
     def custom(self) -> dict[str, FlowSpec]:

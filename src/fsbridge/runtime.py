@@ -16,6 +16,7 @@ from fsbridge.engine.dispatch import Router
 from fsbridge.engine.enricher import Enricher
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.isolation import CircuitBreaker, Guard, TokenBucket
+from fsbridge.engine.lookups import lookups
 from fsbridge.engine.rendering import DestinationLimits
 from fsbridge.engine.retry import RetryPolicy
 from fsbridge.engine.scheduler import Scheduler
@@ -32,7 +33,7 @@ from fsbridge.store import Store, open_store
 from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
-from fsbridge.targets.fullstory_lookups import FullstoryApi, lookups
+from fsbridge.targets.fullstory_lookups import FullstoryApi
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination
 
@@ -98,7 +99,7 @@ class Runtime:
             self.worker.enricher = Enricher(
                 self.store,
                 {flow.name: flow for flow in self.flows},
-                lookups(rules),
+                lookups(rules, self.store),
                 self.fullstory_api,
                 self.worker.guards.get("fullstory"),
                 self.clock,

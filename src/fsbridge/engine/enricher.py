@@ -139,7 +139,7 @@ class Enricher:
             answer = lookup.judge(answer, dict(step.options), self.clock.now())
             if answer.value is None:
                 if step.required:
-                    return Enriched(delivery, "filtered", f"{step.lookup}: {answer.reason}")
+                    return Enriched(delivery, "filtered", answer.reason)
                 continue
             found[step.name] = answer.value
             claims += lookup.claims(arguments, answer)
@@ -204,6 +204,8 @@ class _Round:
         self.claims: list[IdentityClaim] = []
 
     async def answer(self, step: EnrichStep, lookup: Lookup, arguments: dict[str, Any]) -> Answer:
+        if not lookup.remote:  # fsbridge's own store: neither guarded nor cached
+            return await lookup.ask(None, arguments)
         key = cache_key(step.lookup, arguments)
         future = self.pending.get(key)
         if future is None:

@@ -21,11 +21,21 @@ from fsbridge.errors import MappingError
 
 @dataclass(frozen=True)
 class Trigger:
+    """Events of `source` (of these `kinds`, from these Streams when set), or of any `alternatives`."""
+
     source: str
     kinds: frozenset[str] = frozenset()
+    streams: frozenset[str] = frozenset()
+    alternatives: tuple[Trigger, ...] = ()
 
     def matches(self, envelope: Envelope) -> bool:
-        return envelope.source == self.source and (not self.kinds or envelope.kind in self.kinds)
+        if (
+            envelope.source == self.source
+            and (not self.kinds or envelope.kind in self.kinds)
+            and (not self.streams or envelope.stream in self.streams)
+        ):
+            return True
+        return any(alternative.matches(envelope) for alternative in self.alternatives)
 
 
 @dataclass(frozen=True)

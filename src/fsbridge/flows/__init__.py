@@ -6,7 +6,18 @@ from __future__ import annotations
 from fsbridge.config import FlowSpec, FsbridgeConfig
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.language import LanguageError, Loc
-from fsbridge.flows.builtin import DELETION, FRUSTRATION, IDENTIFY, deletion_spec, frustration_spec, identify_spec
+from fsbridge.flows.builtin import (
+    DELETION,
+    FLAGGED_SESSION,
+    FRUSTRATION,
+    IDENTIFY,
+    SESSION_URL,
+    deletion_spec,
+    flagged_session_spec,
+    frustration_spec,
+    identify_spec,
+    session_url_spec,
+)
 from fsbridge.flows.functions import functions
 from fsbridge.flows.spec import compile_flow
 
@@ -18,10 +29,13 @@ def flow_specs(config: FsbridgeConfig) -> dict[str, FlowSpec]:
         FRUSTRATION: frustration_spec(flows.frustration_to_segment_track, identity),
         IDENTIFY: identify_spec(flows.segment_identify_to_fullstory_user, identity),
         DELETION: deletion_spec(flows.segment_delete_to_fullstory_user, identity),
+        SESSION_URL: session_url_spec(flows.session_url_to_segment, identity),
+        FLAGGED_SESSION: flagged_session_spec(flows.flagged_session_to_segment, identity),
     }
     specs[FRUSTRATION].enabled = flows.frustration_to_segment_track.enabled
     specs[IDENTIFY].enabled = flows.segment_identify_to_fullstory_user.enabled
     specs[DELETION].enabled = flows.segment_delete_to_fullstory_user.enabled
+    specs[SESSION_URL].enabled = flows.session_url_to_segment.enabled
     return specs | flows.custom
 
 

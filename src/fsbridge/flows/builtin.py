@@ -7,15 +7,20 @@ from typing import Any
 
 from fsbridge.config import (
     DeletionFlowConfig,
+    FlaggedSessionFlowConfig,
     FlowSpec,
     FrustrationFlowConfig,
     IdentifyFlowConfig,
     IdentityConfig,
+    SessionUrlFlowConfig,
 )
 
 FRUSTRATION = "frustration_to_segment_track"
 IDENTIFY = "segment_identify_to_fullstory_user"
 DELETION = "segment_delete_to_fullstory_user"
+SESSION_URL = "session_url_to_segment"
+FLAGGED_SESSION = "flagged_session_to_segment"
+SEGMENT_EMAIL_PATHS = ["traits.email", "context.traits.email", "properties.email"]
 
 SESSION_PATHS = ["session.session_id", "session_id", "session.id", "session_url"]
 
@@ -96,4 +101,97 @@ def deletion_spec(options: DeletionFlowConfig, identity: IdentityConfig) -> Flow
         when=[{"name": "has_user_id", "path": identity.segment_user_id_path, "exists": True}],
         target="fullstory.delete_user",
         mapping={"uid": {"function": "fullstory_uid"}},
+    )
+
+
+def session_url_spec(options: SessionUrlFlowConfig, identity: IdentityConfig) -> FlowSpec:
+    """CRM and support tracks (Opportunity Created, Ticket Created...) get the user's most recent
+    Fullstory session: a Segment track `Fullstory Session Linked` with its replay link."""
+    user_id = {"function": "segment_user_id"}
+    carried = {name: {"path": f"properties.{name}"} for name in options.carry_properties}
+    return FlowSpec(
+        description=session_url_spec.__doc__ or "",
+        trigger={"source": "segment", "kinds": ["track"]},
+        when=[{"name": "is_trigger_event", "path": "event", "one_of": list(options.trigger_events)}],
+        enrich={
+            "session": {
+                "lookup": "fullstory.latest_session",
+                "with": {"uid": user_id, "email": {"path": SEGMENT_EMAIL_PATHS, "cast": "email"}},
+                "max_age": options.max_session_age,
+                "cache_for": options.cache_for,
+            }
+        },
+        target="segment.track",
+        mapping={
+            "event": {"const": options.event_name},
+            "userId": user_id,
+            "anonymousId": {"path": "anonymousId", "cast": "string", "unless": user_id},
+            "timestamp": {
+                "first": [{"path": "timestamp", "cast": "timestamp"}, {"path": "$received_at", "cast": "timestamp"}]
+            },
+            "properties": {
+                "session_url": {"path": "$enriched.session.url"},
+                "session_id": {"path": "$enriched.session.session_id"},
+                "session_started_at": {"path": "$enriched.session.started_at"},
+                "trigger_event": {"path": "event"},
+                "trigger_message_id": {"path": "messageId"},
+                **carried,
+                "source": "fullstory",
+            },
+        },
+    )
+
+
+def flagged_session_spec(options: FlaggedSessionFlowConfig, identity: IdentityConfig) -> FlowSpec:
+    """A Fullstory note (or an event of a configured Stream) on a key account's session becomes a
+    Segment track `Session Flagged For Outreach` with the replay link and the note."""
+    triggers: list[dict[str, Any]] = []
+    if options.notes:
+        triggers.append({"source": "fullstory", "kinds": ["note.created"]})
+    if options.streams:
+        triggers.append({"source": "fullstory_stream", "streams": list(options.streams)})
+    # A Stream's event names its user (the uid, or a Segment userId the links know); a note names
+    # only the Fullstory user, whose uid is asked of Fullstory.
+    stream_user: dict[str, Any] = {
+        "first": [{"path": identity.fullstory_user_id_paths, "cast": "string"}, {"path": "$resolved_user_id"}]
+    }
+    properties: dict[str, Any] = {
+        "session_url": {"path": ["data.sessionUrl", "session_url", "session.session_url", "session.url"]},
+        "reason": {"first": [{"lookup": "$kind", "table": {"note.created": "note"}}, {"path": "$stream"}]},
+        "flagged_by": {"path": "data.author", "cast": "string"},
+        "account_id": {"path": "$enriched.profile.group_id", "cast": "string"},
+        "source": "fullstory",
+    }
+    if options.include_note_text:
+        properties["note_text"] = {"function": "note_text"}
+    return FlowSpec(
+        enabled=options.enabled and bool(triggers),
+        description=flagged_session_spec.__doc__ or "",
+        trigger=triggers[0] if triggers else {"source": "fullstory", "kinds": ["note.created"]},
+        also_on=triggers[1:],
+        enrich={
+            "fullstory_user": {
+                "lookup": "fullstory.user",
+                "with": {"id": {"function": "fullstory_user_from_urls"}},
+                "unless": stream_user,
+                "cache_for": options.cache_for,
+            },
+            "profile": {
+                "lookup": "fsbridge.profile",
+                "with": {"user_id": {"first": [stream_user, {"path": "$enriched.fullstory_user.user_id"}]}},
+                "key_accounts": options.key_accounts.model_dump(),
+            },
+        },
+        target="segment.track",
+        mapping={
+            "event": {"const": options.event_name},
+            "userId": {"path": "$enriched.profile.user_id"},
+            "timestamp": {
+                "first": [
+                    {"path": ["data.created", "event.event_time"], "cast": "timestamp"},
+                    {"path": "$received_at", "cast": "timestamp"},
+                ]
+            },
+            "properties": properties,
+        },
     )

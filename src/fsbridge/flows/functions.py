@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from fsbridge.config import IdentityConfig
 from fsbridge.engine.identity import IdentityRules
@@ -53,6 +54,34 @@ def fullstory_user_schema(envelope: Envelope) -> Any:
     return {"properties": hints} if hints else MISSING
 
 
+NOTE_TEXT_CHARS = 500
+
+
+def fullstory_user_from_urls(envelope: Envelope) -> Any:
+    """The Fullstory user id of a note: the last path segment of `data.userUrl`, else the first
+    `:`-part of the last segment of `data.sessionUrl` (the device id, which Fullstory's own example
+    shows to be the same user)."""
+    user_url = lookup(envelope.payload, "data.userUrl")
+    if isinstance(user_url, str) and (segment := urlsplit(user_url).path.rstrip("/").rsplit("/", 1)[-1]):
+        return unquote(segment)
+    session_url = lookup(envelope.payload, "data.sessionUrl")
+    if isinstance(session_url, str):
+        last = unquote(urlsplit(session_url).path.rstrip("/").rsplit("/", 1)[-1])
+        first = last.split(":", 1)[0].split("!", 1)[0]
+        if ":" in last and first:
+            return first
+    return MISSING
+
+
+def note_text(envelope: Envelope) -> Any:
+    """The note's text, at most 500 characters (cut with an ellipsis)."""
+    text = lookup(envelope.payload, "data.text")
+    if not isinstance(text, str) or not text.strip():
+        return MISSING
+    text = text.strip()
+    return text if len(text) <= NOTE_TEXT_CHARS else text[: NOTE_TEXT_CHARS - 1] + "…"
+
+
 def functions(identity: IdentityConfig) -> dict[str, Callable[[Envelope], Any]]:
     rules = IdentityRules(identity)
 
@@ -66,6 +95,8 @@ def functions(identity: IdentityConfig) -> dict[str, Callable[[Envelope], Any]]:
 
     return {
         "full_name": full_name,
+        "fullstory_user_from_urls": fullstory_user_from_urls,
+        "note_text": note_text,
         "fullstory_uid": fullstory_uid,
         "fullstory_user_properties": fullstory_user_properties,
         "fullstory_user_schema": fullstory_user_schema,

@@ -1,6 +1,7 @@
 """A flow as data: the `flows.<name>` block of the configuration, and its compiler.
 
-trigger: {source: fullstory_stream, kinds: [checkout_abandoned]}
+trigger: {source: fullstory_stream, kinds: [checkout_abandoned]}   # `streams: [name]`: only those Streams
+also_on: [{source: fullstory, kinds: [note.created]}]              # more triggers: any of them
 when: [{path: event.cart_value, gte: 100}]
 sample: 0.5              # keep half, chosen by the event's identity (stable across replays)
 max_per_minute: 600      # hold back what exceeds this rate (counted, with the reason)
@@ -15,6 +16,7 @@ mapping: {event: Checkout Abandoned, userId: {path: user.user_id}, ...}
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, cast
 
 import orjson
@@ -22,11 +24,11 @@ import orjson
 from fsbridge.config import FlowSpec
 from fsbridge.engine.flow import Aggregate, EnrichStep, Flow, RateCap, Trigger
 from fsbridge.engine.language import LanguageError, Problem, compile_filters, compile_mapping
+from fsbridge.engine.lookups import LOOKUP_TYPES
 from fsbridge.engine.mapping import Directive, Filter, MappingSpec
 from fsbridge.envelope import Envelope
 from fsbridge.flows.targets import TARGETS
 from fsbridge.sources.fullstory import signal_name
-from fsbridge.targets.fullstory_lookups import LOOKUP_TYPES
 
 
 def trigger_kinds(source: str, kinds: list[str]) -> frozenset[str]:
@@ -36,6 +38,14 @@ def trigger_kinds(source: str, kinds: list[str]) -> frozenset[str]:
     if source == "segment":
         return frozenset(k.strip().lower() for k in kinds)
     return frozenset(k.strip() for k in kinds)
+
+
+def trigger_of(spec: FlowSpec) -> Trigger:
+    """The first trigger of the spec, with the others as its alternatives."""
+    triggers = [
+        Trigger(t.source, trigger_kinds(t.source, t.kinds), frozenset(t.streams)) for t in [spec.trigger, *spec.also_on]
+    ]
+    return replace(triggers[0], alternatives=tuple(triggers[1:]))
 
 
 def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envelope], Any]]) -> Flow:
@@ -77,7 +87,7 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
         raise LanguageError(problems)
     return Flow(
         name=name,
-        trigger=Trigger(spec.trigger.source, trigger_kinds(spec.trigger.source, spec.trigger.kinds)),
+        trigger=trigger_of(spec),
         when=when,
         mapping=mapping,
         target=TARGETS[spec.target],
@@ -121,7 +131,11 @@ def _enrich_steps(
         if not all(hasattr(d, "resolve") for d in arguments.values()) or (unless and not hasattr(unless, "resolve")):
             problems.append(((*loc, "with"), "each argument (and unless) is a directive (path, template, ...)"))
             continue
-        options = {"max_age": step.max_age} if step.max_age is not None else {}
+        options: dict[str, Any] = {}
+        if step.max_age is not None:
+            options["max_age"] = step.max_age
+        if step.key_accounts is not None:
+            options["key_accounts"] = step.key_accounts.model_dump()
         arguments_of = {k: cast(Directive, v) for k, v in arguments.items()}
         unless_of = cast(Directive, unless) if unless is not None else None
         reads_earlier = "$enriched." in orjson.dumps([step.with_, step.unless], default=str).decode()

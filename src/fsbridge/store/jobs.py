@@ -119,11 +119,14 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
             conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM deliveries WHERE id IN ({marks})", ids)  # noqa: S608
         counts[label] = len(ids)
-    counts["filtered"] = counts.pop("filtered_deliveries") + conn.execute(
-        "DELETE FROM flow_outcomes WHERE (inbox_id, flow) IN"
-        " (SELECT inbox_id, flow FROM flow_outcomes WHERE at < ? LIMIT ?)",
-        (now - periods.filtered, PRUNE_CHUNK),
-    ).rowcount
+    counts["filtered"] = (
+        counts.pop("filtered_deliveries")
+        + conn.execute(
+            "DELETE FROM flow_outcomes WHERE (inbox_id, flow) IN"
+            " (SELECT inbox_id, flow FROM flow_outcomes WHERE at < ? LIMIT ?)",
+            (now - periods.filtered, PRUNE_CHUNK),
+        ).rowcount
+    )
     # Raw events whose work is all finished: dispatched, old enough, and no delivery still to do.
     events = [
         r[0]

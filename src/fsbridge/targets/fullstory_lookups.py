@@ -1,6 +1,7 @@
 """Look-ups in Fullstory's API (the Content Enricher's calls), one class each, registered by name in
-`LOOKUPS` so a flow's enrich step names one: `fullstory.latest_session` (GET /sessions/v2),
-`fullstory.user` (GET /v2/users/{id}) and `fullstory.user_by_email` (GET /v2/users?email=).
+`engine/lookups.py` so a flow's enrich step names one: `fullstory.latest_session` (GET
+/sessions/v2), `fullstory.user` (GET /v2/users/{id}) and `fullstory.user_by_email` (GET
+/v2/users?email=).
 
 A look-up answers what it found, or that there is nothing (with the reason); a failure that is
 worth retrying raises `LookupUnavailableError`. There is no retry here: the enricher makes each
@@ -84,13 +85,16 @@ class FullstoryApi:
 class Lookup(Protocol):
     name: ClassVar[str]
     parameters: ClassVar[frozenset[str]]  # the arguments a flow may give it
+    remote: ClassVar[bool]  # a call in Fullstory's API: through its guard, and cached
 
     def subject(self, arguments: dict[str, Any], answer: Answer) -> str:
         """The identifier of the user the look-up is about (its cached answer is forgotten when that
         user is deleted): a uid, else an email."""
         ...
 
-    async def ask(self, api: FullstoryApi, arguments: dict[str, Any]) -> Answer: ...
+    async def ask(self, api: FullstoryApi | None, arguments: dict[str, Any]) -> Answer:
+        """The answer; `api` is None only for a look-up that is not remote."""
+        ...
 
     def judge(self, answer: Answer, options: dict[str, Any], now: float) -> Answer:
         """The answer as this flow sees it now (a cached session may have grown too old)."""
@@ -101,7 +105,7 @@ class Lookup(Protocol):
         ...
 
 
-def _text(value: Any) -> str | None:
+def text_of(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip() if isinstance(value, str | int | float) else ""
@@ -140,13 +144,14 @@ class LatestSession:
 
     name: ClassVar[str] = "fullstory.latest_session"
     parameters: ClassVar[frozenset[str]] = frozenset({"uid", "email"})
+    remote: ClassVar[bool] = True
     NONE = "no recent Fullstory session"
 
     def __init__(self, rules: IdentityRules) -> None:
         self.rules = rules
 
     def _query(self, arguments: dict[str, Any]) -> dict[str, str]:
-        user_id = _text(arguments.get("uid"))
+        user_id = text_of(arguments.get("uid"))
         if user_id is not None:
             return {"uid": self.rules.fullstory_uid(user_id), "limit": "20"}
         email = normalise_email(arguments.get("email"))
@@ -156,7 +161,8 @@ class LatestSession:
         query = self._query(arguments)
         return query.get("uid") or query.get("email", "")
 
-    async def ask(self, api: FullstoryApi, arguments: dict[str, Any]) -> Answer:
+    async def ask(self, api: FullstoryApi | None, arguments: dict[str, Any]) -> Answer:
+        assert api is not None, "a remote look-up is made only with Fullstory's API"
         query = self._query(arguments)
         if not query:
             return Answer(None, "no uid or email to find a Fullstory session by")
@@ -167,7 +173,7 @@ class LatestSession:
             if not isinstance(row, dict):
                 continue
             started = parse_created_time(row.get("createdTime", row.get("created_time")))
-            url = _text(row.get("fsUrl", row.get("fs_url")))
+            url = text_of(row.get("fsUrl", row.get("fs_url")))
             if started is not None and url is not None:
                 sessions.append((started, url, row))
         if not sessions:
@@ -176,10 +182,10 @@ class LatestSession:
         return Answer(
             {
                 "url": url,
-                "session_id": _text(row.get("sessionId", row.get("session_id"))),
+                "session_id": text_of(row.get("sessionId", row.get("session_id"))),
                 "started_at": iso(started),
                 "started_at_epoch": started,
-                "fullstory_user_id": _text(row.get("userId", row.get("user_id"))),
+                "fullstory_user_id": text_of(row.get("userId", row.get("user_id"))),
             }
         )
 
@@ -200,15 +206,17 @@ class FullstoryUser:
 
     name: ClassVar[str] = "fullstory.user"
     parameters: ClassVar[frozenset[str]] = frozenset({"id"})
+    remote: ClassVar[bool] = True
 
     def __init__(self, rules: IdentityRules) -> None:
         self.rules = rules
 
     def subject(self, arguments: dict[str, Any], answer: Answer) -> str:
-        return str(answer.value["uid"]) if answer.value else _text(arguments.get("id")) or ""
+        return str(answer.value["uid"]) if answer.value else text_of(arguments.get("id")) or ""
 
-    async def ask(self, api: FullstoryApi, arguments: dict[str, Any]) -> Answer:
-        user_id = _text(arguments.get("id"))
+    async def ask(self, api: FullstoryApi | None, arguments: dict[str, Any]) -> Answer:
+        assert api is not None, "a remote look-up is made only with Fullstory's API"
+        user_id = text_of(arguments.get("id"))
         if user_id is None:
             return Answer(None, "no Fullstory user id in the event")
         body = await api.get(f"/v2/users/{quote(user_id, safe='')}")
@@ -216,19 +224,19 @@ class FullstoryUser:
             return Answer(None, "Fullstory does not know this user (404)")
         if not isinstance(body, dict) or "fsbridge_refused" in body:
             return Answer(None, f"Fullstory refused the look-up ({body.get('fsbridge_refused', '?')})")
-        uid = _text(body.get("uid"))
+        uid = text_of(body.get("uid"))
         if uid is None:
             return Answer(None, "the Fullstory user has no uid")
         segment_user_id = self.rules.user_id_for_uid(uid)
         if segment_user_id is None:
             return Answer(None, "the Fullstory user's uid lacks the configured prefix")
         value = {
-            "id": _text(body.get("id")) or user_id,
+            "id": text_of(body.get("id")) or user_id,
             "uid": uid,
             "user_id": segment_user_id,
-            "email": _text(body.get("email")),
-            "display_name": _text(body.get("display_name")),
-            "app_url": _text(body.get("app_url")),
+            "email": text_of(body.get("email")),
+            "display_name": text_of(body.get("display_name")),
+            "app_url": text_of(body.get("app_url")),
         }
         return Answer(value)
 
@@ -244,6 +252,7 @@ class UserByEmail:
 
     name: ClassVar[str] = "fullstory.user_by_email"
     parameters: ClassVar[frozenset[str]] = frozenset({"email"})
+    remote: ClassVar[bool] = True
 
     def __init__(self, rules: IdentityRules) -> None:
         self.rules = rules
@@ -251,7 +260,8 @@ class UserByEmail:
     def subject(self, arguments: dict[str, Any], answer: Answer) -> str:
         return normalise_email(arguments.get("email")) or ""
 
-    async def ask(self, api: FullstoryApi, arguments: dict[str, Any]) -> Answer:
+    async def ask(self, api: FullstoryApi | None, arguments: dict[str, Any]) -> Answer:
+        assert api is not None, "a remote look-up is made only with Fullstory's API"
         email = normalise_email(arguments.get("email"))
         if email is None:
             return Answer(None, "no email to look up")
@@ -275,13 +285,3 @@ class UserByEmail:
             return []
         user_id = answer.value["user_id"]
         return [IdentityClaim(kind, value, user_id) for kind, value in self.rules.email_keys(email)]
-
-
-LOOKUP_TYPES: dict[str, type[LatestSession] | type[FullstoryUser] | type[UserByEmail]] = {
-    kind.name: kind for kind in (LatestSession, FullstoryUser, UserByEmail)
-}
-
-
-def lookups(rules: IdentityRules) -> dict[str, Lookup]:
-    """Every look-up by name; adding one is writing its class and listing it in LOOKUP_TYPES."""
-    return {name: kind(rules) for name, kind in LOOKUP_TYPES.items()}

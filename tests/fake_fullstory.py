@@ -1,0 +1,57 @@
+"""A fake Fullstory for enrichment tests: answers GET /sessions/v2 and GET /v2/users/{id} from what a
+test stored, fails on demand (scripted per path), and records every request; anything else (Segment's
+/v1/batch, Fullstory's POSTs) is answered by the scripted `FakeUpstream` behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fsbridge.testing import FakeUpstream
+
+
+def session(n: int, created: Any, device: str = "5557778531805533") -> dict[str, Any]:
+    return {
+        "userId": device,
+        "sessionId": f"{device}:{n}",
+        "createdTime": created,
+        "fsUrl": f"https://app.fullstory.com/ui/o-1ABC/session/{device}:{n}",
+    }
+
+
+@dataclass
+class FakeFullstory(FakeUpstream):
+    sessions_by_uid: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sessions_by_email: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    users_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Outcomes (status, or (status, headers), or an exception) served first, per path prefix.
+    failures: dict[str, list[Any]] = field(default_factory=dict)
+    down: Any = None  # while set, every look-up is answered with this outcome (an outage)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method != "GET" or not (path == "/sessions/v2" or path.startswith("/v2/users/")):
+            return super()._handle(request)
+        self.requests.append(request)
+        queued = next((q for prefix, q in self.failures.items() if path.startswith(prefix) and q), None)
+        if queued or self.down is not None:
+            outcome = queued.pop(0) if queued else self.down
+            if isinstance(outcome, Exception):
+                raise outcome
+            status, headers = outcome if isinstance(outcome, tuple) else (outcome, {})
+            return httpx.Response(status, json={"code": "error"}, headers=headers)
+        if path == "/sessions/v2":
+            params = request.url.params
+            rows = self.sessions_by_uid.get(params.get("uid", ""), []) or self.sessions_by_email.get(
+                params.get("email", ""), []
+            )
+            return httpx.Response(200, json={"sessions": rows})
+        user = self.users_by_id.get(path.rsplit("/", 1)[-1])
+        if user is None:
+            return httpx.Response(404, json={"code": "user_not_found", "message": "user not found"})
+        return httpx.Response(200, json=user)
+
+    def lookups(self, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "GET" and r.url.path.startswith(path)]
