@@ -2,6 +2,8 @@
 
 - `fake_segment`: answers `/v1/batch` (and Fullstory's `/v2/users`) with 200 at once and records each
   message's arrival time (`GET /stats`), so delivered counts and latency are measured where they land;
+  it also plays Fullstory's `GET /sessions/v2`, answering after `BENCH_LOOKUP_DELAY_MS` (default 50)
+  with one recent session, and counts those look-ups;
 - `bare`: the Python ceiling, a raw ASGI app that reads the body and answers 202;
 - `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202;
 - `bare_durable`: the ceiling of any durable intake on fsbridge's store, the bare app plus one
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -44,18 +47,29 @@ class FakeSegment:
         self.messages = 0
         self.first: float | None = None
         self.last: float | None = None
+        self.lookups = 0
+        self.delay = float(os.environ.get("BENCH_LOOKUP_DELAY_MS", "50")) / 1000
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         body = await _body(receive)
         if scope["path"] == "/stats":
-            stats = {"messages": self.messages, "first": self.first, "last": self.last, "arrivals": self.arrivals}
+            stats = {"messages": self.messages, "first": self.first, "last": self.last, "arrivals": self.arrivals,
+                     "lookups": self.lookups}  # fmt: skip
             await _send(send, 200, orjson.dumps(stats))
             return
         if scope["path"] == "/reset":
             self.__init__()  # type: ignore[misc]
             await _send(send, 200, b"{}")
+            return
+        if scope["path"] == "/sessions/v2":  # a Fullstory look-up: slow, like a real API call
+            self.lookups += 1
+            await asyncio.sleep(self.delay)
+            created = int(time.time()) - 60
+            sessions = [{"userId": "1", "sessionId": f"1:{created}", "createdTime": str(created),
+                         "fsUrl": f"https://app.fullstory.com/ui/o/session/1:{created}"}]  # fmt: skip
+            await _send(send, 200, orjson.dumps({"sessions": sessions}))
             return
         now = time.time()
         if scope["path"] == "/v2/users":  # a Fullstory upsert: one user per request
@@ -69,7 +83,8 @@ class FakeSegment:
         self.first = self.first or now
         self.last = now
         for message in batch:
-            mark = message.get("properties", {}).get("element_text", "")
+            properties = message.get("properties", {})
+            mark = properties.get("element_text") or properties.get("trigger_message_id") or ""
             if mark.startswith("lat-"):
                 self.arrivals[mark] = now
         await _send(send, 200, b'{"success":true}')

@@ -12,7 +12,7 @@ from fsbridge.store.profiles import DELETED
 from tests.conftest import Bridge
 
 PER_USER_TABLES = ("profiles", "identity_links", "identity_conflicts", "group_members", "audience_membership",
-                   "sync_snapshots")  # fmt: skip
+                   "sync_snapshots", "lookup_cache")  # fmt: skip
 
 
 def rows_naming(db: Path, *needles: str) -> dict[str, list[Any]]:
@@ -62,3 +62,20 @@ async def test_a_profile_is_kept_and_a_deletion_removes_everything(bridge: Bridg
     sent = [(r.method, r.url.params.get("uid")) for r in bridge.upstream.fullstory()]
     assert ("DELETE", "u1") == sent[-1]
     assert 3 == sum(1 for method, _ in sent if method == "POST")  # u1 twice and u2, never after the deletion
+
+
+async def test_the_user_page_lists_the_users_latest_events_and_deliveries(bridge: Bridge) -> None:
+    """GET /ops/api/users/{id} lists the newest stored events naming the user (Segment and Fullstory alike)
+    and the deliveries made from them, newest first; another user's events are not listed."""
+    await bridge.post_segment(message("identify", 1, traits={"email": "ada@example.com"}))
+    await bridge.post_segment(message("identify", 2, user="u10", traits={"email": "x@example.com"}))
+    click = {"event": {"event_type": "rage-click"}, "session": {"session_id": "1:2"}, "user": {"user_id": "u1"}}
+    await bridge.post_stream(click)
+    await bridge.drain()
+    body = (await bridge.client.get("/ops/api/users/u1", headers=bridge.ops_headers())).json()
+    assert [("fullstory_stream", "rage_click"), ("segment", "identify")] == [
+        (e["source"], e["kind"]) for e in body["events"]
+    ]
+    flows = sorted(d["flow"] for d in body["deliveries"])
+    assert ["frustration_to_segment_track", "segment_identify_to_fullstory_user"] == flows
+    assert {"delivered"} == {d["status"] for d in body["deliveries"]}

@@ -29,6 +29,7 @@ from fsbridge.store import (
     Undispatched,
 )
 from fsbridge.store.engine import Connection
+from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.postgres import PostgresStore, postgres_schema
 from fsbridge.store.schema import SCHEMA_VERSION, base_schema
 from fsbridge.store.sql import SqlStore
@@ -298,6 +299,28 @@ async def test_replay_of_dead_letters(store: SqlStore) -> None:
     assert 0 == await store.replay_deliveries("dead", "other-flow", NOW + 5)
     assert 2 == await store.replay_deliveries("dead", "flow", NOW + 5)
     assert {("segment", "pending"): 2} == await store.queue_depths()
+
+
+async def test_enrichment_and_user_reads(store: SqlStore) -> None:
+    """Cached answers expire; a rendered plan replaces the body; a user's events are found by the id in their body."""
+    await store.cache_answers([CachedAnswer("k1", "s", '{"value": 1}', NOW + 10)])
+    assert {"k1": '{"value": 1}'} == await store.cached_answers(["k1", "k2"], NOW)
+    assert {} == await store.cached_answers(["k1"], NOW + 11)
+    accepted = await store.accept(NewInboxEvent("segment", "", "m-1", "track", b'{"userId":"u_7","n":1}', NOW))
+    await store.accept(NewInboxEvent("segment", "", "m-2", "track", b'{"userId":"u_77","n":2}', NOW + 1))
+    plan = NewDelivery("flow", "segment", "msg-1", b'{"enrich":{}}', awaiting="enrich")
+    await store.record_dispatch([DispatchResult(accepted.id, deliveries=[plan])], NOW)
+    [claimed] = await store.claim_deliveries("segment", 10, NOW, 60)
+    assert "enrich" == claimed.awaiting
+    claim = IdentityClaim("email", "a@b.co", "u_7")
+    assert [] == await store.record_rendered([RenderedDelivery(claimed.id, b'{"type":"track"}')], [claim], NOW)
+    stored = await store.get_delivery(claimed.id)
+    assert stored is not None
+    assert (b'{"type":"track"}', None) == (bytes(stored.body), stored.awaiting)
+    assert {("email", "a@b.co"): "u_7"} == await store.resolve_identities([("email", "a@b.co")])
+    events, deliveries = await store.user_activity(["u_7"])
+    assert [accepted.id] == [e[0] for e in events]
+    assert [claimed.id] == [d[0] for d in deliveries]
 
 
 def test_postgres_schema_is_derived_from_the_sqlite_one() -> None:

@@ -316,11 +316,19 @@ async def list_jobs(request: Request) -> dict[str, list[dict[str, Any]]]:
     return {"items": await runtime_of(request).scheduler.states()}
 
 
+USER_ACTIVITY = 50  # the newest events and deliveries a user's page lists
+USER_DELIVERY_FIELDS = ("id", "event_id", "flow", "destination", "status", "attempts", "last_status_code",
+                        "last_error", "created_at", "next_attempt_at")  # fmt: skip
+
+
 @ops.get("/users/{user_id}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
 async def user(request: Request, user_id: str) -> Response:
-    record = await runtime_of(request).store.user_record(user_id)
+    runtime = runtime_of(request)
+    record = await runtime.store.user_record(user_id)
     if record is None:
         return error_response(404, "not_found", f"fsbridge holds nothing about user {user_id}.")
+    uid = runtime.router.identity.fullstory_uid(user_id)
+    events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY)
     return json_response(
         200,
         {
@@ -329,5 +337,7 @@ async def user(request: Request, user_id: str) -> Response:
             "identity_links": record.identity_links,
             "audiences": record.audiences,
             "groups": record.groups,
+            "events": [dict(zip(("id", "source", "stream", "kind", "received_at"), e, strict=True)) for e in events],
+            "deliveries": [dict(zip(USER_DELIVERY_FIELDS, d, strict=True)) for d in deliveries],
         },
     )

@@ -269,6 +269,15 @@ class Store(JobStore, LookupStore, Protocol):
         """Everything fsbridge holds about one Segment user (None: nothing)."""
         ...
 
+    async def user_activity(
+        self, identifiers: list[str], limit: int = 50
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The newest `limit` stored events naming any of these identifiers (as JSON strings), as
+        (id, source, stream, kind, received_at), and the newest deliveries made from them, as (id,
+        inbox_id, flow, destination, status, attempts, last_status_code, last_error, created_at,
+        next_attempt_at)."""
+        ...
+
     async def claim_deliveries(
         self, destination: str, limit: int, now: float, lease_seconds: float
     ) -> list[Delivery]: ...

@@ -41,6 +41,10 @@ class Engine(Protocol):
         """`expression` truncated to a whole number (time buckets)."""
         ...
 
+    def contains(self, column: str) -> str:
+        """A condition: the stored bytes of `column` contain the bytes of the next parameter."""
+        ...
+
     def is_busy(self, exc: BaseException) -> bool:
         """The write failed only because another process holds a lock: worth retrying."""
         ...

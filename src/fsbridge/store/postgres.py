@@ -90,6 +90,9 @@ class PostgresEngine:
     def bucket(self, expression: str) -> str:
         return f"FLOOR({expression})::integer"
 
+    def contains(self, column: str) -> str:
+        return f"position(?::bytea in {column}) > 0"
+
     def is_busy(self, exc: BaseException) -> bool:
         # Serialization failures and deadlocks are worth an immediate retry of the whole group.
         return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)

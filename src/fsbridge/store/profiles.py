@@ -83,6 +83,29 @@ def forget(conn: Connection, user: ForgetUser) -> None:
         )
 
 
+def user_activity(
+    conn: Connection, contains: str, needles: list[bytes], limit: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The newest stored events whose body names the user (any of `needles`, JSON strings), and the
+    newest deliveries made from them. A scan of the stored events: the inbox keeps no index by user,
+    so that intake and dispatch pay nothing for this page (retention bounds what is scanned)."""
+    condition = " OR ".join([contains] * len(needles))
+    events = conn.execute(
+        f"SELECT id, source, stream, kind, received_at FROM inbox WHERE {condition}"  # noqa: S608 - fixed text
+        " ORDER BY received_at DESC LIMIT ?",
+        (*needles, limit),
+    ).fetchall()
+    if not events:
+        return [], []
+    marks = ",".join("?" * len(events))
+    deliveries = conn.execute(
+        "SELECT id, inbox_id, flow, destination, status, attempts, last_status_code, last_error, created_at,"  # noqa: S608
+        f" next_attempt_at FROM deliveries WHERE inbox_id IN ({marks}) ORDER BY created_at DESC LIMIT ?",
+        (*[e[0] for e in events], limit),
+    ).fetchall()
+    return events, deliveries
+
+
 def user_record(conn: Connection, user_id: str) -> UserRecord | None:
     profile = conn.execute("SELECT traits, group_id, updated_at FROM profiles WHERE user_id = ?", (user_id,)).fetchone()
     links = [

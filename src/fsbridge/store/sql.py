@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
+
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import aggregates as aggregates_sql
@@ -817,6 +819,13 @@ class SqlStore:
 
     async def user_record(self, user_id: str) -> UserRecord | None:
         return await self._read(lambda conn: profiles_sql.user_record(conn, user_id))
+
+    async def user_activity(
+        self, identifiers: list[str], limit: int = 50
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        needles = [orjson.dumps(i) for i in sorted(set(identifiers))]
+        contains = self.engine.contains("body")
+        return await self._read(lambda conn: profiles_sql.user_activity(conn, contains, needles, limit))
 
     # -- jobs and retention (the SQL is in store/jobs.py) ------------------------------------------
 

@@ -80,6 +80,9 @@ class SQLiteEngine:
     def bucket(self, expression: str) -> str:
         return f"CAST({expression} AS INTEGER)"
 
+    def contains(self, column: str) -> str:
+        return f"instr({column}, ?) > 0"
+
     def is_busy(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
