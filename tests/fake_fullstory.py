@@ -1,15 +1,20 @@
-"""A fake Fullstory for enrichment tests: answers GET /sessions/v2 and GET /v2/users/{id} from what a
-test stored, fails on demand (scripted per path), and records every request; anything else (Segment's
-/v1/batch, Fullstory's POSTs) is answered by the scripted `FakeUpstream` behaviour."""
+"""A fake Fullstory for enrichment and job tests: answers GET /sessions/v2 and GET /v2/users/{id}
+from what a test stored, runs segment exports (create, operation, results, the gzip NDJSON file at a
+pre-signed location), fails on demand (scripted per path), and records every request; anything else
+(Segment's /v1/batch, Fullstory's POSTs) is answered by the scripted `FakeUpstream` behaviour."""
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from fsbridge.testing import FakeUpstream
+
+FILES_HOST = "files.fullstory.test"
 
 
 def session(n: int, created: Any, device: str = "5557778531805533") -> dict[str, Any]:
@@ -29,9 +34,16 @@ class FakeFullstory(FakeUpstream):
     # Outcomes (status, or (status, headers), or an exception) served first, per path prefix.
     failures: dict[str, list[Any]] = field(default_factory=dict)
     down: Any = None  # while set, every look-up is answered with this outcome (an outage)
+    exports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # segment id: rows
+    operation_states: list[str] = field(default_factory=list)  # served first, then COMPLETED
+    cut_files: bool = False  # serve each export file cut in half
+    started: list[dict[str, Any]] = field(default_factory=list)  # bodies of POST /segments/v1/exports
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if path.startswith(("/segments/v1/", "/operations/v1/", "/search/v1/")) or request.url.host == FILES_HOST:
+            self.requests.append(request)
+            return self._export(request)
         if request.method != "GET" or not (path == "/sessions/v2" or path.startswith("/v2/users/")):
             return super()._handle(request)
         self.requests.append(request)
@@ -52,6 +64,28 @@ class FakeFullstory(FakeUpstream):
         if user is None:
             return httpx.Response(404, json={"code": "user_not_found", "message": "user not found"})
         return httpx.Response(200, json=user)
+
+    def _export(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/segments/v1/exports":
+            body = orjson.loads(request.content)
+            self.started.append(body)
+            return httpx.Response(200, json={"operationId": f"op-{len(self.started)}-{body['segmentId']}"})
+        if path.startswith("/operations/v1/"):
+            operation = path.rsplit("/", 1)[-1]
+            state = self.operation_states.pop(0) if self.operation_states else "COMPLETED"
+            answer: dict[str, Any] = {"id": operation, "type": "SEARCH_EXPORT", "state": state}
+            if state == "COMPLETED":
+                answer["results"] = {"searchExportId": f"exp-{operation.removeprefix('op-')}", "expires": "later"}
+            if state == "FAILED":
+                answer["errorDetails"] = "segment too large"
+            return httpx.Response(200, json=answer)
+        if path.startswith("/search/v1/exports/"):
+            export = path.split("/")[4]
+            return httpx.Response(200, json={"location": f"https://{FILES_HOST}/{export}.ndjson.gz", "expires": "x"})
+        segment = path.strip("/").removesuffix(".ndjson.gz").split("-", 2)[2]
+        data = gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in self.exports.get(segment, [])))
+        return httpx.Response(200, content=data[: len(data) // 2] if self.cut_files else data)
 
     def lookups(self, path: str) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == "GET" and r.url.path.startswith(path)]

@@ -31,6 +31,9 @@ def all_flows() -> dict[str, Flow]:
     merged: dict[str, Any] = yaml.safe_load((ROOT / "config" / "fsbridge.yaml").read_text())
     for example in sorted(EXAMPLES.glob("*.yaml")):
         merged["flows"].update(yaml.safe_load(example.read_text())["flows"])
+    # The flows behind the scheduled Fullstory jobs run when their job is enabled.
+    merged["jobs"]["fullstory_segment_audiences"] = {"enabled": True, "segments": [{"id": "s", "key": "power_users"}]}
+    merged["jobs"]["high_value_sessions"] = {"enabled": True, "audiences": ["vip"]}
     return {flow.name: flow for flow in build_flows(parse_config(yaml.safe_dump(merged)))}
 
 

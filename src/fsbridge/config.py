@@ -223,7 +223,7 @@ class FlaggedSessionFlowConfig(_Strict):
     cache_for: Duration = 300.0
 
 
-Source = Literal["fullstory", "fullstory_stream", "segment"]
+Source = Literal["fullstory", "fullstory_stream", "segment", "fullstory_api"]
 TargetName = Literal[
     "segment.track",
     "segment.identify",
@@ -312,11 +312,60 @@ class JobConfig(_Strict):
     every: Duration | None = None  # None: the job's own default
 
 
+class FullstorySegment(_Strict):
+    """A Fullstory segment exported as an audience: its id in Fullstory, and the key of the trait
+    (`fs_<key>`) and of the audience it becomes."""
+
+    id: str = Field(min_length=1)
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")  # snake_case, as every trait fsbridge sends
+    name: str | None = None  # shown as audience_name (default: the key)
+
+
+class SegmentAudiencesJobConfig(JobConfig):
+    """Fullstory segments become Segment audiences: boolean traits `fs_<key>` and, with
+    `send_tracks`, Audience Entered / Exited tracks (Part 2)."""
+
+    enabled: bool = False
+    segments: list[FullstorySegment] = Field(default_factory=list)
+    send_tracks: bool = True
+    poll_every: Duration = 5.0  # between polls of the export's operation
+    max_wait: Duration = 1800.0  # an export not done by then fails the run
+
+    @model_validator(mode="after")
+    def _keys_are_unique(self) -> SegmentAudiencesJobConfig:
+        keys = [s.key for s in self.segments]
+        if len(keys) != len(set(keys)):
+            msg = "each segment needs its own key"
+            raise ValueError(msg)
+        if self.enabled and not self.segments:
+            msg = "enabled, but no segments are listed"
+            raise ValueError(msg)
+        return self
+
+
+class HighValueSessionsJobConfig(JobConfig):
+    """New sessions of users in these audiences (or with these profile traits) reach Slack (Part 2)."""
+
+    enabled: bool = False
+    audiences: list[str] = Field(default_factory=list)
+    traits: dict[str, list[Any]] = Field(default_factory=dict)  # trait: accepted values
+    max_users_per_run: int = Field(default=200, ge=1, le=100_000)
+
+    @field_validator("traits", mode="before")
+    @classmethod
+    def _values_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
 class JobsConfig(_Strict):
     """Scheduled jobs, each run once per cluster; `every` overrides a job's interval."""
 
     health_monitor: JobConfig = Field(default_factory=JobConfig)
     retention: JobConfig = Field(default_factory=JobConfig)
+    fullstory_segment_audiences: SegmentAudiencesJobConfig = Field(default_factory=SegmentAudiencesJobConfig)
+    high_value_sessions: HighValueSessionsJobConfig = Field(default_factory=HighValueSessionsJobConfig)
 
 
 class RetentionConfig(_Strict):

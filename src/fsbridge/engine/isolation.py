@@ -131,3 +131,22 @@ class Guard:
 
     def __post_init__(self) -> None:
         self.gate = asyncio.Semaphore(self.concurrency)
+
+    def try_turn(self, now: float) -> bool:
+        """Take a request's token now if the breaker and the rate limit allow one."""
+        if not self.breaker.allows(now) or self.bucket.available(now) < 1:
+            return False
+        self.bucket.take(1, now)
+        return True
+
+    def wait_hint(self, now: float) -> float:
+        """Seconds until a request may be allowed."""
+        if self.breaker.state is BreakerState.OPEN:
+            return max(self.breaker.reopens_in(now), 0.01)
+        return max(self.bucket.wait(now), 0.01)
+
+    def outcome(self, ok: bool, now: float, status_code: int | None = None) -> None:
+        """What a request made under this guard came to (a 429 also slows the rate limit)."""
+        self.breaker.record(ok, now)
+        if status_code == 429:
+            self.bucket.throttled(now)

@@ -7,14 +7,20 @@ from fsbridge.config import FlowSpec, FsbridgeConfig
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.language import LanguageError, Loc
 from fsbridge.flows.builtin import (
+    AUDIENCE_TRACKS,
+    AUDIENCE_TRAITS,
     DELETION,
     FLAGGED_SESSION,
     FRUSTRATION,
+    HIGH_VALUE_SESSION,
     IDENTIFY,
     SESSION_URL,
+    audience_tracks_spec,
+    audience_traits_spec,
     deletion_spec,
     flagged_session_spec,
     frustration_spec,
+    high_value_session_spec,
     identify_spec,
     session_url_spec,
 )
@@ -36,6 +42,14 @@ def flow_specs(config: FsbridgeConfig) -> dict[str, FlowSpec]:
     specs[IDENTIFY].enabled = flows.segment_identify_to_fullstory_user.enabled
     specs[DELETION].enabled = flows.segment_delete_to_fullstory_user.enabled
     specs[SESSION_URL].enabled = flows.session_url_to_segment.enabled
+    # The flows behind the scheduled Fullstory jobs are on when their job is.
+    audiences, sessions = config.jobs.fullstory_segment_audiences, config.jobs.high_value_sessions
+    specs[AUDIENCE_TRAITS] = audience_traits_spec()
+    specs[AUDIENCE_TRAITS].enabled = audiences.enabled
+    specs[AUDIENCE_TRACKS] = audience_tracks_spec()
+    specs[AUDIENCE_TRACKS].enabled = audiences.enabled and audiences.send_tracks
+    specs[HIGH_VALUE_SESSION] = high_value_session_spec()
+    specs[HIGH_VALUE_SESSION].enabled = sessions.enabled
     return specs | flows.custom
 
 

@@ -19,6 +19,9 @@ FRUSTRATION = "frustration_to_segment_track"
 IDENTIFY = "segment_identify_to_fullstory_user"
 DELETION = "segment_delete_to_fullstory_user"
 SESSION_URL = "session_url_to_segment"
+AUDIENCE_TRAITS = "fullstory_segment_to_segment_identify"
+AUDIENCE_TRACKS = "fullstory_segment_to_segment_track"
+HIGH_VALUE_SESSION = "high_value_session_to_slack"
 FLAGGED_SESSION = "flagged_session_to_segment"
 SEGMENT_EMAIL_PATHS = ["traits.email", "context.traits.email", "properties.email"]
 
@@ -193,5 +196,55 @@ def flagged_session_spec(options: FlaggedSessionFlowConfig, identity: IdentityCo
                 ]
             },
             "properties": properties,
+        },
+    )
+
+
+def audience_traits_spec() -> FlowSpec:
+    """A user entering or leaving an exported Fullstory segment (`jobs.fullstory_segment_audiences`)
+    becomes a Segment identify with the boolean trait `fs_<key>`, the trait an audience is built on."""
+    return FlowSpec(
+        description=audience_traits_spec.__doc__ or "",
+        trigger={"source": "fullstory_api", "kinds": ["segment.membership"]},
+        when=[{"name": "has_user", "path": "user_id", "exists": True}],
+        target="segment.identify",
+        mapping={
+            "userId": {"path": "user_id", "cast": "string"},
+            "traits": {"function": "audience_trait"},
+            "timestamp": {"path": "$received_at", "cast": "timestamp"},
+        },
+    )
+
+
+def audience_tracks_spec() -> FlowSpec:
+    """The same change as a Segment track `Audience Entered` or `Audience Exited`."""
+    return FlowSpec(
+        description=audience_tracks_spec.__doc__ or "",
+        trigger={"source": "fullstory_api", "kinds": ["segment.membership"]},
+        when=[{"name": "has_user", "path": "user_id", "exists": True}],
+        target="segment.track",
+        mapping={
+            "event": {"path": "event"},
+            "userId": {"path": "user_id", "cast": "string"},
+            "timestamp": {"path": "$received_at", "cast": "timestamp"},
+            "properties": {
+                "audience_key": {"path": "audience_key"},
+                "audience_name": {"path": "audience_name"},
+                "source": "fullstory",
+            },
+        },
+    )
+
+
+def high_value_session_spec() -> FlowSpec:
+    """A new session of a high-value user (`jobs.high_value_sessions`) becomes one Slack message."""
+    return FlowSpec(
+        description=high_value_session_spec.__doc__ or "",
+        trigger={"source": "fullstory_api", "kinds": ["session.started"]},
+        target="slack.message",
+        mapping={
+            "text": {"template": "New Fullstory session of a high-value user {user_id}: {session_url}"},
+            "blocks": {"function": "high_value_session_blocks"},
+            "unfurl_links": False,
         },
     )

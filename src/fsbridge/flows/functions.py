@@ -82,6 +82,42 @@ def note_text(envelope: Envelope) -> Any:
     return text if len(text) <= NOTE_TEXT_CHARS else text[: NOTE_TEXT_CHARS - 1] + "…"
 
 
+def audience_trait(envelope: Envelope) -> Any:
+    """`{fs_<key>: true|false}` for a `segment.membership` event: the trait a Segment audience is built on."""
+    key, member = lookup(envelope.payload, "audience_key"), lookup(envelope.payload, "member")
+    return {key: member} if isinstance(key, str) and key and isinstance(member, bool) else MISSING
+
+
+HEADER_CHARS, FIELD_CHARS, BUTTON_URL_CHARS = 150, 2000, 3000  # Slack's Block Kit limits
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def high_value_session_blocks(envelope: Envelope) -> Any:
+    """The Block Kit message for a new session of a high-value user: who (name, email, company,
+    plan, when known), when it started, and a button to the replay; within Slack's limits."""
+    payload = envelope.payload if isinstance(envelope.payload, dict) else {}
+    who = str(payload.get("name") or payload.get("email") or payload.get("user_id") or "A high-value user")
+    fields = [
+        {"type": "mrkdwn", "text": _cut(f"*{label}*\n{payload[key]}", FIELD_CHARS)}
+        for label, key in (("Email", "email"), ("Company", "company"), ("Plan", "plan"), ("User", "user_id"),
+                           ("Started", "started_at"))
+        if payload.get(key)
+    ]  # fmt: skip
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"New session: {who}", HEADER_CHARS)}},
+    ]
+    if fields:
+        blocks.append({"type": "section", "fields": fields[:10]})
+    url = payload.get("session_url")
+    if isinstance(url, str) and url and len(url) <= BUTTON_URL_CHARS:
+        button = {"type": "button", "text": {"type": "plain_text", "text": "Watch the replay"}, "url": url}
+        blocks.append({"type": "actions", "elements": [button]})
+    return blocks
+
+
 def functions(identity: IdentityConfig) -> dict[str, Callable[[Envelope], Any]]:
     rules = IdentityRules(identity)
 
@@ -94,7 +130,9 @@ def functions(identity: IdentityConfig) -> dict[str, Callable[[Envelope], Any]]:
         return MISSING if user_id is None else rules.fullstory_uid(user_id)
 
     return {
+        "audience_trait": audience_trait,
         "full_name": full_name,
+        "high_value_session_blocks": high_value_session_blocks,
         "fullstory_user_from_urls": fullstory_user_from_urls,
         "note_text": note_text,
         "fullstory_uid": fullstory_uid,

@@ -1,5 +1,6 @@
 """Scheduled jobs, one module each, registered in `JOBS` by name: the health monitor (part 1's Slack
-alerts) and retention. A job is added by writing its module and one line here."""
+alerts), retention, Fullstory segments as Segment audiences, and new sessions of high-value users.
+A job is added by writing its module and one line here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fsbridge.engine.scheduler import ScheduledJob
+from fsbridge.jobs.fullstory_segment_audiences import segment_audiences_job
 from fsbridge.jobs.health_monitor import health_monitor_job
+from fsbridge.jobs.high_value_sessions import high_value_sessions_job
 from fsbridge.jobs.retention import retention_job
 
 if TYPE_CHECKING:
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
 JOBS: dict[str, Callable[[Runtime], ScheduledJob]] = {
     "health_monitor": health_monitor_job,
     "retention": retention_job,
+    "fullstory_segment_audiences": segment_audiences_job,
+    "high_value_sessions": high_value_sessions_job,
 }
 
 

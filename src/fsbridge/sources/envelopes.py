@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from fsbridge.envelope import Envelope, has_dotted_keys
-from fsbridge.sources import fullstory, segment
+from fsbridge.sources import fullstory, fullstory_api, segment
 
 EXAMPLE_RECEIVED_AT = 1_795_000_000.0
 
@@ -29,6 +29,8 @@ def envelope_for(
         kind, provider_id = fullstory.stream_kind(payload), None
     elif source == segment.SOURCE:
         kind, provider_id, stream = *segment.message_kind(payload), ""
+    elif source == fullstory_api.SOURCE:
+        kind, provider_id, stream = fullstory_api.kind_of(payload), None, ""
     else:
         msg = f"unknown source {source!r}"
         raise ValueError(msg)

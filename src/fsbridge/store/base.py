@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from fsbridge.store.aggregates import AggregateStep
+from fsbridge.store.fullstory_jobs import FullstoryJobStore
 from fsbridge.store.jobs import JobStore
 from fsbridge.store.lookups import LookupStore
 from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
@@ -220,7 +221,7 @@ class EventStory:
     attempts: dict[str, list[AttemptRecord]]
 
 
-class Store(JobStore, LookupStore, Protocol):
+class Store(JobStore, LookupStore, FullstoryJobStore, Protocol):
     """Everything fsbridge keeps. Writes are durable when the awaited call returns. The scheduler's
     and retention's part is the narrower `JobStore` (store/jobs.py), the enricher's `LookupStore`
     (store/lookups.py)."""

@@ -44,6 +44,15 @@ MIGRATIONS: dict[int, str] = {
     11: "CREATE TABLE IF NOT EXISTS lookup_cache (key TEXT PRIMARY KEY, subject TEXT NOT NULL,"
     " answer TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
     12: "CREATE INDEX IF NOT EXISTS lookup_cache_by_subject ON lookup_cache (subject)",
+    # A Fullstory segment export's rows while its run reads them (store/fullstory_jobs.py).
+    13: "CREATE TABLE IF NOT EXISTS export_staging (run TEXT NOT NULL, audience_key TEXT NOT NULL,"
+    " user_id TEXT NOT NULL, PRIMARY KEY (run, audience_key, user_id))",
+    # The last successful membership of each exported segment, which the next export is diffed against.
+    14: "CREATE TABLE IF NOT EXISTS segment_members (audience_key TEXT NOT NULL, user_id TEXT NOT NULL,"
+    " since DOUBLE PRECISION NOT NULL, PRIMARY KEY (audience_key, user_id))",
+    # Per high-value user: when the sessions job last checked, and the newest session it saw.
+    15: "CREATE TABLE IF NOT EXISTS session_checks (user_id TEXT PRIMARY KEY, checked_at DOUBLE PRECISION NOT NULL,"
+    " newest_at DOUBLE PRECISION)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

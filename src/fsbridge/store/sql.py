@@ -21,6 +21,7 @@ import orjson
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import aggregates as aggregates_sql
+from fsbridge.store import fullstory_jobs as fullstory_jobs_sql
 from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import lookups as lookups_sql
 from fsbridge.store import ops_reads as ops_sql
@@ -45,12 +46,14 @@ from fsbridge.store.base import (
     Undispatched,
 )
 from fsbridge.store.engine import Connection, Engine
+from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.profiles import UserRecord
 from fsbridge.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
+FULLSTORY_API = "fullstory_api"  # the source of what scheduled jobs fetch (sources/fullstory_api.py)
 log = get_logger(__name__)
 
 _DELIVERY_COLUMNS = (
@@ -620,6 +623,49 @@ class SqlStore:
             return events
 
         return await self._read(read)
+
+    # -- scheduled Fullstory jobs (store/fullstory_jobs.py) ---------------------------------------
+
+    def _insert_api_event(self, conn: Connection, dedup_key: str, kind: str, body: bytes, now: float) -> None:
+        self._insert_inbox(conn, NewInboxEvent(FULLSTORY_API, "", dedup_key, kind, body, now))
+
+    async def stage_members(self, run: str, audience_key: str, user_ids: list[str]) -> None:
+        if user_ids:
+            await self._write(lambda conn: fullstory_jobs_sql.stage(conn, run, audience_key, user_ids))
+
+    async def staged_count(self, run: str, audience_key: str) -> int:
+        return await self._read(lambda conn: fullstory_jobs_sql.staged_count(conn, run, audience_key))
+
+    async def member_count(self, audience_key: str) -> int:
+        return await self._read(lambda conn: fullstory_jobs_sql.member_count(conn, audience_key))
+
+    async def apply_entered(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
+        return await self._write(
+            lambda conn: fullstory_jobs_sql.apply_entered(conn, self._insert_api_event, run, audience, after, now)
+        )
+
+    async def apply_exited(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
+        return await self._write(
+            lambda conn: fullstory_jobs_sql.apply_exited(conn, self._insert_api_event, run, audience, after, now)
+        )
+
+    async def discard_staging(self, run: str) -> None:
+        while await self._write(lambda conn: fullstory_jobs_sql.discard_staging_chunk(conn, run)) >= CHUNK:
+            pass
+
+    async def high_value_candidates(
+        self, audiences: list[str], traits: dict[str, list[Any]], limit: int
+    ) -> list[SessionCheck]:
+        return await self._read(lambda conn: fullstory_jobs_sql.high_value_candidates(conn, audiences, traits, limit))
+
+    async def record_session_check(
+        self, user_id: str, newest_at: float | None, sessions: list[tuple[str, dict[str, Any]]], now: float
+    ) -> None:
+        await self._write(
+            lambda conn: fullstory_jobs_sql.record_session_check(
+                conn, self._insert_api_event, user_id, newest_at, sessions, now
+            )
+        )
 
     # -- enrichment (store/lookups.py) -------------------------------------------------------------
 

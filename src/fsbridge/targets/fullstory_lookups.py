@@ -56,10 +56,22 @@ class FullstoryApi:
             "User-Agent": f"fsbridge/{__version__}",
         }
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client, for requests without the account's key (a pre-signed download)."""
+        return self._client
+
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         """The JSON answer, or None for 404; LookupUnavailableError when it is worth asking again."""
+        return await self._request("GET", path, params=params)
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """As `get`, for a POST with a JSON body (starting an export)."""
+        return await self._request("POST", path, json=body)
+
+    async def _request(self, method: str, path: str, **options: Any) -> Any:
         try:
-            response = await self._client.get(f"{self._base}{path}", params=params, headers=self._headers)
+            response = await self._client.request(method, f"{self._base}{path}", headers=self._headers, **options)
         except httpx.TransportError as exc:
             raise LookupUnavailableError(type(exc).__name__) from exc  # the message may hold the URL
         code = response.status_code
@@ -135,6 +147,31 @@ def parse_created_time(value: Any) -> float | None:
     return seconds if 0 < seconds < 1e11 else None
 
 
+def parse_sessions(body: Any) -> list[dict[str, Any]]:
+    """The sessions of a `GET /sessions/v2` answer (`{"sessions": [...]}` or a bare list, camelCase
+    or snake_case), each as `url`, `session_id`, `started_at` (ISO 8601), `started_at_epoch` and
+    `fullstory_user_id`; rows without a readable time or URL are left out."""
+    rows = body.get("sessions") if isinstance(body, dict) else body
+    sessions = []
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict):
+            continue
+        started = parse_created_time(row.get("createdTime", row.get("created_time")))
+        url = text_of(row.get("fsUrl", row.get("fs_url")))
+        if started is None or url is None:
+            continue
+        sessions.append(
+            {
+                "url": url,
+                "session_id": text_of(row.get("sessionId", row.get("session_id"))),
+                "started_at": iso(started),
+                "started_at_epoch": started,
+                "fullstory_user_id": text_of(row.get("userId", row.get("user_id"))),
+            }
+        )
+    return sessions
+
+
 def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
@@ -166,28 +203,10 @@ class LatestSession:
         query = self._query(arguments)
         if not query:
             return Answer(None, "no uid or email to find a Fullstory session by")
-        body = await api.get("/sessions/v2", query)
-        rows = body.get("sessions") if isinstance(body, dict) else body
-        sessions = []
-        for row in rows if isinstance(rows, list) else []:
-            if not isinstance(row, dict):
-                continue
-            started = parse_created_time(row.get("createdTime", row.get("created_time")))
-            url = text_of(row.get("fsUrl", row.get("fs_url")))
-            if started is not None and url is not None:
-                sessions.append((started, url, row))
+        sessions = parse_sessions(await api.get("/sessions/v2", query))
         if not sessions:
             return Answer(None, self.NONE)
-        started, url, row = max(sessions, key=lambda s: s[0])
-        return Answer(
-            {
-                "url": url,
-                "session_id": text_of(row.get("sessionId", row.get("session_id"))),
-                "started_at": iso(started),
-                "started_at_epoch": started,
-                "fullstory_user_id": text_of(row.get("userId", row.get("user_id"))),
-            }
-        )
+        return Answer(max(sessions, key=lambda s: float(s["started_at_epoch"])))
 
     def judge(self, answer: Answer, options: dict[str, Any], now: float) -> Answer:
         max_age = options.get("max_age")
