@@ -3,7 +3,9 @@
 - `fake_segment`: answers `/v1/batch` (and Fullstory's `/v2/users`) with 200 at once and records each
   message's arrival time (`GET /stats`), so delivered counts and latency are measured where they land;
   it also plays Fullstory's `GET /sessions/v2`, answering after `BENCH_LOOKUP_DELAY_MS` (default 50)
-  with one recent session, and counts those look-ups;
+  with one recent session, and counts those look-ups; and Fullstory's segment export (create, an
+  operation pending for `BENCH_EXPORT_PENDING_S` seconds, results, and the gzip NDJSON file
+  `BENCH_EXPORT_FILE`, streamed in 64 KiB chunks);
 - `bare`: the Python ceiling, a raw ASGI app that reads the body and answers 202;
 - `fastapi_parse`: the framework floor, FastAPI parsing the same payload with pydantic, then 202;
 - `bare_durable`: the ceiling of any durable intake on fsbridge's store, the bare app plus one
@@ -48,6 +50,8 @@ class FakeSegment:
         self.first: float | None = None
         self.last: float | None = None
         self.lookups = 0
+        self.export_created: float | None = None
+        self.download_started: float | None = None
         self.delay = float(os.environ.get("BENCH_LOOKUP_DELAY_MS", "50")) / 1000
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -56,12 +60,15 @@ class FakeSegment:
         body = await _body(receive)
         if scope["path"] == "/stats":
             stats = {"messages": self.messages, "first": self.first, "last": self.last, "arrivals": self.arrivals,
-                     "lookups": self.lookups}  # fmt: skip
+                     "lookups": self.lookups, "download_started": self.download_started}  # fmt: skip
             await _send(send, 200, orjson.dumps(stats))
             return
         if scope["path"] == "/reset":
             self.__init__()  # type: ignore[misc]
             await _send(send, 200, b"{}")
+            return
+        if scope["path"].startswith(("/segments/v1/", "/operations/v1/", "/search/v1/", "/files/")):
+            await self._export(scope, send)
             return
         if scope["path"] == "/sessions/v2":  # a Fullstory look-up: slow, like a real API call
             self.lookups += 1
@@ -88,6 +95,28 @@ class FakeSegment:
             if mark.startswith("lat-"):
                 self.arrivals[mark] = now
         await _send(send, 200, b'{"success":true}')
+
+    async def _export(self, scope: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/segments/v1/exports":
+            self.export_created = time.time()
+            await _send(send, 200, b'{"operationId":"op-1"}')
+        elif path.startswith("/operations/v1/"):
+            pending = float(os.environ.get("BENCH_EXPORT_PENDING_S", "0"))
+            done = self.export_created is not None and time.time() - self.export_created >= pending
+            answer = {"state": "COMPLETED", "results": {"searchExportId": "exp-1"}} if done else {"state": "PENDING"}
+            await _send(send, 200, orjson.dumps(answer))
+        elif path.startswith("/search/v1/"):
+            host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
+            await _send(send, 200, orjson.dumps({"location": f"http://{host}/files/export.ndjson.gz"}))
+        else:
+            self.download_started = time.time()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/gzip")]})  # fmt: skip
+            with open(os.environ["BENCH_EXPORT_FILE"], "rb") as file:  # noqa: ASYNC230 - a local file, 64 KiB reads
+                while chunk := file.read(65536):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
 
 
 fake_segment = FakeSegment()

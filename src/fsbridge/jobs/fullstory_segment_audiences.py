@@ -112,22 +112,33 @@ class SegmentAudiencesJob:
         rows = unmatched = 0
         users: list[str] = []
         emails: list[str] = []
-        async for row in exports.rows(export):
-            rows += 1
-            uid = text_of(row.get("Uid"))
-            user_id = self.rules.user_id_for_uid(uid) if uid else None
-            if user_id is not None:
-                users.append(user_id)
-            elif (email := normalise_email(row.get("Email"))) is not None:
-                emails.append(email)
-            else:
-                unmatched += 1
-            if len(users) >= CHUNK:
-                await self.store.stage_members(run, audience.key, users)
-                users = []
-            if len(emails) >= CHUNK:
-                unmatched += await self._stage_emails(run, audience, emails)
-                emails = []
+        # One chunk is written while the next is read: the store's writer thread and the download
+        # overlap with parsing, and at most two chunks are held in memory.
+        writing: asyncio.Future[None] | None = None
+        try:
+            async for row in exports.rows(export):
+                rows += 1
+                uid = text_of(row.get("Uid"))
+                user_id = self.rules.user_id_for_uid(uid) if uid else None
+                if user_id is not None:
+                    users.append(user_id)
+                elif (email := normalise_email(row.get("Email"))) is not None:
+                    emails.append(email)
+                else:
+                    unmatched += 1
+                if len(users) >= CHUNK:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(self.store.stage_members(run, audience.key, users))
+                    users = []
+                if len(emails) >= CHUNK:
+                    unmatched += await self._stage_emails(run, audience, emails)
+                    emails = []
+        finally:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)  # never left running after a failure
+        if writing is not None:
+            await writing  # its error, if it failed
         await self.store.stage_members(run, audience.key, users)
         unmatched += await self._stage_emails(run, audience, emails)
         log.info("job.segment_exported", job=NAME, audience=audience.key, rows=rows, unmatched=unmatched)

@@ -36,8 +36,9 @@ class SessionCheck:
     newest_at: float | None
 
 
-# How the SQL store writes an inbox event inside a transaction (id, or None when it is a duplicate).
-InsertInbox = Callable[[Connection, str, str, bytes, float], None]
+# How the SQL store writes `fullstory_api` inbox events inside a transaction: (dedup key, kind, body)
+# each, received now; one already stored under its key is left as it is.
+InsertInbox = Callable[[Connection, list[tuple[str, str, bytes]], float], None]
 
 
 class FullstoryJobStore(Protocol):
@@ -135,9 +136,15 @@ def _change(
     if not users:
         return
     change = "entered" if member else "exited"
-    for user_id in users:
-        key = f"{audience.key}:{user_id}:{run}:{change}"
-        insert(conn, key, "segment.membership", _membership_body(audience, user_id, member, run), now)
+    events = [
+        (
+            f"{audience.key}:{user_id}:{run}:{change}",
+            "segment.membership",
+            _membership_body(audience, user_id, member, run),
+        )
+        for user_id in users
+    ]
+    insert(conn, events, now)
     if member:
         conn.executemany(
             "INSERT INTO segment_members (audience_key, user_id, since) VALUES (?, ?, ?)"
@@ -149,12 +156,8 @@ def _change(
             "DELETE FROM segment_members WHERE audience_key = ? AND user_id = ?",
             [(audience.key, user_id) for user_id in users],
         )
-    # The user's audience memberships (profiles, key accounts, high-value users) show it too.
-    conn.executemany(
-        "INSERT INTO audience_membership (user_id, audience_key, member, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (user_id, audience_key) DO UPDATE SET member = excluded.member, updated_at = excluded.updated_at",
-        [(user_id, audience.key, int(member), now) for user_id in users],
-    )
+    # The user's page, key accounts and high-value users read segment_members beside Segment's
+    # audience memberships, so a change is written once (a first export may name millions).
 
 
 def discard_staging_chunk(conn: Connection, run: str) -> int:
@@ -171,13 +174,11 @@ def high_value_candidates(
     users: set[str] = set()
     if audiences:
         marks = ",".join("?" * len(audiences))
-        users |= {
-            u
-            for (u,) in conn.execute(
-                f"SELECT user_id FROM audience_membership WHERE member = 1 AND audience_key IN ({marks})",  # noqa: S608
-                audiences,
-            )
-        }
+        for query in (
+            f"SELECT user_id FROM audience_membership WHERE member = 1 AND audience_key IN ({marks})",  # noqa: S608
+            f"SELECT user_id FROM segment_members WHERE audience_key IN ({marks})",  # noqa: S608
+        ):
+            users |= {u for (u,) in conn.execute(query, audiences)}
     if traits:
         cursor = conn.execute("SELECT user_id, traits FROM profiles")
         while rows := cursor.fetchmany(1000):
@@ -209,8 +210,7 @@ def record_session_check(
     sessions: list[tuple[str, dict[str, Any]]],
     now: float,
 ) -> None:
-    for session_id, payload in sessions:
-        insert(conn, f"{user_id}:{session_id}", "session.started", orjson.dumps(payload), now)
+    insert(conn, [(f"{user_id}:{session_id}", "session.started", orjson.dumps(p)) for session_id, p in sessions], now)
     conn.execute(
         "INSERT INTO session_checks (user_id, checked_at, newest_at) VALUES (?, ?, ?)"
         " ON CONFLICT (user_id) DO UPDATE SET checked_at = excluded.checked_at,"

@@ -122,6 +122,10 @@ def user_record(conn: Connection, user_id: str) -> UserRecord | None:
             "SELECT audience_key, member FROM audience_membership WHERE user_id = ? ORDER BY audience_key", (user_id,)
         )
     }
+    # Exported Fullstory segments the user is in (jobs.fullstory_segment_audiences).
+    audiences |= {
+        key: True for (key,) in conn.execute("SELECT audience_key FROM segment_members WHERE user_id = ?", (user_id,))
+    }
     groups = [
         g for (g,) in conn.execute("SELECT group_id FROM group_members WHERE user_id = ? ORDER BY group_id", (user_id,))
     ]

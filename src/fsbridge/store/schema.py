@@ -53,6 +53,8 @@ MIGRATIONS: dict[int, str] = {
     # Per high-value user: when the sessions job last checked, and the newest session it saw.
     15: "CREATE TABLE IF NOT EXISTS session_checks (user_id TEXT PRIMARY KEY, checked_at DOUBLE PRECISION NOT NULL,"
     " newest_at DOUBLE PRECISION)",
+    # A user's exported segments, for the user's page, key accounts and deletions.
+    16: "CREATE INDEX IF NOT EXISTS segment_members_by_user ON segment_members (user_id)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

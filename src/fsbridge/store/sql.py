@@ -626,8 +626,14 @@ class SqlStore:
 
     # -- scheduled Fullstory jobs (store/fullstory_jobs.py) ---------------------------------------
 
-    def _insert_api_event(self, conn: Connection, dedup_key: str, kind: str, body: bytes, now: float) -> None:
-        self._insert_inbox(conn, NewInboxEvent(FULLSTORY_API, "", dedup_key, kind, body, now))
+    @staticmethod
+    def _insert_api_events(conn: Connection, events: list[tuple[str, str, bytes]], now: float) -> None:
+        if events:
+            conn.executemany(
+                "INSERT INTO inbox (id, source, stream, dedup_key, kind, body, received_at)"
+                " VALUES (?, ?, '', ?, ?, ?, ?) ON CONFLICT (source, dedup_key) DO NOTHING",
+                [(_new_id("evt"), FULLSTORY_API, key, kind, body, now) for key, kind, body in events],
+            )
 
     async def stage_members(self, run: str, audience_key: str, user_ids: list[str]) -> None:
         if user_ids:
@@ -641,12 +647,12 @@ class SqlStore:
 
     async def apply_entered(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
         return await self._write(
-            lambda conn: fullstory_jobs_sql.apply_entered(conn, self._insert_api_event, run, audience, after, now)
+            lambda conn: fullstory_jobs_sql.apply_entered(conn, self._insert_api_events, run, audience, after, now)
         )
 
     async def apply_exited(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
         return await self._write(
-            lambda conn: fullstory_jobs_sql.apply_exited(conn, self._insert_api_event, run, audience, after, now)
+            lambda conn: fullstory_jobs_sql.apply_exited(conn, self._insert_api_events, run, audience, after, now)
         )
 
     async def discard_staging(self, run: str) -> None:
@@ -663,7 +669,7 @@ class SqlStore:
     ) -> None:
         await self._write(
             lambda conn: fullstory_jobs_sql.record_session_check(
-                conn, self._insert_api_event, user_id, newest_at, sessions, now
+                conn, self._insert_api_events, user_id, newest_at, sessions, now
             )
         )
 
