@@ -27,15 +27,36 @@ class FakeSegment:
     """A fake Segment on 127.0.0.1 (optionally slow) that answers the scripted statuses, then 200,
     and records every message it accepted."""
 
-    def __init__(self, delay: float = 0.0, script: list[int] | None = None) -> None:
+    def __init__(self, delay: float = 0.0, script: list[int] | None = None, export: bytes | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.script = list(script or [])
         self.lock = threading.Condition()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                # Fullstory's segment export, for the job tests: the operation is done at once.
+                if self.path.startswith("/operations/v1/"):
+                    self._answer(200, b'{"state":"COMPLETED","results":{"searchExportId":"exp-1"}}')
+                elif self.path.startswith("/search/v1/"):
+                    self._answer(200, json.dumps({"location": f"{outer.url}/files/export.gz"}).encode())
+                elif self.path.startswith("/files/") and export is not None:
+                    self._answer(200, export, "application/gzip")
+                else:
+                    self._answer(404, b"{}")
+
+            def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/segments/v1/exports":
+                    self._answer(200, b'{"operationId":"op-1"}')
+                    return
                 time.sleep(delay)
                 with outer.lock:
                     status = outer.script.pop(0) if outer.script else 200

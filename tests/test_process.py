@@ -156,3 +156,69 @@ def test_every_acknowledged_event_is_delivered_after_sigkill(workdir: Path) -> N
         assert len(acked) >= 250
         # A redelivery after the crash reuses the event's messageId, so Segment drops it as a duplicate.
         assert len(marks) == len(ids), report
+
+
+def test_a_segment_export_killed_while_applying_resumes_after_restart(workdir: Path) -> None:
+    """jobs.fullstory_segment_audiences SIGKILLed while it applies a 100,000-member diff, then restarted:
+    the job resumes from its stored cursor and every member gets its trait once (one messageId each),
+    none missed."""
+    import gzip
+    import json
+    import sqlite3
+
+    members = 100_000
+    export = gzip.compress(b"".join(b'{"Uid":"user-%d"}\n' % n for n in range(members)), compresslevel=1)
+    (workdir / "config" / "fsbridge.yaml").write_text(
+        "jobs:\n  fullstory_segment_audiences:\n    enabled: true\n    poll_every: 0.05s\n    send_tracks: false\n"
+        "    segments: [{id: everyone, key: members}]\n"
+    )
+    database = workdir / "var" / "fsbridge.db"
+    with FakeSegment(export=export) as fake:
+        env = base_env(
+            workdir,
+            FSBRIDGE_OPS_TOKEN=OPS,
+            FSBRIDGE_SEGMENT_WRITE_KEY="wk",
+            FSBRIDGE_SEGMENT_API_URL=fake.url,
+            FSBRIDGE_FULLSTORY_API_KEY="fs-key",
+            FSBRIDGE_FULLSTORY_API_URL=fake.url,
+            FSBRIDGE_RETRY_BASE_SECONDS="0",
+        )
+        server = Server(workdir, env, free_port())
+        server.start()
+        killed_at = None
+        try:
+            deadline = time.monotonic() + 60
+            while killed_at is None and time.monotonic() < deadline:
+                with contextlib.suppress(sqlite3.Error), sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                    cursor = (db.execute("SELECT cursor FROM jobs WHERE name = 'fullstory_segment_audiences'")
+                              .fetchone() or [None])[0]  # fmt: skip
+                    applied = db.execute("SELECT COUNT(*) FROM inbox WHERE source = 'fullstory_api'").fetchone()[0]
+                    if cursor and '"apply"' in cursor and 0 < applied < members:
+                        server.kill()
+                        killed_at = applied
+                time.sleep(0.01)
+            assert killed_at is not None, "the job was not caught while applying"
+            server.start()
+
+            def every_member(f: FakeSegment) -> bool:
+                return len({m["userId"] for m in f.messages if m["type"] == "identify"}) >= members
+
+            assert fake.wait_until(every_member, timeout=180), "not every member's trait arrived"
+        finally:
+            server.stop()
+        identifies = [m for m in fake.messages if m["type"] == "identify"]
+        ids_per_user: dict[str, set[str]] = {}
+        for message in identifies:
+            ids_per_user.setdefault(message["userId"], set()).add(message["messageId"])
+        with sqlite3.connect(database) as db:
+            outcome = db.execute("SELECT last_outcome, cursor FROM jobs WHERE name = 'fullstory_segment_audiences'")
+            last_outcome, cursor = outcome.fetchone()
+        report = (
+            f"killed after {killed_at:,} of {members:,} changes were applied; members={len(ids_per_user):,} "
+            f"identifies_received={len(identifies):,} (redelivered after the kill: {len(identifies) - members:,})"
+        )
+        print(f"\nsegment-export crash: {report}")
+        (workdir / "export-crash-report.txt").write_text(json.dumps({"report": report}))
+        assert {f"user-{n}" for n in range(members)} == set(ids_per_user), report
+        assert all(len(ids) == 1 for ids in ids_per_user.values()), "a change was sent twice under two messageIds"
+        assert ("ok", None) == (last_outcome, cursor)

@@ -93,3 +93,21 @@ async def test_a_failed_run_is_recorded_and_listed(bridge: Bridge) -> None:
     page = (await bridge.client.get("/ops")).text
     assert "failed: RuntimeError: export not ready" in page
     assert '<tr class="job">' in page
+
+
+async def test_a_run_that_died_is_resumed_when_its_claim_expires_not_an_interval_later(bridge: Bridge) -> None:
+    """Hourly job, 2-minute claim: a runner that died mid-run is resumed by the next tick after the
+    claim expires, from its cursor, instead of waiting for the next hourly run."""
+    clock = FrozenClock()
+    hanging = Counting(hang_after=2)
+    a = Scheduler(bridge.runtime.store, clock, [ScheduledJob(hanging, 3600)], "replica-a", run_for=120)
+    task = asyncio.create_task(a.run_due())
+    await hanging.hanging.wait()
+    task.cancel()
+    resumed = Counting()
+    b = Scheduler(bridge.runtime.store, clock, [ScheduledJob(resumed, 3600)], "replica-b", run_for=120)
+    clock.advance(121)
+    [result] = await b.run_due()
+    assert ("ok", [3, 4, 5, 6, 7, 8, 9]) == (result.outcome, resumed.processed)
+    clock.advance(60)
+    assert [] == await b.run_due()  # finished: the next run is an interval after the claim

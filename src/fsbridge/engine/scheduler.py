@@ -88,7 +88,9 @@ class Scheduler:
         states, now = await self.store.job_states(), self.clock.now()
         for scheduled in self.jobs.values():
             state = states.get(scheduled.job.name)
-            if scheduled.enabled and (state is None or state.next_run_at <= now):
+            # Due, or a run that never finished (its runner died) whose claim has expired: it resumes now.
+            unfinished = state is not None and state.running_until is not None and state.running_until < now
+            if scheduled.enabled and (state is None or state.next_run_at <= now or unfinished):
                 result = await self._run(scheduled, force=False)
                 if result.ran:
                     results.append(result)

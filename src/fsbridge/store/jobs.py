@@ -71,7 +71,10 @@ def claim_job_run(
     conn.execute("INSERT INTO jobs (name, next_run_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, now))
     row = conn.execute(
         "UPDATE jobs SET next_run_at = ?, running_until = ?, owner = ?, last_started_at = ?"
-        " WHERE name = ? AND (next_run_at <= ? OR ? = 1) AND (running_until IS NULL OR running_until < ?)"
+        # Due, forced, or a run that never finished (its runner died) whose claim has expired: that
+        # one resumes from its cursor now, not an interval later.
+        " WHERE name = ? AND (next_run_at <= ? OR ? = 1 OR running_until IS NOT NULL)"
+        " AND (running_until IS NULL OR running_until < ?)"
         " RETURNING cursor",
         (now + every, now + run_for, owner, now, name, now, int(force), now),
     ).fetchone()

@@ -169,6 +169,8 @@ class SqlStore:
                 released += conn.execute(
                     "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
                 ).rowcount
+                # A job run cut short by the crash: its claim expires now, so it resumes from its cursor.
+                conn.execute("UPDATE jobs SET running_until = ? WHERE running_until IS NOT NULL", (now - 1,))
             conn.execute("UPDATE destination_state SET parked_reason = NULL")
             conn.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?"
