@@ -122,13 +122,31 @@ class Bridge:
         return {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
+AGGREGATION_FLOWS = ("experience_at_risk", "frustration_traits", "health_score", "nps_follow_up")
+
+
+def without_aggregations(config: FsbridgeConfig) -> FsbridgeConfig:
+    """The configuration with Part 2's per-user aggregation flows switched off: the tests of other
+    behaviours count the messages a click produces, and these flows add identifies to them."""
+    flows = config.flows.model_copy(
+        update={name: getattr(config.flows, name).model_copy(update={"enabled": False}) for name in AGGREGATION_FLOWS}
+    )
+    return config.model_copy(update={"flows": flows})
+
+
 async def start_bridge(
     tmp_path: Path,
     upstream: FakeUpstream | None = None,
     config: FsbridgeConfig | None = None,
+    *,
+    aggregations: bool = False,
     **settings_overrides: Any,
 ) -> Bridge:
+    """A running fsbridge over a fresh store; the per-user aggregations run only with `aggregations`."""
     upstream = upstream or FakeUpstream()
+    config = config or FsbridgeConfig()
+    if not aggregations:
+        config = without_aggregations(config)
     _upstreams.append(upstream)
     clock = FrozenClock()
     settings = make_settings(tmp_path, **settings_overrides)
@@ -139,7 +157,7 @@ async def start_bridge(
         jitter=0.0,
         rng=random.Random(0),
     )
-    runtime = Runtime(settings, config or FsbridgeConfig(), transport=upstream.transport(), clock=clock, policy=policy)
+    runtime = Runtime(settings, config, transport=upstream.transport(), clock=clock, policy=policy)
     await runtime.start(workers=False)
     app = create_app(runtime, manage_runtime=False)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")

@@ -92,13 +92,17 @@ class FakeSegment:
         with self.lock:
             return self.lock.wait_for(lambda: predicate(self), timeout=timeout)
 
-    def marks(self) -> Counter[str]:
+    def clicks(self) -> list[dict[str, Any]]:
+        """The tracks of the test's clicks (each marked in element_text), not the identifies the
+        per-user aggregations add for them."""
         with self.lock:
-            return Counter(m["properties"]["element_text"] for m in self.messages)
+            return [m for m in self.messages if "element_text" in m.get("properties", {})]
+
+    def marks(self) -> Counter[str]:
+        return Counter(m["properties"]["element_text"] for m in self.clicks())
 
     def message_ids(self) -> Counter[str]:
-        with self.lock:
-            return Counter(m["messageId"] for m in self.messages)
+        return Counter(m["messageId"] for m in self.clicks())
 
 
 class Server:
@@ -137,6 +141,16 @@ class Server:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def without_aggregations(config_dir: Path) -> None:
+    """Switch Part 2's per-user aggregation flows off in a copied configuration (its `flows:`
+    section is the file's last): tests of delivery count the tracks a click produces, and these
+    flows add identifies to them."""
+    path = config_dir / "fsbridge.yaml"
+    flows = "".join(f"  {name}: {{enabled: false}}\n" for name in (
+        "experience_at_risk", "frustration_traits", "health_score", "nps_follow_up"))  # fmt: skip
+    path.write_text(path.read_text().rstrip("\n") + "\n" + flows)
 
 
 def base_env(workdir: Path, **extra: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from fsbridge.config import FsbridgeConfig, load_config
 from fsbridge.envelope import Envelope
 from fsbridge.errors import ConfigError
 from fsbridge.log import configure_logging
+from fsbridge.ops.users import explain_user
 from fsbridge.runtime import Role, Runtime
 from fsbridge.samples import SAMPLES
 from fsbridge.settings import Settings
@@ -30,6 +31,8 @@ dlq = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=
 app.add_typer(dlq, name="dlq")
 jobs = typer.Typer(help="Scheduled jobs: list them, run one now.", no_args_is_help=True)
 app.add_typer(jobs, name="jobs")
+score = typer.Typer(help="The behavioural health score (flows.health_score).", no_args_is_help=True)
+app.add_typer(score, name="score")
 
 GENERATED_ENV = (
     "FSBRIDGE_FULLSTORY_WEBHOOK_SECRETS",
@@ -206,6 +209,26 @@ def jobs_run(name: Annotated[str, typer.Argument(help="The job's name (see `fsbr
         typer.echo(f"{name}: {result.outcome} {counts}".rstrip())
         if result.outcome != "ok":
             raise typer.Exit(1)
+
+    _with_runtime(run)
+
+
+@score.command("explain")
+def score_explain(
+    user_id: Annotated[
+        str, typer.Argument(help="A Segment userId (or a:<anonymousId> for a user Segment does not know).")
+    ],
+) -> None:
+    """Every contribution to a user's score (signal, when, weight, decayed value) and the result."""
+
+    async def run(runtime: Runtime) -> None:
+        explained = await explain_user(runtime, user_id)
+        if explained is None:
+            raise _fail([f"No score is kept for {user_id!r} (no signal seen, or flows.health_score is off)."], code=1)
+        for c in explained["contributions"]:
+            typer.echo(f"{c['signal']:<16} {c['at']}  weight {c['weight']:g}  decayed {c['value']:.2f}")
+        typer.echo(f"score {explained['score']} ({explained['band']}) = clamp(0, 100, round(100 - "
+                   f"{explained['total']:.2f})), half-life {explained['half_life_seconds']:g} s")  # fmt: skip
 
     _with_runtime(run)
 

@@ -175,6 +175,92 @@ class DeletionFlowConfig(_Strict):
     enabled: bool = True
 
 
+SCORE_SIGNALS = (*FRUSTRATION_SIGNALS, "at_risk_session")
+
+
+class ExperienceAtRiskConfig(_Strict):
+    """`threshold` counted signals in one session mark the user Experience At Risk; `recover_after`
+    without another at-risk session clears it (Part 2)."""
+
+    enabled: bool = True
+    signals: list[str] = Field(default_factory=lambda: ["rage_click"], min_length=1)
+    threshold: int = Field(default=3, ge=1, le=1000)
+    recover_after: Duration = 7 * 86400.0
+
+    @field_validator("signals")
+    @classmethod
+    def _known_signals(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in FRUSTRATION_SIGNALS]
+        if unknown:
+            msg = f"unknown signal {unknown[0]!r} (signals: {', '.join(FRUSTRATION_SIGNALS)})"
+            raise ValueError(msg)
+        return value
+
+
+class FrustrationTraitsConfig(_Strict):
+    """Per-user counts of each frustration signal in the current `window`, as identify traits sent
+    when they change, at most once per `min_interval` (Part 2)."""
+
+    enabled: bool = True
+    window: Duration = 7 * 86400.0
+    min_interval: Duration = 900.0
+
+
+class ScoreBands(_Strict):
+    good: float = Field(default=70, ge=0, le=100)  # a score at or above: good
+    fair: float = Field(default=40, ge=0, le=100)  # at or above: fair; below: poor
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScoreBands:
+        if self.fair > self.good:
+            msg = "bands.fair must not be above bands.good"
+            raise ValueError(msg)
+        return self
+
+
+class HealthScoreConfig(_Strict):
+    """A behavioural health score per user: 100 minus the decayed weights of their signals (Part 2)."""
+
+    enabled: bool = True
+    half_life: Duration = 7 * 86400.0
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"rage_click": 5.0, "dead_click": 2.0, "error_click": 3.0, "at_risk_session": 10.0}
+    )
+    bands: ScoreBands = Field(default_factory=ScoreBands)
+    min_change: int = Field(default=5, ge=1, le=100)
+    recompute_every: Duration = 3600.0
+
+    @field_validator("weights")
+    @classmethod
+    def _known_signals(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = [s for s in value if s not in SCORE_SIGNALS]
+        if unknown:
+            msg = f"a weight for an unknown signal {unknown[0]!r} (signals: {', '.join(SCORE_SIGNALS)})"
+            raise ValueError(msg)
+        negative = [s for s, w in value.items() if w < 0]
+        if negative:
+            msg = f"the weight of {negative[0]} must not be negative"
+            raise ValueError(msg)
+        return value
+
+
+class NpsFollowUpConfig(_Strict):
+    """NPS surveys suppressed while a user's score is low, outreach below a lower mark, and release
+    with hysteresis (Part 2)."""
+
+    enabled: bool = True
+    suppress_below: float = Field(default=60, ge=0, le=100)
+    outreach_below: float = Field(default=40, ge=0, le=100)
+    release_at: float = Field(default=70, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> NpsFollowUpConfig:
+        if not self.outreach_below <= self.suppress_below <= self.release_at:
+            msg = "expected outreach_below <= suppress_below <= release_at"
+            raise ValueError(msg)
+        return self
+
+
 class SessionUrlFlowConfig(_Strict):
     """CRM and support events get the user's latest session replay link (Part 2)."""
 
@@ -301,6 +387,10 @@ class FlowsConfig(BaseModel):
     segment_delete_to_fullstory_user: DeletionFlowConfig = Field(default_factory=DeletionFlowConfig)
     session_url_to_segment: SessionUrlFlowConfig = Field(default_factory=SessionUrlFlowConfig)
     flagged_session_to_segment: FlaggedSessionFlowConfig = Field(default_factory=FlaggedSessionFlowConfig)
+    experience_at_risk: ExperienceAtRiskConfig = Field(default_factory=ExperienceAtRiskConfig)
+    frustration_traits: FrustrationTraitsConfig = Field(default_factory=FrustrationTraitsConfig)
+    health_score: HealthScoreConfig = Field(default_factory=HealthScoreConfig)
+    nps_follow_up: NpsFollowUpConfig = Field(default_factory=NpsFollowUpConfig)
 
     @property
     def custom(self) -> dict[str, FlowSpec]:
@@ -366,6 +456,8 @@ class JobsConfig(_Strict):
     retention: JobConfig = Field(default_factory=JobConfig)
     fullstory_segment_audiences: SegmentAudiencesJobConfig = Field(default_factory=SegmentAudiencesJobConfig)
     high_value_sessions: HighValueSessionsJobConfig = Field(default_factory=HighValueSessionsJobConfig)
+    experience_recovery: JobConfig = Field(default_factory=JobConfig)  # every: 1h
+    health_score_recompute: JobConfig = Field(default_factory=JobConfig)  # every: flows.health_score.recompute_every
 
 
 class RetentionConfig(_Strict):

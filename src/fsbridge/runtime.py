@@ -23,6 +23,7 @@ from fsbridge.engine.scheduler import Scheduler
 from fsbridge.engine.worker import Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
+from fsbridge.flows.aggregations import UserAggregations
 from fsbridge.jobs import scheduled_jobs
 from fsbridge.log import get_logger
 from fsbridge.ops.health_monitor import HealthMonitor
@@ -71,7 +72,16 @@ class Runtime:
         self.fullstory_api = self._fullstory_api(transport)
         limits = {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()}
         rules = IdentityRules(config.identity)
-        self.router = Router(self.flows, limits, rules, lookups_available=self.fullstory_api is not None)
+        self.aggregations = UserAggregations(config.flows, segment_dry_run=self.destinations["segment"].dry_run)
+        if self.aggregations.enabled and isinstance(self.store, SqlStore):
+            self.store.user_states = self.aggregations  # decided in the dispatch transaction
+        self.router = Router(
+            self.flows,
+            limits,
+            rules,
+            lookups_available=self.fullstory_api is not None,
+            signal_kinds=self.aggregations.signal_kinds if self.aggregations.enabled else frozenset(),
+        )
         self.metrics = Metrics()
         if isinstance(self.store, SqlStore):
             store = self.store
@@ -261,6 +271,7 @@ class Runtime:
         """Set the gauges that are read at scrape time: queue depths and destination states."""
         depths = await self.store.queue_depths()
         metrics = self.metrics
+        metrics.coalesced = (await self.store.stats()).get("coalesced", {})
         pending = await self.store.undispatched()
         metrics.undispatched.set(pending.events)
         oldest = pending.oldest_received_at

@@ -17,7 +17,15 @@ from fsbridge.engine.isolation import BreakerState, CircuitBreaker, TokenBucket
 from fsbridge.runtime import Runtime
 from fsbridge.sources.signatures import sign_segment
 from fsbridge.testing import FakeUpstream
-from tests.conftest import RAGE_CLICK, SEGMENT_SECRET, STREAM_TOKEN, Bridge, make_settings, start_bridge
+from tests.conftest import (
+    RAGE_CLICK,
+    SEGMENT_SECRET,
+    STREAM_TOKEN,
+    Bridge,
+    make_settings,
+    start_bridge,
+    without_aggregations,
+)
 
 NOW = 1_795_000_000.0
 
@@ -192,8 +200,10 @@ async def test_dead_fullstory_does_not_slow_segment(tmp_path: Path) -> None:
         await segment_done.wait()
         return httpx.Response(503, json={"code": "server_error"})
 
-    config = FsbridgeConfig.model_validate(
-        {"worker": {"poll_interval_seconds": 0.05}, "destinations": {"fullstory": {"concurrency": 1}}}
+    config = without_aggregations(
+        FsbridgeConfig.model_validate(
+            {"worker": {"poll_interval_seconds": 0.05}, "destinations": {"fullstory": {"concurrency": 1}}}
+        )
     )
     runtime = Runtime(
         make_settings(tmp_path, retry_base_seconds=0),

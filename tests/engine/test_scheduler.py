@@ -80,9 +80,9 @@ async def test_a_failed_run_is_recorded_and_listed(bridge: Bridge) -> None:
     assert "failed: RuntimeError: export not ready" == result.outcome
     items = (await bridge.client.get("/ops/api/jobs", headers=bridge.ops_headers())).json()["items"]
     by_name = {item["name"]: item for item in items}
-    assert {"health_monitor", "retention", "fullstory_segment_audiences", "high_value_sessions", "failing"} == set(
-        by_name
-    )
+    expected = {"health_monitor", "retention", "fullstory_segment_audiences", "high_value_sessions", "failing",
+                "experience_recovery", "health_score_recompute"}  # fmt: skip
+    assert expected == set(by_name)
     failing = by_name["failing"]
     assert failing["last_outcome"].startswith("failed: RuntimeError")
     assert failing["next_run_at"] == bridge.clock.now() + 300

@@ -116,7 +116,7 @@ async def test_stats_shape(bridge: Bridge) -> None:
     await bridge.post_stream(RAGE_CLICK)
     await bridge.drain()
     stats = (await bridge.client.get("/ops/api/stats", headers=bridge.ops_headers())).json()
-    assert {"totals", "by_source", "by_flow", "by_destination", "identity", "undispatched"} == set(stats)
+    assert {"totals", "by_source", "by_flow", "by_destination", "identity", "undispatched", "coalesced"} == set(stats)
     assert 1 == stats["totals"]["received"]
     assert 1 == stats["by_flow"]["frustration_to_segment_track"]["delivered"]
     assert 1 == stats["by_destination"]["segment"]["delivered"]

@@ -14,7 +14,7 @@ import pytest
 
 from fsbridge.testing import free_port
 from tests.conftest import RAGE_CLICK
-from tests.servers import ROOT, FakeSegment, Server, base_env
+from tests.servers import ROOT, FakeSegment, Server, base_env, without_aggregations
 
 CHROMIUM = Path("/usr/bin/chromium")
 OPS_TOKEN = "browser-test-ops-token"
@@ -33,6 +33,7 @@ pytestmark = [
 def server(tmp_path: Path) -> Iterator[tuple[Server, FakeSegment]]:
     """A real fsbridge whose fake Segment refuses the first batch with 400, then accepts."""
     shutil.copytree(ROOT / "config", tmp_path / "config")
+    without_aggregations(tmp_path / "config")  # one click, one track: the dead letter to replay
     with FakeSegment(script=[400]) as segment:
         env = base_env(
             tmp_path,

@@ -45,6 +45,7 @@ class Router:
         identity: IdentityRules,
         *,
         lookups_available: bool = False,
+        signal_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self.flows = tuple(flows)
         self.destinations = dict(destinations)
@@ -52,7 +53,7 @@ class Router:
         # False without a Fullstory API key (or in dry-run): optional look-ups are skipped, and a
         # delivery that needs one is recorded as dry_run with its plan.
         self.lookups_available = lookups_available
-        self.stages = event_stages(identity)
+        self.stages = event_stages(identity, signal_kinds)
         self._stages_of: dict[str, tuple[EventStage, ...]] = {}  # per source, so others skip the loop
 
     def route(self, envelope: Envelope, raw: bytes) -> DispatchResult:

@@ -185,7 +185,12 @@ class StableId:
         value = self.of.resolve(envelope)
         if value is MISSING:
             return MISSING
-        return str(uuid.uuid5(_NAMESPACE, f"{self.namespace}:{value}"))
+        return stable_uuid(self.namespace, value)
+
+
+def stable_uuid(namespace: str, value: Any) -> str:
+    """The UUID `{stable_id: ..., namespace: ...}` derives from a value."""
+    return str(uuid.uuid5(_NAMESPACE, f"{namespace}:{value}"))
 
 
 MappingSpec = Mapping[str, "Directive | MappingSpec"]

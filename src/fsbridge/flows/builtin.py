@@ -14,6 +14,7 @@ from fsbridge.config import (
     IdentityConfig,
     SessionUrlFlowConfig,
 )
+from fsbridge.sources import fullstory
 
 FRUSTRATION = "frustration_to_segment_track"
 IDENTIFY = "segment_identify_to_fullstory_user"
@@ -25,7 +26,7 @@ HIGH_VALUE_SESSION = "high_value_session_to_slack"
 FLAGGED_SESSION = "flagged_session_to_segment"
 SEGMENT_EMAIL_PATHS = ["traits.email", "context.traits.email", "properties.email"]
 
-SESSION_PATHS = ["session.session_id", "session_id", "session.id", "session_url"]
+SESSION_PATHS = list(fullstory.SESSION_PATHS)
 
 
 def frustration_spec(options: FrustrationFlowConfig, identity: IdentityConfig) -> FlowSpec:

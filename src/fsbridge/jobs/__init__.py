@@ -12,6 +12,7 @@ from fsbridge.jobs.fullstory_segment_audiences import segment_audiences_job
 from fsbridge.jobs.health_monitor import health_monitor_job
 from fsbridge.jobs.high_value_sessions import high_value_sessions_job
 from fsbridge.jobs.retention import retention_job
+from fsbridge.jobs.user_state_ticks import experience_recovery_job, health_score_recompute_job
 
 if TYPE_CHECKING:
     from fsbridge.runtime import Runtime
@@ -21,6 +22,8 @@ JOBS: dict[str, Callable[[Runtime], ScheduledJob]] = {
     "retention": retention_job,
     "fullstory_segment_audiences": segment_audiences_job,
     "high_value_sessions": high_value_sessions_job,
+    "experience_recovery": experience_recovery_job,
+    "health_score_recompute": health_score_recompute_job,
 }
 
 

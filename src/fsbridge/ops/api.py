@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
+from fsbridge.ops.users import explain_user
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.sources.envelopes import envelope_for
@@ -325,18 +326,28 @@ USER_DELIVERY_FIELDS = ("id", "event_id", "flow", "destination", "status", "atte
 async def user(request: Request, user_id: str) -> Response:
     runtime = runtime_of(request)
     record = await runtime.store.user_record(user_id)
-    if record is None:
+    explained = await explain_user(runtime, user_id)
+    if record is None and explained is None:
         return error_response(404, "not_found", f"fsbridge holds nothing about user {user_id}.")
     uid = runtime.router.identity.fullstory_uid(user_id)
     events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY)
     return json_response(
         200,
         {
-            "user_id": record.user_id,
-            "profile": {"traits": record.traits, "group_id": record.group_id, "updated_at": record.updated_at},
-            "identity_links": record.identity_links,
-            "audiences": record.audiences,
-            "groups": record.groups,
+            "user_id": user_id,
+            "profile": {
+                "traits": record.traits if record else {},
+                "group_id": record.group_id if record else None,
+                "updated_at": record.updated_at if record else None,
+            },
+            "identity_links": record.identity_links if record else [],
+            "audiences": record.audiences if record else {},
+            "groups": record.groups if record else [],
+            "score": {k: v for k, v in explained.items() if k not in ("at_risk", "nps_suppressed")}
+            if explained
+            else None,
+            "at_risk": explained["at_risk"] if explained else None,
+            "nps_suppressed": explained["nps_suppressed"] if explained else None,
             "events": [dict(zip(("id", "source", "stream", "kind", "received_at"), e, strict=True)) for e in events],
             "deliveries": [dict(zip(USER_DELIVERY_FIELDS, d, strict=True)) for d in deliveries],
         },

@@ -79,6 +79,9 @@ class Metrics:
         Info("fsbridge_build", "fsbridge version", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
+        # Identifies that coalescing saved, per flow (stored counts, read at each scrape).
+        self.coalesced: dict[str, int] = {}
+        r.register(_Coalesced(self))
 
     def watch_store(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Expose the store's committed transactions and writes, `counts()` read at each scrape."""
@@ -98,3 +101,18 @@ class _StoreCommits(Collector):
         commits, writes = self.counts()
         yield CounterMetricFamily("fsbridge_store_commits", "Write transactions the store committed", value=commits)
         yield CounterMetricFamily("fsbridge_store_writes", "Writes those transactions committed", value=writes)
+
+
+class _Coalesced(Collector):
+    """Identifies that coalescing saved (folded into a pending one, or dropped as unchanged), per flow."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "fsbridge_identifies_coalesced", "Identify calls coalescing saved, per flow", labels=["flow"]
+        )
+        for flow, count in sorted(self.metrics.coalesced.items()):
+            family.add_metric([flow], count)
+        yield family

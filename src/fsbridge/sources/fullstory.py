@@ -13,6 +13,9 @@ import orjson
 from fsbridge.envelope import MISSING, lookup
 
 SYSTEM_SOURCE = "fullstory"
+# Where a Streams payload names its session (the frustration flow's anonymousId is derived from it).
+SESSION_PATHS = ("session.session_id", "session_id", "session.id", "session_url")
+SESSION_URL_PATHS = ("session_url", "session.session_url", "session.url")
 STREAM_SOURCE = "fullstory_stream"
 
 # Where a Streams payload may carry its event type: the documented field, nested or dotted, and

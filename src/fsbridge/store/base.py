@@ -91,6 +91,8 @@ class NewDelivery:
     content_hash: str | None = None
     aggregate: AggregateStep | None = None  # sent only if this event makes the count reach the threshold
     awaiting: str | None = None  # AWAITING_ENRICHMENT: look-ups and rendering happen when it is sent
+    not_before: float | None = None  # not sent before this time (a coalesced update waits for its interval)
+    event_id: str | None = None  # the inbound event it comes from, when not the dispatch result's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,19 @@ class FlowSkip:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A frustration signal of one user (`user_key`: `u:<userId>`, or `a:<anonymousId>` for a user
+    Segment does not know yet), fed to the per-user aggregations in the dispatch transaction."""
+
+    user_key: str
+    kind: str  # rage_click, dead_click, error_click
+    at: float
+    session_id: str | None
+    session_url: str | None
+    event_id: str = ""
+
+
 @dataclass(slots=True)  # read-only by convention, as InboxEvent: one per routed event
 class DispatchResult:
     """Everything routing one inbox event produced; written in one transaction."""
@@ -144,6 +159,7 @@ class DispatchResult:
     audiences: list[AudienceChange] = field(default_factory=list)
     profiles: list[ProfileUpdate] = field(default_factory=list)
     forget: list[ForgetUser] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ class Engine(Protocol):
         """`expression` truncated to a whole number (time buckets)."""
         ...
 
+    for_update: str  # appended to a SELECT that locks the rows it reads until the transaction ends
+
     def contains(self, column: str) -> str:
         """A condition: the stored bytes of `column` contain the bytes of the next parameter."""
         ...

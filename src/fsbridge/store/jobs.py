@@ -12,6 +12,7 @@ import orjson
 
 from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store import lookups as lookups_sql
+from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.engine import Connection
 
 PRUNE_CHUNK = 5000  # rows a prune statement removes at once, so no write holds the writer for long
@@ -147,4 +148,5 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
     counts["inbox"] = len(events)
     counts["aggregate_state"] = aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK)
     counts["lookup_cache"] = lookups_sql.prune_expired(conn, now)
+    counts["user_state"] = user_state_sql.prune_expired(conn, now, PRUNE_CHUNK)
     return counts

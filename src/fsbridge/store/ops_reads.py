@@ -62,6 +62,8 @@ def stats(conn: Connection) -> dict[str, Any]:
         "by_flow": by_flow,
         "by_destination": by_destination,
         "identity": {"links": links, "conflicts": conflicts},
+        # Identifies the per-user aggregations' coalescing saved, per flow (Part 2).
+        "coalesced": dict(conn.execute("SELECT key, value FROM counters WHERE name = 'coalesced'").fetchall()),
         "undispatched": _undispatched_json(undispatched(conn)),
     }
 

@@ -56,6 +56,7 @@ def postgres_schema(sqlite_schema: str) -> str:
 class PostgresEngine:
     name = "postgresql"
     exclusive = False
+    for_update = " FOR UPDATE"
     begin = "BEGIN"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)

@@ -11,6 +11,7 @@ import orjson
 
 from fsbridge.store import fullstory_jobs as fullstory_jobs_sql
 from fsbridge.store import lookups as lookups_sql
+from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.engine import Connection
 
 DELETED = "the user was deleted (Segment deletion request) before this was sent"
@@ -71,6 +72,7 @@ def forget(conn: Connection, user: ForgetUser) -> None:
     }  # fmt: skip
     lookups_sql.forget(conn, sorted(identifiers))
     fullstory_jobs_sql.forget(conn, user_id)
+    user_state_sql.forget(conn, user_id)
     conn.execute("DELETE FROM profiles WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM identity_links WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM identity_conflicts WHERE kept_user_id = ? OR claimed_by = ?", (user_id, user_id))

@@ -55,6 +55,12 @@ MIGRATIONS: dict[int, str] = {
     " newest_at DOUBLE PRECISION)",
     # A user's exported segments, for the user's page, key accounts and deletions.
     16: "CREATE INDEX IF NOT EXISTS segment_members_by_user ON segment_members (user_id)",
+    # Per-user aggregation state (Part 2): one JSON document per user, decided in the dispatch
+    # transaction; the columns are what the recovery and recompute jobs, the dashboard and retention select.
+    17: "CREATE TABLE IF NOT EXISTS user_state (user_key TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " at_risk INTEGER NOT NULL DEFAULT 0, last_at_risk_at DOUBLE PRECISION, score INTEGER, band TEXT,"
+    " expires_at DOUBLE PRECISION NOT NULL)",
+    18: "CREATE INDEX IF NOT EXISTS user_state_at_risk ON user_state (at_risk, last_at_risk_at)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -26,6 +26,7 @@ from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import lookups as lookups_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
+from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.base import (
     UNRENDERED,
     Accepted,
@@ -50,6 +51,7 @@ from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.profiles import UserRecord
+from fsbridge.store.user_state import Decision, UserStateDecider
 from fsbridge.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -91,6 +93,9 @@ class SqlStore:
         self._reader_conns: list[Connection] = []
         self._reader_lock = threading.Lock()
         self._opened = False
+        # The per-user aggregations (flows/aggregations), decided in the dispatch transaction; set
+        # by the runtime when one is enabled.
+        self.user_states: UserStateDecider | None = None
 
     @property
     def transactions(self) -> int:
@@ -267,28 +272,23 @@ class SqlStore:
                 for event_id in missing
             }
             below: list[tuple[str, str, str, float]] = []
-            deliveries = [
-                (
-                    _new_id("dlv"), r.inbox_id, d.flow, d.destination, d.message_id, d.body, d.status, d.destination,
-                    d.status, now, r.received_at or (received.get(r.inbox_id) or (now,))[0], now, now, d.last_error,
-                    d.action, d.sync_scope, d.content_hash, d.awaiting,
-                )
-                for r in results
-                for d in r.deliveries
-                if d.aggregate is None or _crosses(conn, r.inbox_id, d, now, below)
-            ]  # fmt: skip
-            if deliveries:
-                conn.executemany(
-                    "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
-                    " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
-                    " sync_scope, content_hash, awaiting)"
-                    " VALUES (?, ?, ?, ?, ?, ?,"
-                    "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
-                    "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
-                    "  ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (message_id) DO NOTHING",
-                    deliveries,
-                )
+            _insert_deliveries(
+                conn,
+                [
+                    (r.inbox_id, r.received_at or (received.get(r.inbox_id) or (now,))[0], d)
+                    for r in results
+                    for d in r.deliveries
+                    if d.aggregate is None or _crosses(conn, r.inbox_id, d, now, below)
+                ],
+                now,
+            )
+            decider = self.user_states
+            signals = [s for r in results for s in r.signals] if decider is not None else []
+            if signals:
+                assert decider is not None
+                keys = sorted({s.user_key for s in signals})
+                stored = user_state_sql.load(conn, keys, self.engine.for_update)
+                _apply_decision(conn, decider.decide(stored, signals, now), now)
             filtered = [(r.inbox_id, skip.flow, skip.reason, now) for r in results for skip in r.filtered] + below
             if filtered:
                 conn.executemany(
@@ -626,6 +626,32 @@ class SqlStore:
 
         return await self._read(read)
 
+    # -- per-user aggregations (store/user_state.py) -----------------------------------------------
+
+    async def tick_user_states(
+        self, decider: UserStateDecider, now: float, recover_before: float | None, after: str, limit: int = 500
+    ) -> tuple[int, int, str | None]:
+        """Time-driven transitions for one chunk of users (in key order after `after`), in one
+        transaction: (users looked at, messages queued, the last key, or None when done)."""
+
+        def write(conn: Connection) -> tuple[int, int, str | None]:
+            keys = user_state_sql.due_for_tick(conn, recover_before, limit, after)
+            if not keys:
+                return 0, 0, None
+            decision = decider.tick(user_state_sql.load(conn, keys, self.engine.for_update), now)
+            _apply_decision(conn, decision, now)
+            return len(keys), len(decision.deliveries), keys[-1] if len(keys) == limit else None
+
+        return await self._write(write)
+
+    async def user_state(self, user_key: str) -> str | None:
+        return await self._read(lambda conn: user_state_sql.state_of(conn, user_key))
+
+    async def user_state_overview(
+        self, limit: int = 50
+    ) -> tuple[list[tuple[str, float | None, int | None]], dict[str, int]]:
+        return await self._read(lambda conn: user_state_sql.overview(conn, limit))
+
     # -- scheduled Fullstory jobs (store/fullstory_jobs.py) ---------------------------------------
 
     @staticmethod
@@ -910,6 +936,47 @@ class SqlStore:
 
     async def enqueue(self, deliveries: list[NewDelivery], now: float) -> None:
         await self.record_dispatch([DispatchResult("", deliveries=deliveries)], now)
+
+
+def _insert_deliveries(conn: Connection, rows: list[tuple[str, float, NewDelivery]], now: float) -> None:
+    """Queue deliveries: (the inbound event, when it was received, the delivery) each. One for a
+    destination that is parked is queued parked; one whose message id exists already is dropped."""
+    if not rows:
+        return
+    conn.executemany(
+        "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status,"
+        " created_at, received_at, retry_started_at, next_attempt_at, last_error, action,"
+        " sync_scope, content_hash, awaiting)"
+        " VALUES (?, ?, ?, ?, ?, ?,"
+        "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
+        "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
+        "  ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (message_id) DO NOTHING",
+        [
+            (
+                _new_id("dlv"), d.event_id or inbox_id, d.flow, d.destination, d.message_id, d.body, d.status,
+                d.destination, d.status, now, received_at, now, d.not_before or now, d.last_error, d.action,
+                d.sync_scope, d.content_hash, d.awaiting,
+            )
+            for inbox_id, received_at, d in rows
+        ],
+    )  # fmt: skip
+
+
+def _apply_decision(conn: Connection, decision: Decision, now: float) -> None:
+    """Write what the per-user aggregations decided, in the caller's transaction."""
+    user_state_sql.save(conn, decision.rows)
+    queued = [("", now, d) for d in decision.deliveries]
+    for update in decision.updates:
+        if not user_state_sql.update_pending(conn, update, now) and update.fallback is not None:
+            queued.append(("", now, update.fallback))
+    _insert_deliveries(conn, queued, now)
+    for flow, count in decision.coalesced.items():
+        conn.execute(
+            "INSERT INTO counters (name, key, value) VALUES ('coalesced', ?, ?)"
+            " ON CONFLICT (name, key) DO UPDATE SET value = counters.value + excluded.value",
+            (flow, count),
+        )
 
 
 def _claim(conn: Connection, claim: IdentityClaim, now: float) -> IdentityConflict | None:

@@ -23,6 +23,7 @@ from fsbridge.store.sql import SqlStore
 class SQLiteEngine:
     name = "sqlite"
     exclusive = True
+    for_update = ""  # a write transaction (BEGIN IMMEDIATE) already excludes every other writer
     begin = "BEGIN IMMEDIATE"
     skip_locked = ""  # one writer at a time: claims cannot overlap
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)

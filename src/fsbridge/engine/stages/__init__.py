@@ -9,10 +9,19 @@ from fsbridge.engine.stages.base import EventStage
 from fsbridge.engine.stages.identity import GroupMembership, IdentityClaims
 from fsbridge.engine.stages.loop_guard import LoopGuard
 from fsbridge.engine.stages.profiles import Profiles
+from fsbridge.engine.stages.signals import Signals
 
 
-def event_stages(rules: IdentityRules) -> tuple[EventStage, ...]:
-    return (LoopGuard(), IdentityClaims(rules), GroupMembership(rules), AudienceMembership(rules), Profiles(rules))
+def event_stages(rules: IdentityRules, signal_kinds: frozenset[str] = frozenset()) -> tuple[EventStage, ...]:
+    """`signal_kinds`: the Streams signals some per-user aggregation counts (none: no signal stage)."""
+    stages: tuple[EventStage, ...] = (
+        LoopGuard(),
+        IdentityClaims(rules),
+        GroupMembership(rules),
+        AudienceMembership(rules),
+        Profiles(rules),
+    )
+    return (*stages, Signals(rules, signal_kinds)) if signal_kinds else stages
 
 
 __all__ = ["EventStage", "event_stages"]

@@ -1,0 +1,104 @@
+"""A user's state for the per-user aggregations, kept as one JSON document per user in the store
+(`store/user_state.py`) and decided in the dispatch transaction: the sessions being counted for
+at-risk, the at-risk period, the frustration counts of the current window, the signals the health
+score decays, what each trait flow last sent or holds pending, and the NPS follow-up state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+MAX_SESSIONS = 20  # the sessions whose counts are kept per user (the most recent)
+MAX_SIGNALS = 300  # the score's signals kept per user; older ones count for almost nothing
+
+
+@dataclass
+class Sync:
+    """What a coalesced trait flow last sent (values and when), and the identify it holds pending."""
+
+    sent: dict[str, Any] | None = None
+    sent_at: float | None = None
+    pending_id: str | None = None
+    pending_due: float | None = None
+    pending: dict[str, Any] | None = None
+
+
+@dataclass
+class UserState:
+    user_key: str
+    sessions: dict[str, list[Any]] = field(default_factory=dict)  # id: [count, first_at, crossed, last_at]
+    at_risk: bool = False
+    at_risk_since: float | None = None
+    last_at_risk_at: float | None = None
+    window_start: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    last_frustration_at: float | None = None
+    signals: list[list[Any]] = field(default_factory=list)  # [kind, at], oldest first
+    sync: dict[str, Sync] = field(default_factory=dict)
+    nps_suppressed: bool = False
+    nps_outreach: bool = False
+    nps_cycle: int = 0
+    score: int | None = None
+    band: str | None = None
+    last_seen: float = 0.0
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user_key[2:] if self.user_key.startswith("u:") else None
+
+    @property
+    def anonymous_id(self) -> str | None:
+        return self.user_key[2:] if self.user_key.startswith("a:") else None
+
+    def sync_of(self, flow: str) -> Sync:
+        return self.sync.setdefault(flow, Sync())
+
+    def to_json(self) -> str:
+        data = {
+            "sessions": self.sessions,
+            "at_risk": self.at_risk,
+            "at_risk_since": self.at_risk_since,
+            "last_at_risk_at": self.last_at_risk_at,
+            "window_start": self.window_start,
+            "counts": self.counts,
+            "last_frustration_at": self.last_frustration_at,
+            "signals": self.signals[-MAX_SIGNALS:],
+            "sync": {name: s.__dict__ for name, s in self.sync.items()},
+            "nps": [self.nps_suppressed, self.nps_outreach, self.nps_cycle],
+            "score": self.score,
+            "band": self.band,
+            "last_seen": self.last_seen,
+        }
+        return orjson.dumps(data).decode()
+
+    @classmethod
+    def from_json(cls, user_key: str, text: str | None) -> UserState:
+        if not text:
+            return cls(user_key)
+        data = orjson.loads(text)
+        suppressed, outreach, cycle = data.get("nps", [False, False, 0])
+        return cls(
+            user_key=user_key,
+            sessions=data.get("sessions", {}),
+            at_risk=data.get("at_risk", False),
+            at_risk_since=data.get("at_risk_since"),
+            last_at_risk_at=data.get("last_at_risk_at"),
+            window_start=data.get("window_start"),
+            counts=data.get("counts", {}),
+            last_frustration_at=data.get("last_frustration_at"),
+            signals=data.get("signals", []),
+            sync={name: Sync(**value) for name, value in data.get("sync", {}).items()},
+            nps_suppressed=suppressed,
+            nps_outreach=outreach,
+            nps_cycle=cycle,
+            score=data.get("score"),
+            band=data.get("band"),
+            last_seen=data.get("last_seen", 0.0),
+        )
+
+    def keep_recent_sessions(self) -> None:
+        if len(self.sessions) > MAX_SESSIONS:
+            newest = sorted(self.sessions.items(), key=lambda item: item[1][3], reverse=True)[:MAX_SESSIONS]
+            self.sessions = dict(newest)

@@ -1,0 +1,138 @@
+"""The store's role for the per-user aggregations (Part 2): one state document per user
+(`user_state`), read and written inside the dispatch transaction (and by the recovery and
+recompute jobs), with the columns the jobs, the dashboard and retention select on. What to do is
+decided by a `UserStateDecider` (the aggregation flows) from the states read in the transaction,
+so a transition is decided once, however many workers and crashes. Its decision comes back as
+records of this module: states to write, messages to queue, pending identifies to update."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from fsbridge.store.engine import Connection
+
+if TYPE_CHECKING:
+    from fsbridge.store.base import NewDelivery, Signal
+
+UNCHANGED = "unchanged: the values went back to what was last sent before this identify was due"
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    user_key: str
+    state: str  # the JSON document
+    at_risk: bool
+    last_at_risk_at: float | None
+    score: int | None
+    band: str | None
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUpdate:
+    """New values for an identify that waits for its interval; `fallback` is queued instead when
+    that one is already on its way (claimed or sent). No body: the pending identify is dropped."""
+
+    message_id: str
+    body: bytes | None
+    fallback: NewDelivery | None
+
+
+@dataclass
+class Decision:
+    rows: list[StateRow] = field(default_factory=list)
+    deliveries: list[NewDelivery] = field(default_factory=list)
+    updates: list[PendingUpdate] = field(default_factory=list)
+    coalesced: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class UserStateDecider(Protocol):
+    def decide(self, stored: dict[str, str | None], signals: Sequence[Signal], now: float) -> Decision:
+        """Fold these signals into the users' stored states (None: a user not seen before)."""
+        ...
+
+    def tick(self, stored: dict[str, str | None], now: float) -> Decision:
+        """Time-driven transitions for these users: recovery, decayed scores."""
+        ...
+
+
+def load(conn: Connection, keys: list[str], lock: str) -> dict[str, str | None]:
+    """The stored states of these users (None for those without one), locked for the transaction."""
+    found: dict[str, str | None] = dict.fromkeys(keys)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        query = f"SELECT user_key, state FROM user_state WHERE user_key IN ({marks}){lock}"  # noqa: S608
+        found.update(conn.execute(query, chunk).fetchall())
+    return found
+
+
+def save(conn: Connection, rows: list[StateRow]) -> None:
+    conn.executemany(
+        "INSERT INTO user_state (user_key, state, at_risk, last_at_risk_at, score, band, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET state = excluded.state,"
+        " at_risk = excluded.at_risk, last_at_risk_at = excluded.last_at_risk_at, score = excluded.score,"
+        " band = excluded.band, expires_at = excluded.expires_at",
+        [(r.user_key, r.state, int(r.at_risk), r.last_at_risk_at, r.score, r.band, r.expires_at) for r in rows],
+    )
+
+
+def update_pending(conn: Connection, update: PendingUpdate, now: float) -> bool:
+    """Replace (or drop) a pending identify not yet claimed; False when it is already on its way."""
+    if update.body is None:
+        changed = conn.execute(
+            "UPDATE deliveries SET status = 'filtered', last_error = ? WHERE message_id = ? AND status = 'pending'"
+            " AND (lease_until IS NULL OR lease_until < ?)",
+            (UNCHANGED, update.message_id, now),
+        ).rowcount
+    else:
+        changed = conn.execute(
+            "UPDATE deliveries SET body = ? WHERE message_id = ? AND status IN ('pending', 'dry_run')"
+            " AND attempts = 0 AND (lease_until IS NULL OR lease_until < ?)",
+            (update.body, update.message_id, now),
+        ).rowcount
+    return bool(changed)
+
+
+def due_for_tick(conn: Connection, recover_before: float | None, limit: int, after: str) -> list[str]:
+    """Users whose state a job should look at, in key order after `after`: with `recover_before`,
+    those at risk since before it (recovery); without, those with a score below 100 (it recovers
+    as their signals age)."""
+    if recover_before is not None:
+        query = "SELECT user_key FROM user_state WHERE user_key > ? AND at_risk = 1 AND last_at_risk_at <= ?"
+        params: tuple[object, ...] = (after, recover_before)
+    else:
+        query, params = "SELECT user_key FROM user_state WHERE user_key > ? AND score < 100", (after,)
+    rows = conn.execute(f"{query} ORDER BY user_key LIMIT ?", (*params, limit)).fetchall()
+    return [r[0] for r in rows]
+
+
+def state_of(conn: Connection, user_key: str) -> str | None:
+    row = conn.execute("SELECT state FROM user_state WHERE user_key = ?", (user_key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def overview(conn: Connection, limit: int) -> tuple[list[tuple[str, float | None, int | None]], dict[str, int]]:
+    """At-risk users (newest at-risk first) and how many users are in each score band."""
+    at_risk = conn.execute(
+        "SELECT user_key, last_at_risk_at, score FROM user_state WHERE at_risk = 1"
+        " ORDER BY last_at_risk_at DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    bands = dict(conn.execute("SELECT band, COUNT(*) FROM user_state WHERE band IS NOT NULL GROUP BY band").fetchall())
+    return [tuple(r) for r in at_risk], bands
+
+
+def forget(conn: Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM user_state WHERE user_key = ?", (f"u:{user_id}",))
+
+
+def prune_expired(conn: Connection, now: float, chunk: int) -> int:
+    return conn.execute(
+        "DELETE FROM user_state WHERE user_key IN (SELECT user_key FROM user_state WHERE expires_at < ?"
+        " AND at_risk = 0 LIMIT ?)",
+        (now, chunk),
+    ).rowcount
