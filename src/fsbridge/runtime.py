@@ -24,6 +24,8 @@ from fsbridge.engine.worker import Worker
 from fsbridge.errors import ConfigError
 from fsbridge.flows import build_flows
 from fsbridge.flows.aggregations import UserAggregations
+from fsbridge.flows.aggregations.coalescing import AWAITING as AWAITING_COALESCED
+from fsbridge.flows.aggregations.pending import PendingIdentifies
 from fsbridge.jobs import scheduled_jobs
 from fsbridge.log import get_logger
 from fsbridge.ops.health_monitor import HealthMonitor
@@ -31,6 +33,7 @@ from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
+from fsbridge.store.base import AWAITING_ENRICHMENT
 from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
@@ -106,7 +109,7 @@ class Runtime:
             metrics=self.metrics,
         )
         if any(flow.enrich for flow in self.flows):
-            self.worker.enricher = Enricher(
+            self.worker.renderers[AWAITING_ENRICHMENT] = Enricher(
                 self.store,
                 {flow.name: flow for flow in self.flows},
                 lookups(rules, self.store),
@@ -117,6 +120,10 @@ class Runtime:
                 resolve=self.worker.resolved,
                 is_parked=lambda: "fullstory" in self.worker.parked,
                 park=self._park_fullstory,
+            )
+        if self.aggregations.enabled and isinstance(self.store, SqlStore):
+            self.worker.renderers[AWAITING_COALESCED] = PendingIdentifies(
+                self.store, self.destinations["segment"].dry_run
             )
         self.monitor = HealthMonitor(
             self.store,

@@ -61,6 +61,12 @@ class Enriched:
     retry_after: float | None = None
 
 
+class DeliveryRenderer(Protocol):
+    """Renders claimed deliveries that wait for something (`awaiting`) before they can be sent."""
+
+    async def enrich(self, deliveries: list[Delivery]) -> tuple[list[Enriched], list[IdentityConflict]]: ...
+
+
 class EnricherStore(LookupStore, Protocol):
     async def inbox_events(self, event_ids: list[str]) -> dict[str, InboxEvent]: ...
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
-from fsbridge.engine.enricher import Enricher
+from fsbridge.engine.enricher import DeliveryRenderer, Enriched
 from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.engine.rendering import shorten
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
@@ -55,7 +55,9 @@ class Worker:
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self.enricher: Enricher | None = None  # set by the runtime when a flow enriches
+        # What renders a delivery that waits (`awaiting`), by what it waits for: the enricher's
+        # look-ups ('enrich'), a coalesced identify's current values ('coalesced'). Set by the runtime.
+        self.renderers: dict[str, DeliveryRenderer] = {}
         self.metrics = metrics or Metrics()
         self.guards = dict(guards or {})
         self.paused: set[str] = set()
@@ -276,7 +278,7 @@ class Worker:
             log.info("delivery.dry_run", destination=name, deliveries=len(deliveries))
             return len(deliveries)
         claimed = len(deliveries)
-        if self.enricher is not None and any(d.awaiting for d in deliveries):
+        if self.renderers and any(d.awaiting for d in deliveries):
             deliveries = await self._enrich(name, deliveries)
             if not deliveries:
                 return claimed
@@ -297,10 +299,18 @@ class Worker:
     async def _enrich(self, name: str, deliveries: list[Delivery]) -> list[Delivery]:
         """Make the look-ups of the deliveries that wait for them; returns what can be sent now,
         and records what cannot (filtered, dead, held back, or a failed attempt to retry)."""
-        assert self.enricher is not None
-        waiting = [d for d in deliveries if d.awaiting]
         ready = [d for d in deliveries if not d.awaiting]
-        results, conflicts = await self.enricher.enrich(waiting)
+        results: list[Enriched] = []
+        conflicts: list[IdentityConflict] = []
+        for kind in sorted({d.awaiting for d in deliveries if d.awaiting}):
+            waiting = [d for d in deliveries if d.awaiting == kind]
+            renderer = self.renderers.get(kind)
+            if renderer is None:  # nothing here renders it (its flow is off): it waits, visibly
+                results += [Enriched(d, "held", f"nothing renders '{kind}' deliveries here") for d in waiting]
+                continue
+            rendered, learned = await renderer.enrich(waiting)
+            results += rendered
+            conflicts += learned
         now = self.clock.now()
         updates: list[DeliveryUpdate] = []
         for result in results:

@@ -35,7 +35,7 @@ async def explain_user(runtime: Runtime, user_id: str) -> dict[str, Any] | None:
     return {
         "score": score.value,
         "band": score.band,
-        "total": round(sum(c.value for c in score.contributions), 4),
+        "total": round(score.total, 4),
         "half_life_seconds": runtime.config.flows.health_score.half_life,
         "contributions": contributions,
         "at_risk": {

@@ -644,6 +644,9 @@ class SqlStore:
 
         return await self._write(write)
 
+    async def user_states_of(self, keys: list[str]) -> dict[str, str | None]:
+        return await self._read(lambda conn: user_state_sql.states_of(conn, keys))
+
     async def user_state(self, user_key: str) -> str | None:
         return await self._read(lambda conn: user_state_sql.state_of(conn, user_key))
 
@@ -966,11 +969,7 @@ def _insert_deliveries(conn: Connection, rows: list[tuple[str, float, NewDeliver
 def _apply_decision(conn: Connection, decision: Decision, now: float) -> None:
     """Write what the per-user aggregations decided, in the caller's transaction."""
     user_state_sql.save(conn, decision.rows)
-    queued = [("", now, d) for d in decision.deliveries]
-    for update in decision.updates:
-        if not user_state_sql.update_pending(conn, update, now) and update.fallback is not None:
-            queued.append(("", now, update.fallback))
-    _insert_deliveries(conn, queued, now)
+    _insert_deliveries(conn, [("", now, d) for d in decision.deliveries], now)
     for flow, count in decision.coalesced.items():
         conn.execute(
             "INSERT INTO counters (name, key, value) VALUES ('coalesced', ?, ?)"

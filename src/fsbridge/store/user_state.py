@@ -3,7 +3,7 @@
 recompute jobs), with the columns the jobs, the dashboard and retention select on. What to do is
 decided by a `UserStateDecider` (the aggregation flows) from the states read in the transaction,
 so a transition is decided once, however many workers and crashes. Its decision comes back as
-records of this module: states to write, messages to queue, pending identifies to update."""
+records of this module: states to write and messages to queue."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from fsbridge.store.engine import Connection
 if TYPE_CHECKING:
     from fsbridge.store.base import NewDelivery, Signal
 
-UNCHANGED = "unchanged: the values went back to what was last sent before this identify was due"
-
 
 @dataclass(frozen=True, slots=True)
 class StateRow:
@@ -31,21 +29,10 @@ class StateRow:
     expires_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class PendingUpdate:
-    """New values for an identify that waits for its interval; `fallback` is queued instead when
-    that one is already on its way (claimed or sent). No body: the pending identify is dropped."""
-
-    message_id: str
-    body: bytes | None
-    fallback: NewDelivery | None
-
-
 @dataclass
 class Decision:
     rows: list[StateRow] = field(default_factory=list)
     deliveries: list[NewDelivery] = field(default_factory=list)
-    updates: list[PendingUpdate] = field(default_factory=list)
     coalesced: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -80,23 +67,6 @@ def save(conn: Connection, rows: list[StateRow]) -> None:
     )
 
 
-def update_pending(conn: Connection, update: PendingUpdate, now: float) -> bool:
-    """Replace (or drop) a pending identify not yet claimed; False when it is already on its way."""
-    if update.body is None:
-        changed = conn.execute(
-            "UPDATE deliveries SET status = 'filtered', last_error = ? WHERE message_id = ? AND status = 'pending'"
-            " AND (lease_until IS NULL OR lease_until < ?)",
-            (UNCHANGED, update.message_id, now),
-        ).rowcount
-    else:
-        changed = conn.execute(
-            "UPDATE deliveries SET body = ? WHERE message_id = ? AND status IN ('pending', 'dry_run')"
-            " AND attempts = 0 AND (lease_until IS NULL OR lease_until < ?)",
-            (update.body, update.message_id, now),
-        ).rowcount
-    return bool(changed)
-
-
 def due_for_tick(conn: Connection, recover_before: float | None, limit: int, after: str) -> list[str]:
     """Users whose state a job should look at, in key order after `after`: with `recover_before`,
     those at risk since before it (recovery); without, those with a score below 100 (it recovers
@@ -108,6 +78,11 @@ def due_for_tick(conn: Connection, recover_before: float | None, limit: int, aft
         query, params = "SELECT user_key FROM user_state WHERE user_key > ? AND score < 100", (after,)
     rows = conn.execute(f"{query} ORDER BY user_key LIMIT ?", (*params, limit)).fetchall()
     return [r[0] for r in rows]
+
+
+def states_of(conn: Connection, keys: list[str]) -> dict[str, str | None]:
+    """As `load`, without a lock (what a pending identify renders from)."""
+    return load(conn, keys, "")
 
 
 def state_of(conn: Connection, user_key: str) -> str | None:

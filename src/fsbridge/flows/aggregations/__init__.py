@@ -16,7 +16,7 @@ from fsbridge.flows.aggregations.frustration_traits import FrustrationTraits
 from fsbridge.flows.aggregations.health_score import AT_RISK_SESSION, HealthScore
 from fsbridge.flows.aggregations.nps_follow_up import NpsFollowUp
 from fsbridge.flows.aggregations.outbox import Outbox
-from fsbridge.flows.aggregations.score import NEGLIGIBLE, Score
+from fsbridge.flows.aggregations.score import Score
 from fsbridge.flows.aggregations.state import UserState
 from fsbridge.store import Signal
 from fsbridge.store.user_state import Decision, StateRow
@@ -40,9 +40,10 @@ class UserAggregations:
         if self.health:
             kinds |= {k for k, w in flows.health_score.weights.items() if w > 0 and k != AT_RISK_SESSION}
         self.signal_kinds = frozenset(kinds)
-        # How long a user's state is kept after their last signal, at the least.
+        # How long a user's state is kept after their last signal, at the least: until the heaviest
+        # signal's contribution is below 0.001 (it no longer moves a rounded score).
         weight = max(flows.health_score.weights.values(), default=0.0)
-        decay = flows.health_score.half_life * math.log2(max(weight, NEGLIGIBLE) / NEGLIGIBLE)
+        decay = flows.health_score.half_life * math.log2(max(weight, 0.001) / 0.001)
         self.keep_for = max(flows.frustration_traits.window, decay, DAY)
         self.recover_after = flows.experience_at_risk.recover_after
 
@@ -66,7 +67,7 @@ class UserAggregations:
                 state.last_seen = max(state.last_seen, signal.at)
             self._flush(state, now, out, signals_arrived=True)
             rows.append(self._row(state))
-        return Decision(rows, out.deliveries, out.updates, out.coalesced)
+        return Decision(rows, out.deliveries, out.coalesced)
 
     def tick(self, stored: dict[str, str | None], now: float) -> Decision:
         out = Outbox(self.segment_dry_run)
@@ -79,7 +80,7 @@ class UserAggregations:
                 self.at_risk.tick(state, now, out)
             self._flush(state, now, out, signals_arrived=False)
             rows.append(self._row(state))
-        return Decision(rows, out.deliveries, out.updates, out.coalesced)
+        return Decision(rows, out.deliveries, out.coalesced)
 
     def explain(self, text: str | None, user_key: str, now: float) -> tuple[UserState, Score | None]:
         state = UserState.from_json(user_key, text)
@@ -89,9 +90,10 @@ class UserAggregations:
         if self.traits:
             self.traits.flush(state, now, out, changed=signals_arrived)
         if self.health:
-            score = self.health.flush(state, now, out)
+            value, band = self.health.flush(state, now, out)
             if self.nps:
-                self.nps.flush(state, score, now, out)
+                health = self.health
+                self.nps.flush(state, value, band, lambda: health.score(state, now), now, out)
 
     def _row(self, state: UserState) -> StateRow:
         expires = state.last_seen + self.keep_for

@@ -9,8 +9,8 @@ from __future__ import annotations
 from fsbridge.config import HealthScoreConfig
 from fsbridge.flows.aggregations.coalescing import sync
 from fsbridge.flows.aggregations.outbox import Outbox
-from fsbridge.flows.aggregations.score import Score, score_of, still_counting
-from fsbridge.flows.aggregations.state import UserState
+from fsbridge.flows.aggregations.score import Score, add, explain, score_of
+from fsbridge.flows.aggregations.state import MAX_SIGNALS, UserState
 from fsbridge.store import Signal
 
 NAME = "health_score"
@@ -25,24 +25,31 @@ class HealthScore:
         self.min_interval = min_interval
 
     def on_signal(self, state: UserState, signal: Signal, out: Outbox, *, at_risk: bool) -> None:
-        if self.config.weights.get(signal.kind, 0) > 0:
-            state.signals.append([signal.kind, signal.at])
-        if at_risk and self.config.weights.get(AT_RISK_SESSION, 0) > 0:
-            state.signals.append([AT_RISK_SESSION, signal.at])
+        weights = self.config.weights
+        for kind in (signal.kind, AT_RISK_SESSION) if at_risk else (signal.kind,):
+            weight = weights.get(kind, 0)
+            if weight > 0:
+                state.signals.append([kind, signal.at])
+                state.decay_sum, state.decay_at = add(
+                    state.decay_sum, state.decay_at, weight, signal.at, self.config.half_life
+                )
+        if len(state.signals) > 2 * MAX_SIGNALS:
+            del state.signals[:-MAX_SIGNALS]
 
     def score(self, state: UserState, now: float) -> Score:
-        bands = self.config.bands
-        return score_of(state.signals, self.config.weights, self.config.half_life, now, bands.good, bands.fair)
+        """The score now, with its contributions (for `score explain` and the user's page)."""
+        b, c = self.config.bands, self.config
+        return explain(state.signals, c.weights, state.decay_sum, state.decay_at, c.half_life, now, b.good, b.fair)
 
-    def flush(self, state: UserState, now: float, out: Outbox) -> Score:
-        state.signals = still_counting(state.signals, self.config.weights, self.config.half_life, now)
-        score = self.score(state, now)
-        state.score, state.band = score.value, score.band
+    def flush(self, state: UserState, now: float, out: Outbox) -> tuple[int, str]:
+        bands = self.config.bands
+        value, band, _ = score_of(state.decay_sum, state.decay_at, self.config.half_life, now, bands.good, bands.fair)
+        state.score, state.band = value, band
         record = state.sync_of(NAME)
         last = record.pending if record.pending is not None else record.sent
         last_score = int(last["fullstory_health_score"]) if last else 100
         last_band = str(last["fullstory_health_band"]) if last else "good"
-        if score.band != last_band or abs(score.value - last_score) >= self.config.min_change:
-            values = {"fullstory_health_score": score.value, "fullstory_health_band": score.band}
+        if band != last_band or abs(value - last_score) >= self.config.min_change:
+            values = {"fullstory_health_score": value, "fullstory_health_band": band}
             sync(NAME, state, values, self.min_interval, now, out)
-        return score
+        return value, band

@@ -5,6 +5,8 @@ back at `release_at` or more: identify `nps_suppressed: false`. Each transition 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fsbridge.config import NpsFollowUpConfig
 from fsbridge.flows.aggregations.outbox import Outbox, iso
 from fsbridge.flows.aggregations.score import Score
@@ -20,23 +22,24 @@ class NpsFollowUp:
     def __init__(self, config: NpsFollowUpConfig) -> None:
         self.config = config
 
-    def flush(self, state: UserState, score: Score, now: float, out: Outbox) -> None:
+    def flush(self, state: UserState, value: int, band: str, explain: Callable[[], Score], now: float,
+              out: Outbox) -> None:  # fmt: skip
         config, cycle = self.config, state.nps_cycle
-        facts = {"score": score.value, "band": score.band}
-        if not state.nps_suppressed and score.value < config.suppress_below:
+        facts = {"score": value, "band": band}
+        if not state.nps_suppressed and value < config.suppress_below:
             state.nps_suppressed = True
             out.identify(NAME, state, {"nps_suppressed": True}, now, "suppressed", cycle)
             out.track(NAME, state, "NPS Survey Suppressed", facts, now, "suppressed", cycle)
-        if state.nps_suppressed and not state.nps_outreach and score.value < config.outreach_below:
+        if state.nps_suppressed and not state.nps_outreach and value < config.outreach_below:
             state.nps_outreach = True
             reasons = [
                 {"signal": c.signal, "at": iso(c.at), "weight": c.weight, "value": round(c.value, 2)}
-                for c in sorted(score.contributions, key=lambda c: c.value, reverse=True)[:TOP_REASONS]
+                for c in sorted(explain().contributions, key=lambda c: c.value, reverse=True)[:TOP_REASONS]
             ]
             out.track(
                 NAME, state, "Experience Outreach Requested", {**facts, "reasons": reasons}, now, "outreach", cycle
             )
-        if state.nps_suppressed and score.value >= config.release_at:
+        if state.nps_suppressed and value >= config.release_at:
             state.nps_suppressed = state.nps_outreach = False
             out.identify(NAME, state, {"nps_suppressed": False}, now, "released", cycle)
             state.nps_cycle += 1

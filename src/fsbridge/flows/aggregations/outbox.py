@@ -1,6 +1,6 @@
 """What the per-user aggregations decide in one transaction: the Segment messages to queue (each
-with a stable messageId from the flow and what it is about), the pending coalesced identifies to
-update in place, and how many identifies coalescing saved per flow."""
+with a stable messageId from the flow and what it is about), and how many identifies coalescing
+saved per flow."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from fsbridge.flows.aggregations.state import UserState
 from fsbridge.flows.targets import TARGETS
 from fsbridge.store import NewDelivery
 from fsbridge.store.base import DeliveryStatus
-from fsbridge.store.user_state import PendingUpdate
+from fsbridge.targets.segment import LIBRARY
 
 
 def iso(seconds: float) -> str:
@@ -30,7 +32,6 @@ def message_id(flow: str, *about: Any) -> str:
 class Outbox:
     segment_dry_run: bool
     deliveries: list[NewDelivery] = field(default_factory=list)
-    updates: list[PendingUpdate] = field(default_factory=list)
     coalesced: collections.Counter[str] = field(default_factory=collections.Counter)
     event_id: str | None = None  # the inbound event being folded in (None: a job's tick)
 
@@ -38,14 +39,32 @@ class Outbox:
         return {"userId": state.user_id, "anonymousId": state.anonymous_id}
 
     def render(self, flow: str, kind: str, state: UserState, body: dict[str, Any], mid: str, at: float) -> bytes:
-        target = TARGETS[f"segment.{kind}"]
-        return target.render({**self._who(state), "timestamp": iso(at), **body}, mid)
+        """The Segment message, as the target's request model renders it (a test checks they are
+        equal): built directly, since everything in it is fsbridge's own, already valid, data."""
+        message = {
+            "userId": state.user_id,
+            "anonymousId": state.anonymous_id,
+            "timestamp": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+            "context": {"library": LIBRARY},
+            "integrations": {},
+            "messageId": mid,
+            "type": kind,
+            **body,
+        }
+        return orjson.dumps(message)
 
-    def delivery(self, flow: str, kind: str, body: bytes, mid: str, not_before: float | None = None) -> NewDelivery:
+    def render_checked(self, kind: str, state: UserState, body: dict[str, Any], mid: str, at: float) -> bytes:
+        """The same through the request model (validated): what `render` must equal."""
+        return TARGETS[f"segment.{kind}"].render({**self._who(state), "timestamp": iso(at), **body}, mid)
+
+    def delivery(
+        self, flow: str, kind: str, body: bytes, mid: str, not_before: float | None = None, awaiting: str | None = None
+    ) -> NewDelivery:
         status: DeliveryStatus = "dry_run" if self.segment_dry_run else "pending"
         return NewDelivery(
-            flow, "segment", mid, body, status, action=kind, not_before=not_before, event_id=self.event_id
-        )
+            flow, "segment", mid, body, status, action=kind, not_before=not_before, event_id=self.event_id,
+            awaiting=awaiting,
+        )  # fmt: skip
 
     def track(
         self, flow: str, state: UserState, event: str, properties: dict[str, Any], at: float, *about: Any

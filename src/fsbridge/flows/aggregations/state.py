@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 MAX_SESSIONS = 20  # the sessions whose counts are kept per user (the most recent)
-MAX_SIGNALS = 300  # the score's signals kept per user; older ones count for almost nothing
+MAX_SIGNALS = 50  # the score's most recent signals kept per user, to explain it (all of them count)
 
 
 @dataclass
@@ -20,9 +20,11 @@ class Sync:
 
     sent: dict[str, Any] | None = None
     sent_at: float | None = None
-    pending_id: str | None = None
+    sent_id: str | None = None  # the messageId of what `sent` records
+    pending_id: str | None = None  # the queued identify, rendered when it is due
     pending_due: float | None = None
-    pending: dict[str, Any] | None = None
+    pending: dict[str, Any] | None = None  # the values it will carry (None: it will send nothing)
+    base: dict[str, Any] | None = None  # what was sent before it, so it carries only the changes
 
 
 @dataclass
@@ -35,7 +37,10 @@ class UserState:
     window_start: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
     last_frustration_at: float | None = None
-    signals: list[list[Any]] = field(default_factory=list)  # [kind, at], oldest first
+    signals: list[list[Any]] = field(default_factory=list)  # [kind, at], oldest first: the latest ones
+    # The score's decayed sum of every signal's weight, as of `decay_at` (exact, however many signals).
+    decay_sum: float = 0.0
+    decay_at: float = 0.0
     sync: dict[str, Sync] = field(default_factory=dict)
     nps_suppressed: bool = False
     nps_outreach: bool = False
@@ -65,6 +70,7 @@ class UserState:
             "counts": self.counts,
             "last_frustration_at": self.last_frustration_at,
             "signals": self.signals[-MAX_SIGNALS:],
+            "decay": [self.decay_sum, self.decay_at],
             "sync": {name: s.__dict__ for name, s in self.sync.items()},
             "nps": [self.nps_suppressed, self.nps_outreach, self.nps_cycle],
             "score": self.score,
@@ -79,6 +85,7 @@ class UserState:
             return cls(user_key)
         data = orjson.loads(text)
         suppressed, outreach, cycle = data.get("nps", [False, False, 0])
+        decay_sum, decay_at = data.get("decay", [0.0, 0.0])
         return cls(
             user_key=user_key,
             sessions=data.get("sessions", {}),
@@ -89,6 +96,8 @@ class UserState:
             counts=data.get("counts", {}),
             last_frustration_at=data.get("last_frustration_at"),
             signals=data.get("signals", []),
+            decay_sum=decay_sum,
+            decay_at=decay_at,
             sync={name: Sync(**value) for name, value in data.get("sync", {}).items()},
             nps_suppressed=suppressed,
             nps_outreach=outreach,

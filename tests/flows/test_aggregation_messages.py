@@ -1,0 +1,31 @@
+"""The per-user aggregations build their Segment messages directly: each equals what the request
+model (validated, with the library context) renders for the same content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from fsbridge.flows.aggregations.outbox import Outbox
+from fsbridge.flows.aggregations.state import UserState
+
+AT = 1_795_000_000.25
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "body"),
+    [
+        ("identify", "u:u_1", {"traits": {"fullstory_health_score": 85, "fullstory_health_band": "good"}}),
+        ("identify", "a:0b8e7c1e-5d4f-5b8a-9c3d-2e1f0a9b8c7d", {"traits": {"experience_at_risk": True}}),
+        ("track", "u:u_1", {"event": "Experience At Risk", "properties": {"session_id": "1:2", "signal_count": 3,
+                                                                          "session_url": None, "source": "fullstory"}}),
+    ],
+)  # fmt: skip
+def test_direct_messages_equal_the_models(kind: str, key: str, body: dict[str, Any]) -> None:
+    """Field by field and value by value, the direct message is the model's."""
+    out, state = Outbox(segment_dry_run=False), UserState(key)
+    direct = orjson.loads(out.render("flow", kind, state, body, "fsb-1", AT))
+    checked = orjson.loads(out.render_checked(kind, state, body, "fsb-1", AT))
+    assert checked == direct
