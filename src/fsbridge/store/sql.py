@@ -51,7 +51,7 @@ from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.profiles import UserRecord
-from fsbridge.store.user_state import Decision, UserStateDecider
+from fsbridge.store.user_state import Decision, PendingRenderer, UserStateDecider
 from fsbridge.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
@@ -644,8 +644,29 @@ class SqlStore:
 
         return await self._write(write)
 
-    async def user_states_of(self, keys: list[str]) -> dict[str, str | None]:
-        return await self._read(lambda conn: user_state_sql.states_of(conn, keys))
+    async def render_pending(self, deliveries: list[Delivery], renderer: PendingRenderer) -> list[Any]:
+        """Render claimed coalesced identifies from their users' states, in one transaction with
+        the states they change (`flows/aggregations/pending.py`)."""
+
+        def write(conn: Connection) -> list[Any]:
+            keys = sorted({renderer.user_key(d) for d in deliveries})
+            states = user_state_sql.load(conn, keys, self.engine.for_update)
+            results: list[Any] = []
+            changed: dict[str, str] = {}
+            rendered: list[RenderedDelivery] = []
+            for delivery in deliveries:
+                key = renderer.user_key(delivery)
+                result, new_state = renderer.render(delivery, changed.get(key, states.get(key)))
+                if new_state is not None:
+                    changed[key] = new_state
+                if result.outcome == "ready":
+                    rendered.append(RenderedDelivery(delivery.id, delivery.body))
+                results.append(result)
+            user_state_sql.replace_states(conn, changed)
+            lookups_sql.record_rendered(conn, rendered)
+            return results
+
+        return await self._write(write)
 
     async def user_state(self, user_key: str) -> str | None:
         return await self._read(lambda conn: user_state_sql.state_of(conn, user_key))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fsbridge.store.engine import Connection
 
 if TYPE_CHECKING:
-    from fsbridge.store.base import NewDelivery, Signal
+    from fsbridge.store.base import Delivery, NewDelivery, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,15 @@ class Decision:
     rows: list[StateRow] = field(default_factory=list)
     deliveries: list[NewDelivery] = field(default_factory=list)
     coalesced: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class PendingRenderer(Protocol):
+    """Renders a claimed coalesced identify from its user's state (`flows/aggregations/pending.py`)."""
+
+    def user_key(self, delivery: Delivery) -> str: ...
+    def render(self, delivery: Delivery, state: str | None) -> tuple[Any, str | None]:
+        """The delivery's outcome, and the user's new state document (None: unchanged)."""
+        ...
 
 
 class UserStateDecider(Protocol):
@@ -80,9 +89,9 @@ def due_for_tick(conn: Connection, recover_before: float | None, limit: int, aft
     return [r[0] for r in rows]
 
 
-def states_of(conn: Connection, keys: list[str]) -> dict[str, str | None]:
-    """As `load`, without a lock (what a pending identify renders from)."""
-    return load(conn, keys, "")
+def replace_states(conn: Connection, states: dict[str, str]) -> None:
+    """Write changed state documents (the columns the jobs select on do not change)."""
+    conn.executemany("UPDATE user_state SET state = ? WHERE user_key = ?", [(s, k) for k, s in states.items()])
 
 
 def state_of(conn: Connection, user_key: str) -> str | None:

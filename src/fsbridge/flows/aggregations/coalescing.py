@@ -2,7 +2,8 @@
 user per `min_interval`. The first change may be sent at once; a later change inside the interval
 queues one identify for the interval's end that holds no values yet (`awaiting = 'coalesced'`):
 further changes only update the user's state, and the identify is rendered when it is sent
-(`pending.py`), from the values current then. A change that waits in an identify already queued
+(`pending.py`), from the values current then, in one transaction with the state it moves to
+`sent`. A change that waits in an identify already queued
 is an identify saved, counted per flow; so is a pending identify dropped because the values went
 back to what was last sent."""
 
@@ -21,12 +22,9 @@ AWAITING = "coalesced"
 def sync(flow: str, state: UserState, values: dict[str, Any], min_interval: float, now: float, out: Outbox) -> None:
     """Send, schedule or fold this flow's current trait values for the user."""
     record = state.sync_of(flow)
-    if record.pending_id is not None and record.pending_due is not None and record.pending_due <= now:
-        # The pending identify's time has come: it is sent (or being sent) with the values it holds.
-        if record.pending is not None:
-            record.sent, record.sent_at, record.sent_id = record.pending, record.pending_due, record.pending_id
-        record.pending = record.pending_id = record.pending_due = record.base = None
     if record.pending_id is not None:
+        # An identify is queued and not rendered yet (rendering moves its values to `sent`, in the
+        # same transaction): it will carry these values.
         if values != record.pending:
             out.coalesced[flow] += 1  # folded into the identify already queued
         record.pending = None if values == record.sent else values  # None: it will send nothing
@@ -44,4 +42,4 @@ def sync(flow: str, state: UserState, values: dict[str, Any], min_interval: floa
     mid = message_id(flow, state.user_key, "identify", due)
     plan = orjson.dumps({"coalesced": flow, "user_key": state.user_key, "due": due})
     out.deliveries.append(out.delivery(flow, "identify", plan, mid, not_before=due, awaiting=AWAITING))
-    record.pending, record.pending_id, record.pending_due, record.base = values, mid, due, record.sent
+    record.pending, record.pending_id, record.pending_due = values, mid, due

@@ -1,8 +1,10 @@
 """Pending identifies (coalescing, Part 2), rendered when they are sent: a coalesced identify is
-queued for the end of its flow's `min_interval` holding no values (`awaiting = 'coalesced'`); when
-a delivery loop claims it, this renderer reads the user's state and renders the identify with the
-values current then, carrying only what changed since the identify sent before it. If the values
-went back to what was sent, or a deletion removed the user, it ends filtered with the reason."""
+queued for the end of its flow's `min_interval` holding no values (`awaiting = 'coalesced'`). When
+a delivery loop claims it, the store runs `render_pending` inside one write transaction: it reads
+the user's state, renders the identify with the values current then (only what changed since the
+last identify sent), and moves them to `sent` in the state, so a change dispatched meanwhile is
+either in this identify or in the next, never lost. If the values went back to what was sent, a
+later identify superseded it, or a deletion removed the user, it ends filtered with the reason."""
 
 from __future__ import annotations
 
@@ -13,15 +15,11 @@ import orjson
 from fsbridge.engine.enricher import Enriched
 from fsbridge.flows.aggregations.outbox import Outbox
 from fsbridge.flows.aggregations.state import UserState
-from fsbridge.store import Delivery, IdentityClaim, IdentityConflict
-from fsbridge.store.lookups import RenderedDelivery
+from fsbridge.store import Delivery, IdentityConflict
 
 
 class PendingStore(Protocol):
-    async def user_states_of(self, keys: list[str]) -> dict[str, str | None]: ...
-    async def record_rendered(
-        self, rendered: list[RenderedDelivery], claims: list[IdentityClaim], now: float
-    ) -> list[IdentityConflict]: ...
+    async def render_pending(self, deliveries: list[Delivery], renderer: PendingIdentifies) -> list[Enriched]: ...
 
 
 class PendingIdentifies:
@@ -30,32 +28,32 @@ class PendingIdentifies:
         self.segment_dry_run = segment_dry_run
 
     async def enrich(self, deliveries: list[Delivery]) -> tuple[list[Enriched], list[IdentityConflict]]:
-        plans = {d.id: orjson.loads(d.body) for d in deliveries}
-        states = await self.store.user_states_of(sorted({str(p["user_key"]) for p in plans.values()}))
-        results = [self._render(d, plans[d.id], states.get(str(plans[d.id]["user_key"]))) for d in deliveries]
-        rendered = [RenderedDelivery(r.delivery.id, r.delivery.body) for r in results if r.outcome == "ready"]
-        if rendered:
-            await self.store.record_rendered(rendered, [], 0.0)
-        return results, []
+        return await self.store.render_pending(deliveries, self), []
 
-    def _render(self, delivery: Delivery, plan: dict[str, Any], text: str | None) -> Enriched:
+    @staticmethod
+    def user_key(delivery: Delivery) -> str:
+        return str(orjson.loads(delivery.body)["user_key"])
+
+    def render(self, delivery: Delivery, text: str | None) -> tuple[Enriched, str | None]:
+        """The outcome for one claimed identify, and the user's new state (None: unchanged)."""
+        plan: dict[str, Any] = orjson.loads(delivery.body)
         if text is None:
-            return Enriched(delivery, "filtered", "the user's state is gone (deleted, or expired)")
-        flow, key = str(plan["coalesced"]), str(plan["user_key"])
-        state = UserState.from_json(key, text)
+            return Enriched(delivery, "filtered", "the user's state is gone (deleted, or expired)"), None
+        flow = str(plan["coalesced"])
+        state = UserState.from_json(str(plan["user_key"]), text)
         record = state.sync.get(flow)
-        if record is not None and record.pending_id == delivery.message_id:
-            values, base = record.pending, record.base
-        elif record is not None and record.sent_id == delivery.message_id:
-            values, base = record.sent, None  # moved to sent when its time came; its base is gone
-        else:
-            return Enriched(delivery, "filtered", "superseded: a later identify carries these traits")
-        if values is None:
-            return Enriched(delivery, "filtered", "unchanged: the values went back to what was last sent")
-        traits = {k: v for k, v in values.items() if (base or {}).get(k) != v} if base is not None else values
+        if record is None or record.pending_id != delivery.message_id:
+            return Enriched(delivery, "filtered", "superseded: a later identify carries these traits"), None
+        values = record.pending
+        record.pending = record.pending_id = record.pending_due = None
+        traits = {k: v for k, v in (values or {}).items() if (record.sent or {}).get(k) != v}
         if not traits:
-            return Enriched(delivery, "filtered", "unchanged: the values went back to what was last sent")
-        out = Outbox(self.segment_dry_run)
-        delivery.body = out.render(flow, "identify", state, {"traits": traits}, delivery.message_id, float(plan["due"]))
+            reason = "unchanged: the values went back to what was last sent"
+            return Enriched(delivery, "filtered", reason), state.to_json()
+        due = float(plan["due"])
+        delivery.body = Outbox(self.segment_dry_run).render(
+            flow, "identify", state, {"traits": traits}, delivery.message_id, due
+        )
         delivery.awaiting = None
-        return Enriched(delivery, "ready")
+        record.sent, record.sent_at, record.sent_id = values, due, delivery.message_id
+        return Enriched(delivery, "ready"), state.to_json()

@@ -24,7 +24,6 @@ class Sync:
     pending_id: str | None = None  # the queued identify, rendered when it is due
     pending_due: float | None = None
     pending: dict[str, Any] | None = None  # the values it will carry (None: it will send nothing)
-    base: dict[str, Any] | None = None  # what was sent before it, so it carries only the changes
 
 
 @dataclass
