@@ -3,7 +3,7 @@ and error clicks of many users, drained by one worker into a fake Segment) with 
 aggregation flows enabled (the shipped configuration) against the same run with them disabled,
 and a soak: 1,000,000 clicks over 100,000 users, with the worker's RSS at the start and its peak.
 
-Run alone: `python bench/aggregations.py [CLICKS] [USERS]`."""
+Run alone: `python bench/aggregations.py [CLICKS] [USERS] [off,on,...]`."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fsbridge-bench-agg-"))
     try:
         with uvicorn("fake_segment", free_port(), LOAD_CORE) as segment:
-            for aggregations in (False, True, False, True):
+            variants = sys.argv[3].split(",") if len(sys.argv) > 3 else ["off", "on", "off", "on"]
+            for aggregations in (variant == "on" for variant in variants):
                 print("on " if aggregations else "off", measure(workdir, segment.port, count, users,
                                                                aggregations=aggregations), flush=True)  # fmt: skip
     finally:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fsbridge.cli import app
 from fsbridge.config import FsbridgeConfig, parse_config
 from fsbridge.errors import ConfigError
-from tests.conftest import Bridge, make_settings, start_bridge
+from tests.conftest import OPS_TOKEN, Bridge, make_settings, start_bridge
 
 NOW = 1_795_000_000.0
 HOUR, DAY = 3600.0, 86400.0
@@ -256,3 +256,12 @@ def test_a_weight_for_an_unknown_signal_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config("flows:\n  health_score:\n    weights: {rage_click: 5, mouse_thrash: 2}\n", "f.yaml")
     assert any("f.yaml:3" in p and "mouse_thrash" in p for p in raised.value.problems)
+
+
+async def test_the_dashboard_shows_at_risk_users_and_score_bands(bridge: Bridge) -> None:
+    """/ops lists users at risk now, with a link to each user's page, and how many users are in each band."""
+    await clicks(bridge, click(1), click(2), click(3))
+    await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+    page = (await bridge.client.get("/ops")).text
+    assert '<tr class="at-risk-user"><td><a href="/ops/api/users/u_1">u:u_1</a>' in page
+    assert "good 1" in page  # 100 - 3 rage clicks * 5 - the at-risk session's 10 = 75

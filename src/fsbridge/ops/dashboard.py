@@ -269,6 +269,8 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
     flows = sorted({*totals["by_flow"], *(f.name for f in runtime.flows)})
     dead = await store.list_deliveries("dead", None, 20)
     quarantined = await store.list_quarantine(20)
+    overview_of = getattr(store, "user_state_overview", None)
+    at_risk, bands = await overview_of(20) if overview_of is not None else ([], {})
     return {
         "now": now,
         "destinations": destinations,
@@ -280,6 +282,9 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
         "identity": totals.get("identity", {}),
         "undispatched": totals["undispatched"],
         "jobs": await runtime.scheduler.states(),
+        "at_risk": [{"user": key, "user_id": key[2:] if key.startswith("u:") else key, "since": since, "score": score}
+                    for key, since, score in at_risk],  # fmt: skip
+        "bands": {band: bands.get(band, 0) for band in ("good", "fair", "poor")},
         "dead": dead,
         "quarantined": quarantined,
         "chart": _chart(series),
