@@ -212,7 +212,10 @@ def test_every_cast_returns_a_value_or_missing(value: Any) -> None:
 ALL_FLOWS = list(all_flows().values())
 ROUTER = Router(
     ALL_FLOWS,
-    {name: DestinationLimits(dry_run=False, max_message_bytes=32 * 1024) for name in ("segment", "fullstory", "slack")},
+    {
+        name: DestinationLimits(dry_run=False, max_message_bytes=32 * 1024)
+        for name in ("segment", "fullstory", "slack", "jira")
+    },
     IdentityRules(IdentityConfig()),
 )
 SOURCES = {flow.trigger.source for flow in ALL_FLOWS}

@@ -32,6 +32,7 @@ destinations:
   segment: {timeout_seconds: 2, max_batch_messages: 50, concurrency: 2}
   fullstory: {timeout_seconds: 2}
   slack: {timeout_seconds: 2}
+  jira: {timeout_seconds: 2}
 """
 
 

@@ -108,10 +108,21 @@ class SlackDestinationConfig(_DestinationConfig):
     burst: int = Field(default=3, ge=1)
 
 
+class JiraDestinationConfig(_DestinationConfig):
+    """Jira Cloud (Part 2): issues in `project_key`, of `issue_type`, labelled `fsbridge`."""
+
+    project_key: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{1,9}$")
+    issue_type: str = Field(default="Task", min_length=1)
+    concurrency: int = Field(default=1, ge=1, le=8)
+    rate_limit_per_second: float = Field(default=2.0, gt=0)
+    burst: int = Field(default=5, ge=1)
+
+
 class DestinationsConfig(_Strict):
     segment: SegmentDestinationConfig = Field(default_factory=SegmentDestinationConfig)
     fullstory: FullstoryDestinationConfig = Field(default_factory=FullstoryDestinationConfig)
     slack: SlackDestinationConfig = Field(default_factory=SlackDestinationConfig)
+    jira: JiraDestinationConfig = Field(default_factory=JiraDestinationConfig)
 
 
 class HealthConfig(_Strict):
@@ -317,6 +328,7 @@ TargetName = Literal[
     "fullstory.user",
     "fullstory.delete_user",
     "slack.message",
+    "jira.issue",
 ]
 
 
@@ -485,7 +497,10 @@ class FsbridgeConfig(_Strict):
     def _lease_outlives_requests(self) -> FsbridgeConfig:
         # A lease shorter than a request lets another worker claim a delivery still in flight.
         destinations = self.destinations
-        timeout = max(d.timeout_seconds for d in (destinations.segment, destinations.fullstory, destinations.slack))
+        timeout = max(
+            d.timeout_seconds
+            for d in (destinations.segment, destinations.fullstory, destinations.slack, destinations.jira)
+        )
         if self.worker.lease_seconds < timeout + 5:
             msg = f"worker.lease_seconds must be at least the longest destination timeout + 5 s ({timeout + 5:g})"
             raise ValueError(msg)

@@ -38,6 +38,7 @@ from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.fullstory_lookups import FullstoryApi
+from fsbridge.targets.jira import JiraDestination
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination
 
@@ -48,6 +49,7 @@ CREDENTIAL_VARIABLES = {
     "segment": "FSBRIDGE_SEGMENT_WRITE_KEY",
     "fullstory": "FSBRIDGE_FULLSTORY_API_KEY",
     "slack": "FSBRIDGE_SLACK_WEBHOOK_URL",
+    "jira": "FSBRIDGE_JIRA_URL, FSBRIDGE_JIRA_EMAIL and FSBRIDGE_JIRA_API_TOKEN",
 }
 
 
@@ -180,6 +182,15 @@ class Runtime:
                 client(self.config.destinations.slack.timeout_seconds, 1),
                 webhook_url=self.settings.slack_webhook_url,
                 dry_run=self.settings.is_dry_run("slack"),
+            ),
+            "jira": JiraDestination(
+                client(self.config.destinations.jira.timeout_seconds, 1),
+                site_url=self.settings.jira_url,
+                email=self.settings.jira_email,
+                api_token=self.settings.jira_api_token,
+                project_key=self.config.destinations.jira.project_key,
+                issue_type=self.config.destinations.jira.issue_type,
+                dry_run=self.settings.is_dry_run("jira"),
             ),
         }
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DESTINATIONS = ("segment", "fullstory", "slack")
+DESTINATIONS = ("segment", "fullstory", "slack", "jira")
 
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     fullstory_api_key: SecretStr | None = None
     fullstory_api_url: str = "https://api.fullstory.com"
     slack_webhook_url: SecretStr | None = None
+    jira_url: str | None = None  # https://<site>.atlassian.net
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
 
     fullstory_webhook_secrets: SecretList = ()
     fullstory_stream_tokens: SecretList = ()
@@ -62,10 +65,10 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("segment_api_url", "fullstory_api_url")
+    @field_validator("segment_api_url", "fullstory_api_url", "jira_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
 
     def credentials_for(self, destination: str) -> SecretStr | None:
         """The credential that lets fsbridge send to `destination`, if configured."""
@@ -73,6 +76,8 @@ class Settings(BaseSettings):
             "segment": self.segment_write_key,
             "fullstory": self.fullstory_api_key,
             "slack": self.slack_webhook_url,
+            # Jira needs its site and account too: without all three, it stays in dry-run.
+            "jira": self.jira_api_token if self.jira_url and self.jira_email else None,
         }[destination]
 
     def is_dry_run(self, destination: str) -> bool:
@@ -83,7 +88,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret in clear, so the log redactor can mask them wherever they appear."""
-        singles = (self.segment_write_key, self.fullstory_api_key, self.slack_webhook_url, self.ops_token)
+        singles = (
+            self.segment_write_key,
+            self.fullstory_api_key,
+            self.slack_webhook_url,
+            self.jira_api_token,
+            self.ops_token,
+        )
         lists = (
             self.fullstory_webhook_secrets,
             self.fullstory_stream_tokens,

@@ -27,6 +27,7 @@ from fsbridge.envelope import MISSING, Envelope
 from fsbridge.errors import MappingError
 from fsbridge.store.aggregates import AggregateStep
 from fsbridge.targets.fullstory import FullstoryDestination
+from fsbridge.targets.jira import JiraDestination
 from fsbridge.targets.segment import SegmentDestination
 from fsbridge.targets.slack import SlackDestination
 
@@ -49,6 +50,7 @@ def offline_limits(destination: str) -> DestinationLimits:
         "segment": SegmentDestination.max_message_bytes,
         "fullstory": FullstoryDestination.max_message_bytes,
         "slack": SlackDestination.max_message_bytes,
+        "jira": JiraDestination.max_message_bytes,
     }
     return DestinationLimits(dry_run=False, max_message_bytes=limits[destination])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fsbridge.engine.flow import TargetAction
 from fsbridge.targets.fullstory import FullstoryCreateEvent, FullstoryCreateUser, FullstoryDeleteUser
+from fsbridge.targets.jira import JiraIssue
 from fsbridge.targets.segment import SegmentIdentify, SegmentTrack
 from fsbridge.targets.slack import SlackMessage
 
@@ -16,4 +17,5 @@ TARGETS: dict[str, TargetAction] = {
     ),
     "fullstory.delete_user": TargetAction("fullstory", "users.delete", FullstoryDeleteUser),
     "slack.message": TargetAction("slack", "message", SlackMessage, exclude_none=True),
+    "jira.issue": TargetAction("jira", "issue", JiraIssue, id_field="messageId"),
 }

@@ -282,8 +282,10 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
         "identity": totals.get("identity", {}),
         "undispatched": totals["undispatched"],
         "jobs": await runtime.scheduler.states(),
-        "at_risk": [{"user": key, "user_id": key[2:] if key.startswith("u:") else key, "since": since, "score": score}
-                    for key, since, score in at_risk],  # fmt: skip
+        "at_risk": [
+            {"user": key, "user_id": key[2:] if key.startswith("u:") else key, "since": since, "score": score}
+            for key, since, score in at_risk
+        ],
         "bands": {band: bands.get(band, 0) for band in ("good", "fair", "poor")},
         "dead": dead,
         "quarantined": quarantined,
