@@ -272,6 +272,56 @@ class NpsFollowUpConfig(_Strict):
         return self
 
 
+class FeatureSpec(_Strict):
+    """A feature's use: a Segment track of `event`, or an event of the Fullstory Stream `stream`."""
+
+    source: Literal["segment", "fullstory_stream"]
+    event: str | None = None
+    stream: str | None = None
+    where: list[Any] = Field(default_factory=list)  # filters, as in a flow's `when`
+
+    @model_validator(mode="after")
+    def _names_its_events(self) -> FeatureSpec:
+        if self.source == "segment" and not self.event:
+            msg = "a segment feature names its track: event: <name>"
+            raise ValueError(msg)
+        if self.source == "fullstory_stream" and not self.stream:
+            msg = "a fullstory_stream feature names its Stream: stream: <name>"
+            raise ValueError(msg)
+        return self
+
+
+class CohortsSpec(_Strict):
+    """The cohorts counted besides `all`: audience members, and users with a trait's value."""
+
+    audiences: list[str] = Field(default_factory=list)
+    traits: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("traits", mode="before")
+    @classmethod
+    def _values_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+Notify = Literal["slack", "jira"]
+
+
+class FeatureAdoptionConfig(_Strict):
+    """Each feature's uses per cohort and window; a closed window below `drop_below` times the
+    mean of the `baseline_windows` before it alerts `notify`, and a later recovery is announced (Part 2)."""
+
+    enabled: bool = False
+    features: dict[str, FeatureSpec] = Field(default_factory=dict)
+    cohorts: CohortsSpec = Field(default_factory=CohortsSpec)
+    window: Duration = 86400.0
+    baseline_windows: int = Field(default=7, ge=1, le=90)
+    drop_below: float = Field(default=0.7, gt=0, lt=1)
+    min_baseline: float = Field(default=20, ge=0)
+    notify: list[Notify] = Field(default_factory=lambda: list[Notify](["slack"]), min_length=1)
+
+
 class SessionUrlFlowConfig(_Strict):
     """CRM and support events get the user's latest session replay link (Part 2)."""
 
@@ -403,6 +453,7 @@ class FlowsConfig(BaseModel):
     frustration_traits: FrustrationTraitsConfig = Field(default_factory=FrustrationTraitsConfig)
     health_score: HealthScoreConfig = Field(default_factory=HealthScoreConfig)
     nps_follow_up: NpsFollowUpConfig = Field(default_factory=NpsFollowUpConfig)
+    feature_adoption: FeatureAdoptionConfig = Field(default_factory=FeatureAdoptionConfig)
 
     @property
     def custom(self) -> dict[str, FlowSpec]:
@@ -470,6 +521,7 @@ class JobsConfig(_Strict):
     high_value_sessions: HighValueSessionsJobConfig = Field(default_factory=HighValueSessionsJobConfig)
     experience_recovery: JobConfig = Field(default_factory=JobConfig)  # every: 1h
     health_score_recompute: JobConfig = Field(default_factory=JobConfig)  # every: flows.health_score.recompute_every
+    feature_adoption: JobConfig = Field(default_factory=JobConfig)  # every: the window / 24, at most 1h
 
 
 class RetentionConfig(_Strict):

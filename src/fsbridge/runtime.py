@@ -26,6 +26,7 @@ from fsbridge.flows import build_flows
 from fsbridge.flows.aggregations import UserAggregations
 from fsbridge.flows.aggregations.coalescing import AWAITING as AWAITING_COALESCED
 from fsbridge.flows.aggregations.pending import PendingIdentifies
+from fsbridge.flows.feature_adoption import FeatureAdoption
 from fsbridge.jobs import scheduled_jobs
 from fsbridge.log import get_logger
 from fsbridge.ops.health_monitor import HealthMonitor
@@ -80,12 +81,21 @@ class Runtime:
         self.aggregations = UserAggregations(config.flows, segment_dry_run=self.destinations["segment"].dry_run)
         if self.aggregations.enabled and isinstance(self.store, SqlStore):
             self.store.user_states = self.aggregations  # decided in the dispatch transaction
+        adoption = config.flows.feature_adoption
+        self.adoption = (
+            FeatureAdoption(adoption, dry_run={name: d.dry_run for name, d in self.destinations.items()})
+            if adoption.enabled and adoption.features
+            else None
+        )
+        if self.adoption is not None and isinstance(self.store, SqlStore):
+            self.store.feature_counting = self.adoption.rules  # counted in the dispatch transaction
         self.router = Router(
             self.flows,
             limits,
             rules,
             lookups_available=self.fullstory_api is not None,
             signal_kinds=self.aggregations.signal_kinds if self.aggregations.enabled else frozenset(),
+            adoption=adoption if self.adoption is not None else None,
         )
         self.metrics = Metrics()
         if isinstance(self.store, SqlStore):

@@ -81,7 +81,7 @@ async def test_a_failed_run_is_recorded_and_listed(bridge: Bridge) -> None:
     items = (await bridge.client.get("/ops/api/jobs", headers=bridge.ops_headers())).json()["items"]
     by_name = {item["name"]: item for item in items}
     expected = {"health_monitor", "retention", "fullstory_segment_audiences", "high_value_sessions", "failing",
-                "experience_recovery", "health_score_recompute"}  # fmt: skip
+                "experience_recovery", "health_score_recompute", "feature_adoption"}  # fmt: skip
     assert expected == set(by_name)
     failing = by_name["failing"]
     assert failing["last_outcome"].startswith("failed: RuntimeError")

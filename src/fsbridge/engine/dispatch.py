@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import orjson
 
+from fsbridge.config import FeatureAdoptionConfig
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.rendering import DestinationLimits, Rendering, render_flow
@@ -46,6 +47,7 @@ class Router:
         *,
         lookups_available: bool = False,
         signal_kinds: frozenset[str] = frozenset(),
+        adoption: FeatureAdoptionConfig | None = None,
     ) -> None:
         self.flows = tuple(flows)
         self.destinations = dict(destinations)
@@ -53,7 +55,7 @@ class Router:
         # False without a Fullstory API key (or in dry-run): optional look-ups are skipped, and a
         # delivery that needs one is recorded as dry_run with its plan.
         self.lookups_available = lookups_available
-        self.stages = event_stages(identity, signal_kinds)
+        self.stages = event_stages(identity, signal_kinds, adoption)
         self._stages_of: dict[str, tuple[EventStage, ...]] = {}  # per source, so others skip the loop
 
     def route(self, envelope: Envelope, raw: bytes) -> DispatchResult:

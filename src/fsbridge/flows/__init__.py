@@ -23,6 +23,7 @@ from fsbridge.flows.builtin import (
     high_value_session_spec,
     identify_spec,
     session_url_spec,
+    trend_alert_spec,
 )
 from fsbridge.flows.functions import functions
 from fsbridge.flows.spec import compile_flow
@@ -50,6 +51,12 @@ def flow_specs(config: FsbridgeConfig) -> dict[str, FlowSpec]:
     specs[AUDIENCE_TRACKS].enabled = audiences.enabled and audiences.send_tracks
     specs[HIGH_VALUE_SESSION] = high_value_session_spec()
     specs[HIGH_VALUE_SESSION].enabled = sessions.enabled
+    # Feature adoption also alerts on a Fullstory segment alert that a segment fell BELOW its threshold.
+    adoption = config.flows.feature_adoption
+    for target in ("slack", "jira"):
+        spec = trend_alert_spec(target)
+        spec.enabled = adoption.enabled and target in adoption.notify
+        specs[f"feature_adoption_trend_alert_to_{target}"] = spec
     return specs | flows.custom
 
 

@@ -249,3 +249,26 @@ def high_value_session_spec() -> FlowSpec:
             "unfurl_links": False,
         },
     )
+
+
+def trend_alert_spec(target: str) -> FlowSpec:
+    """A Fullstory `segment.trend.alert` whose direction is BELOW (flows.feature_adoption's notify)."""
+    summary = (
+        "Fullstory: {data.alertConfig.segmentName} fell to {data.value} (below {data.alertConfig.threshold},"
+        " {data.alertConfig.duration})"
+    )
+    mapping: dict[str, Any] = (
+        {"text": {"template": summary + ": {data.alertConfig.description}. {data.notificationUrl}"},
+         "unfurl_links": False}
+        if target == "slack"
+        else {"summary": {"template": summary},
+              "description": {"template": "{data.alertConfig.description}\n\nFullstory alert: {data.notificationUrl}"},
+              "labels": ["fullstory-alert"]}
+    )  # fmt: skip
+    return FlowSpec(
+        description=trend_alert_spec.__doc__ or "",
+        trigger={"source": "fullstory", "kinds": ["segment.trend.alert"]},
+        when=[{"name": "is_a_drop", "path": "data.alertConfig.direction", "equals": "BELOW"}],
+        target="slack.message" if target == "slack" else "jira.issue",
+        mapping=mapping,
+    )

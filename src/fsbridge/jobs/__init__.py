@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fsbridge.engine.scheduler import ScheduledJob
+from fsbridge.jobs.feature_adoption import feature_adoption_job
 from fsbridge.jobs.fullstory_segment_audiences import segment_audiences_job
 from fsbridge.jobs.health_monitor import health_monitor_job
 from fsbridge.jobs.high_value_sessions import high_value_sessions_job
@@ -24,6 +25,7 @@ JOBS: dict[str, Callable[[Runtime], ScheduledJob]] = {
     "high_value_sessions": high_value_sessions_job,
     "experience_recovery": experience_recovery_job,
     "health_score_recompute": health_score_recompute_job,
+    "feature_adoption": feature_adoption_job,
 }
 
 

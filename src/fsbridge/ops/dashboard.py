@@ -271,6 +271,8 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
     quarantined = await store.list_quarantine(20)
     overview_of = getattr(store, "user_state_overview", None)
     at_risk, bands = await overview_of(20) if overview_of is not None else ([], {})
+    drops_of = getattr(store, "open_adoption_drops", None)
+    drops = await drops_of() if drops_of is not None else []
     return {
         "now": now,
         "destinations": destinations,
@@ -287,6 +289,7 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
             for key, since, score in at_risk
         ],
         "bands": {band: bands.get(band, 0) for band in ("good", "fair", "poor")},
+        "drops": [{"feature": f, "cohort": c, "since": w} for f, c, w in drops],
         "dead": dead,
         "quarantined": quarantined,
         "chart": _chart(series),

@@ -146,6 +146,15 @@ class Signal:
     event_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureUse:
+    """One use of a feature counted for adoption (`flows.feature_adoption`), by whom when known."""
+
+    feature: str
+    user_id: str | None
+    at: float
+
+
 @dataclass(slots=True)  # read-only by convention, as InboxEvent: one per routed event
 class DispatchResult:
     """Everything routing one inbox event produced; written in one transaction."""
@@ -160,6 +169,7 @@ class DispatchResult:
     profiles: list[ProfileUpdate] = field(default_factory=list)
     forget: list[ForgetUser] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    feature_uses: list[FeatureUse] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

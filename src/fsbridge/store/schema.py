@@ -61,6 +61,12 @@ MIGRATIONS: dict[int, str] = {
     " at_risk INTEGER NOT NULL DEFAULT 0, last_at_risk_at DOUBLE PRECISION, score INTEGER, band TEXT,"
     " expires_at DOUBLE PRECISION NOT NULL)",
     18: "CREATE INDEX IF NOT EXISTS user_state_at_risk ON user_state (at_risk, last_at_risk_at)",
+    # Feature adoption (Part 2): uses per feature, cohort and window; each pair's alert state.
+    19: "CREATE TABLE IF NOT EXISTS feature_counts (feature TEXT NOT NULL, cohort TEXT NOT NULL,"
+    " window_start DOUBLE PRECISION NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (feature, cohort, window_start))",
+    20: "CREATE TABLE IF NOT EXISTS adoption_state (feature TEXT NOT NULL, cohort TEXT NOT NULL,"
+    " evaluated_until DOUBLE PRECISION NOT NULL, dropped INTEGER NOT NULL DEFAULT 0,"
+    " drop_window DOUBLE PRECISION, PRIMARY KEY (feature, cohort))",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -21,6 +21,7 @@ import orjson
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.store import aggregates as aggregates_sql
+from fsbridge.store import feature_counts as feature_counts_sql
 from fsbridge.store import fullstory_jobs as fullstory_jobs_sql
 from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import lookups as lookups_sql
@@ -47,6 +48,7 @@ from fsbridge.store.base import (
     Undispatched,
 )
 from fsbridge.store.engine import Connection, Engine
+from fsbridge.store.feature_counts import AdoptionDecider, CountingRules
 from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
@@ -96,6 +98,8 @@ class SqlStore:
         # The per-user aggregations (flows/aggregations), decided in the dispatch transaction; set
         # by the runtime when one is enabled.
         self.user_states: UserStateDecider | None = None
+        # How feature uses are counted (flows.feature_adoption), when it is enabled.
+        self.feature_counting: CountingRules | None = None
 
     @property
     def transactions(self) -> int:
@@ -282,6 +286,11 @@ class SqlStore:
                 ],
                 now,
             )
+            counting = self.feature_counting
+            uses = [u for r in results for u in r.feature_uses] if counting is not None else []
+            if uses:
+                assert counting is not None
+                feature_counts_sql.count(conn, uses, counting)
             decider = self.user_states
             signals = [s for r in results for s in r.signals] if decider is not None else []
             if signals:
@@ -667,6 +676,19 @@ class SqlStore:
             return results
 
         return await self._write(write)
+
+    async def evaluate_adoption(self, decider: AdoptionDecider, now: float, since: float) -> int:
+        """Decide the closed windows of feature adoption and queue the alerts, in one transaction."""
+
+        def write(conn: Connection) -> int:
+            deliveries = feature_counts_sql.evaluate(conn, decider, now, since, self.engine.for_update)
+            _insert_deliveries(conn, [("", now, d) for d in deliveries], now)
+            return len(deliveries)
+
+        return await self._write(write)
+
+    async def open_adoption_drops(self) -> list[tuple[str, str, float | None]]:
+        return await self._read(feature_counts_sql.open_drops)
 
     async def user_state(self, user_key: str) -> str | None:
         return await self._read(lambda conn: user_state_sql.state_of(conn, user_key))
