@@ -265,3 +265,31 @@ async def test_the_dashboard_shows_at_risk_users_and_score_bands(bridge: Bridge)
     page = (await bridge.client.get("/ops")).text
     assert '<tr class="at-risk-user"><td><a href="/ops/api/users/u_1">u:u_1</a>' in page
     assert "good 1" in page  # 100 - 3 rage clicks * 5 - the at-risk session's 10 = 75
+
+
+async def test_a_dispatch_killed_after_the_decision_sends_the_transition_once(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state, its decision and the messages are one transaction: killed after the decision (as a kill
+    between statements would), nothing is kept; the clicks routed again later put the user at risk once."""
+    from fsbridge.store import user_state
+
+    save = user_state.save
+    failing = {"on": True}
+
+    def save_then_fail(conn: Any, rows: Any) -> None:
+        save(conn, rows)
+        if failing["on"]:
+            raise RuntimeError("killed between statements")
+
+    monkeypatch.setattr(user_state, "save", save_then_fail)
+    for n in range(3):
+        await bridge.post_stream(click(n))
+    await bridge.drain()
+    assert [] == sent(bridge, "Experience At Risk")
+    failing["on"] = False
+    bridge.clock.advance(bridge.runtime.config.worker.dispatch_retry_seconds + 1)
+    await bridge.drain()
+    assert 1 == len(sent(bridge, "Experience At Risk"))
+    await clicks(bridge, click(9))
+    assert 1 == len(sent(bridge, "Experience At Risk"))
