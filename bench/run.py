@@ -387,6 +387,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("make bench needs wrk (Debian package `wrk`).")
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT))  # the bench package's other rows (bench/session_links.py and the like)
     workdir = Path(tempfile.mkdtemp(prefix="fsbridge-bench-"))
     try:
         with uvicorn("fake_segment", free_port(), LOAD_CORE) as segment:
