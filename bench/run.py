@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,9 +199,12 @@ def store_commits(port: int) -> tuple[float, float]:
     return values["fsbridge_store_commits_total"], values["fsbridge_store_writes_total"]
 
 
-async def steady_load(port: int, rate: int, seconds: float, connections: int = 32) -> dict[str, float]:
-    """Send `rate` events a second for `seconds` over keep-alive connections (raw HTTP/1.1, so the
-    generator is not the bottleneck); each event carries a mark, and its send time is recorded."""
+async def paced_requests(
+    port: int, rate: int, seconds: float, request_for: Callable[[int], tuple[str, bytes]], connections: int = 32
+) -> dict[str, float]:
+    """Send `rate` requests a second for `seconds` over keep-alive connections (raw HTTP/1.1, so the
+    generator is not the bottleneck); `request_for(n)` gives the n-th request and its mark, and
+    each mark's send time is recorded."""
     queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
     sent: dict[str, float] = {}
 
@@ -223,18 +226,31 @@ async def steady_load(port: int, rate: int, seconds: float, connections: int = 3
         delay = start + n / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        mark = f"lat-{n}"
-        body = orjson.dumps({"event": {"event_type": "rage-click", "target_text": mark, "url": "https://shop.example.com/"},
-                             "session": {"session_id": "1:2"}, "user": {"user_id": "u_1"}})  # fmt: skip
-        request = (
-            f"POST /webhooks/fullstory/streams/latency HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        queue.put_nowait((mark, request))
+        queue.put_nowait(request_for(n))
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
     return {"achieved_rate": total / (time.monotonic() - start), **sent}
+
+
+def post(path: str, authorization: str, body: bytes) -> bytes:
+    """One raw HTTP/1.1 POST of a JSON body."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {authorization}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def steady_load(port: int, rate: int, seconds: float, connections: int = 32) -> dict[str, float]:
+    """Streams rage clicks at a steady rate, each marked in its target_text."""
+
+    def click(n: int) -> tuple[str, bytes]:
+        mark = f"lat-{n}"
+        body = orjson.dumps({"event": {"event_type": "rage-click", "target_text": mark, "url": "https://shop.example.com/"},
+                             "session": {"session_id": "1:2"}, "user": {"user_id": "u_1"}})  # fmt: skip
+        return mark, post("/webhooks/fullstory/streams/latency", f"Bearer {TOKEN}", body)
+
+    return await paced_requests(port, rate, seconds, click, connections)
 
 
 def measure_latency(segment_port: int, workdir: Path, rate: int, seconds: float) -> dict[str, float]:

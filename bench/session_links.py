@@ -9,7 +9,6 @@ Run alone: `python bench/session_links.py` (needs nothing but this checkout's vi
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import LOAD_CORE, PYTHON, fsbridge, pinned, segment_stats, uvicorn  # noqa: E402
+from bench.run import LOAD_CORE, PYTHON, fsbridge, paced_requests, pinned, post, segment_stats, uvicorn  # noqa: E402
 from fsbridge.testing import free_port  # noqa: E402
 
 SEGMENT_TOKEN = "bench-segment-token"
@@ -35,39 +34,14 @@ CONFIG = "destinations:\n  fullstory: {concurrency: 16, rate_limit_per_second: 4
 async def send_triggers(port: int, rate: int, seconds: float, users: int, connections: int = 16) -> dict[str, float]:
     """`rate` Segment tracks a second for `seconds`, cycling through `users` userIds; each one's
     send time is recorded under its messageId."""
-    queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
-    sent: dict[str, float] = {}
 
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while (item := await queue.get()) is not None:
-            mark, request = item
-            sent[mark] = time.time()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
-        writer.close()
-
-    workers = [asyncio.create_task(connection()) for _ in range(connections)]
-    start = time.monotonic()
-    total = int(rate * seconds)
-    for n in range(total):
-        delay = start + n / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    def trigger(n: int) -> tuple[str, bytes]:
         mark = f"lat-{n}"
         body = orjson.dumps({"type": "track", "event": "Ticket Created", "userId": f"user-{n % users}",
                              "messageId": mark, "properties": {"ticket_id": f"T-{n}"}})  # fmt: skip
-        request = (
-            f"POST /webhooks/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {SEGMENT_TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        queue.put_nowait((mark, request))
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    return {"achieved_rate": total / (time.monotonic() - start), **sent}
+        return mark, post("/webhooks/segment", f"Bearer {SEGMENT_TOKEN}", body)
+
+    return await paced_requests(port, rate, seconds, trigger, connections)
 
 
 def measure_session_links(segment_port: int, workdir: Path, rate: int, seconds: float, users: int) -> dict[str, float]:

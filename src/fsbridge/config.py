@@ -49,6 +49,16 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+def _values_as_lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+    return value
+
+
+# Profile traits and their accepted values: `{plan: [enterprise, business]}`; one value needs no list.
+TraitValues = Annotated[dict[str, list[Any]], BeforeValidator(_values_as_lists)]
+
+
 class WorkerConfig(_Strict):
     poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     lease_seconds: float = Field(default=60.0, gt=0)
@@ -295,14 +305,7 @@ class CohortsSpec(_Strict):
     """The cohorts counted besides `all`: audience members, and users with a trait's value."""
 
     audiences: list[str] = Field(default_factory=list)
-    traits: dict[str, list[Any]] = Field(default_factory=dict)
-
-    @field_validator("traits", mode="before")
-    @classmethod
-    def _values_as_lists(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
-        return value
+    traits: TraitValues = Field(default_factory=dict)
 
 
 Notify = Literal["slack", "jira"]
@@ -348,14 +351,7 @@ class KeyAccounts(_Strict):
 
     audiences: list[str] = Field(default_factory=list)
     group_ids: list[str] = Field(default_factory=list)
-    traits: dict[str, list[Any]] = Field(default_factory=dict)  # trait: accepted values
-
-    @field_validator("traits", mode="before")
-    @classmethod
-    def _values_as_lists(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
-        return value
+    traits: TraitValues = Field(default_factory=dict)  # trait: accepted values
 
 
 class FlaggedSessionFlowConfig(_Strict):
@@ -501,15 +497,8 @@ class HighValueSessionsJobConfig(JobConfig):
 
     enabled: bool = False
     audiences: list[str] = Field(default_factory=list)
-    traits: dict[str, list[Any]] = Field(default_factory=dict)  # trait: accepted values
+    traits: TraitValues = Field(default_factory=dict)  # trait: accepted values
     max_users_per_run: int = Field(default=200, ge=1, le=100_000)
-
-    @field_validator("traits", mode="before")
-    @classmethod
-    def _values_as_lists(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
-        return value
 
 
 class JobsConfig(_Strict):
