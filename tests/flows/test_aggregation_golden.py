@@ -1,8 +1,9 @@
-"""Golden sequences for the per-user aggregations: each `config/examples/golden_aggregations/<flow>/
-<case>.in.json` is a sequence of signals and job ticks (seconds from a fixed start) under a
-configuration, and `<case>.out.json` the exact messages that flow sends, in order (a coalesced
-identify rendered with the values of its due time). The decider runs as the store runs it, on
-states kept in memory here. Run with FSBRIDGE_UPDATE_GOLDEN=1 to rewrite the outputs."""
+"""Golden sequences for the aggregations: each `config/examples/golden_aggregations/<flow>/
+<case>.in.json` is a sequence of signals (or, for feature_adoption, feature uses) and job ticks
+(seconds from a fixed start) under a configuration, and `<case>.out.json` the exact messages that
+flow sends, in order, with the destination each goes to (a coalesced identify rendered with the
+values of its due time). The deciders run as the store runs them, on state kept in memory here.
+Run with FSBRIDGE_UPDATE_GOLDEN=1 to rewrite the outputs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from fsbridge.config import FsbridgeConfig
 from fsbridge.flows.aggregations import UserAggregations
 from fsbridge.flows.aggregations.coalescing import AWAITING
 from fsbridge.flows.aggregations.pending import PendingIdentifies
+from fsbridge.flows.feature_adoption import FeatureAdoption
 from fsbridge.store import Delivery, NewDelivery, Signal
+from fsbridge.store.feature_counts import ALL, AdoptionState
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "config" / "examples" / "golden_aggregations").glob("*/*.in.json"))
@@ -28,6 +31,28 @@ START = 1_795_000_000.0
 def as_delivery(d: NewDelivery) -> Delivery:
     return Delivery("dlv", "", d.flow, d.destination, d.message_id, d.body, d.status, 0, 0.0, 0.0, 0.0,
                     d.not_before or 0.0, False, None, None, awaiting=d.awaiting)  # fmt: skip
+
+
+def run_adoption(case: dict[str, Any]) -> list[NewDelivery]:
+    """The alerts the feature_adoption job queues, in order: uses (`use`, with the cohorts the user
+    is in besides `all`) counted per window as the store counts them, and job runs (`tick`)."""
+    config = FsbridgeConfig.model_validate({"flows": case["config"]}).flows.feature_adoption
+    adoption = FeatureAdoption(config, dry_run={"slack": False, "jira": False})
+    counts: dict[tuple[str, str], dict[float, int]] = {}
+    states: dict[tuple[str, str], AdoptionState] = {}
+    sent: list[NewDelivery] = []
+    for step in case["steps"]:
+        now = START + step["at"]
+        if step.get("tick"):
+            changed, queued = adoption.decide(counts, states, now)
+            states.update(changed)
+            sent += queued
+            continue
+        window = (now // config.window) * config.window
+        for cohort in (ALL, *step["use"]["cohorts"]):
+            series = counts.setdefault((step["use"]["feature"], cohort), {})
+            series[window] = series.get(window, 0) + 1
+    return sent
 
 
 def run(case: dict[str, Any]) -> list[NewDelivery]:
@@ -75,14 +100,15 @@ def test_golden_sequence(case: Path) -> None:
     """The flow named by the folder sends exactly the expected messages for the sequence."""
     expected_file = case.with_name(case.name.replace(".in.json", ".out.json"))
     flow = case.parent.name
-    actual = [orjson.loads(d.body) for d in run(orjson.loads(case.read_bytes())) if d.flow == flow]
+    data = orjson.loads(case.read_bytes())
+    sent = run_adoption(data) if flow == "feature_adoption" else run(data)
+    actual = [{"to": d.destination, **orjson.loads(d.body)} for d in sent if d.flow == flow]
     if UPDATE:
         expected_file.write_bytes(orjson.dumps(actual, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
     assert orjson.loads(expected_file.read_bytes()) == actual
 
 
 def test_every_aggregation_flow_has_a_sequence() -> None:
-    """Each of the four per-user aggregation flows has at least one golden sequence."""
-    assert {"experience_at_risk", "frustration_traits", "health_score", "nps_follow_up"} == {
-        c.parent.name for c in CASES
-    }
+    """Each of the five aggregation flows has at least one golden sequence."""
+    flows = {"experience_at_risk", "frustration_traits", "health_score", "nps_follow_up", "feature_adoption"}
+    assert flows == {c.parent.name for c in CASES}
