@@ -214,3 +214,12 @@ async def test_the_flow_can_be_switched_off(tmp_path: Path) -> None:
     finally:
         await b.client.aclose()
         await b.runtime.stop()
+
+
+async def test_filtered_deliveries_are_listed_by_the_ops_api(bridge: Bridge, fullstory: FakeFullstory) -> None:
+    """GET /ops/api/deliveries?status=filtered lists what a look-up ended, with the reason."""
+    await bridge.post_segment(opportunity())
+    await bridge.drain()
+    response = await bridge.client.get("/ops/api/deliveries?status=filtered", headers=bridge.ops_headers())
+    [item] = response.json()["items"]
+    assert ("session_url_to_segment", "no recent Fullstory session") == (item["flow"], item["last_error"])

@@ -229,7 +229,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 @ops.get("/deliveries", response_model=DeliveryList, summary="Deliveries, newest first")
 async def list_deliveries(
     request: Request,
-    status: Literal["pending", "delivered", "dead", "parked", "dry_run"] | None = None,
+    status: Literal["pending", "delivered", "dead", "parked", "dry_run", "filtered"] | None = None,
     flow: str | None = None,
     limit: Limit = 100,
 ) -> DeliveryList:
