@@ -18,7 +18,6 @@ import typer
 import uvicorn
 
 from fsbridge.config import FsbridgeConfig, load_config
-from fsbridge.envelope import Envelope
 from fsbridge.errors import ConfigError
 from fsbridge.log import configure_logging
 from fsbridge.ops.users import explain_user
@@ -329,7 +328,7 @@ def replay(
             runtime.store,
             chosen,
             started,
-            resolve_identities=_linked_only(runtime),
+            resolve_identities=runtime.worker.resolve_identities,
             apply=not dry_run,
             limits=runtime.router.destinations[chosen.target.destination],
             now=runtime.clock.now(),
@@ -373,7 +372,7 @@ def backtest(
             runtime.store,
             chosen,
             started,
-            resolve_identities=_linked_only(runtime),
+            resolve_identities=runtime.worker.resolve_identities,
             limits=runtime.router.destinations[chosen.target.destination],
             limit=limit,
         )
@@ -390,16 +389,6 @@ def backtest(
             typer.echo(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
 
     _with_runtime(run)
-
-
-def _linked_only(runtime: Runtime) -> Callable[[list[Envelope]], Awaitable[list[Envelope]]]:
-    """Identity resolution from the stored links alone: replay and backtest never ask Fullstory."""
-
-    async def resolve(envelopes: list[Envelope]) -> list[Envelope]:
-        resolved, _ = await runtime.worker.resolve_identities(envelopes)
-        return resolved
-
-    return resolve
 
 
 def _parse_since(text: str) -> float:

@@ -129,7 +129,7 @@ class Runtime:
                 self.worker.guards.get("fullstory"),
                 self.clock,
                 limits,
-                resolve=self.worker.resolved,
+                resolve=self.worker.resolve_identities,
                 is_parked=lambda: "fullstory" in self.worker.parked,
                 park=self._park_fullstory,
             )

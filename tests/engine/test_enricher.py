@@ -217,3 +217,13 @@ def test_a_flow_cannot_enrich_and_aggregate() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "f.yaml")
     assert any("cannot both enrich and aggregate" in p for p in raised.value.problems)
+
+
+async def test_a_refused_lookup_ends_the_delivery_filtered_with_why(bridge: Bridge, fullstory: FakeFullstory) -> None:
+    """A look-up Fullstory refuses for good (400) is not retried: the delivery ends filtered, saying so."""
+    fullstory.failures["/sessions/v2"] = [400]
+    await bridge.post_segment(order(1))
+    await bridge.drain()
+    [delivery] = await bridge.runtime.store.list_deliveries("filtered", "order_with_replay", 10)
+    assert ("Fullstory refused the request (400)", 0) == (delivery.last_error, delivery.attempts)
+    assert 1 == len(fullstory.lookups("/sessions/v2"))

@@ -27,13 +27,19 @@ import orjson
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import envelope_of
 from fsbridge.engine.flow import EnrichStep, Flow
-from fsbridge.engine.isolation import Guard
+from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.engine.rendering import DestinationLimits, render_enriched
 from fsbridge.envelope import Envelope
 from fsbridge.log import get_logger
 from fsbridge.store import AttemptRecord, Delivery, IdentityClaim, IdentityConflict, InboxEvent
 from fsbridge.store.lookups import CachedAnswer, LookupStore, RenderedDelivery, subject_hash
-from fsbridge.targets.fullstory_lookups import Answer, FullstoryApi, Lookup, LookupUnavailableError
+from fsbridge.targets.fullstory_lookups import (
+    Answer,
+    FullstoryApi,
+    Lookup,
+    LookupRefusedError,
+    LookupUnavailableError,
+)
 
 log = get_logger(__name__)
 
@@ -101,7 +107,6 @@ class Enricher:
         self.resolve = resolve
         self.is_parked = is_parked
         self.park = park
-        self.calls = 0  # look-ups made in Fullstory (not answered from the cache), for the benchmark
 
     async def enrich(self, deliveries: list[Delivery]) -> tuple[list[Enriched], list[IdentityConflict]]:
         """Make the look-ups of claimed deliveries that wait for them, and render the ready ones
@@ -168,14 +173,10 @@ class Enricher:
         if self.is_parked():
             raise LookupHeldError("the fullstory destination is parked", now + PARKED_RECHECK_SECONDS)
         guard = self.guard
-        if guard is not None:
-            if not guard.breaker.allows(now):
-                reopens = now + max(guard.breaker.reopens_in(now), 0.05)
-                raise LookupHeldError("fullstory's circuit breaker is open", reopens)
-            if guard.bucket.available(now) < 1:
-                raise LookupHeldError("fullstory's rate limit", now + max(guard.bucket.wait(now), 0.01))
-            guard.bucket.take(1, now)
-        self.calls += 1
+        if guard is not None and not guard.try_turn(now):
+            open_ = guard.breaker.state is BreakerState.OPEN
+            reason = "fullstory's circuit breaker is open" if open_ else "fullstory's rate limit"
+            raise LookupHeldError(reason, now + guard.wait_hint(now))
         started = time.perf_counter()
         try:
             if guard is None:
@@ -184,17 +185,14 @@ class Enricher:
                 async with guard.gate:
                     answer = await lookup.ask(self.api, arguments)
         except LookupUnavailableError as exc:
-            later = self.clock.now()
             if guard is not None:
-                guard.breaker.record(False, later)
-                if exc.status_code == 429:
-                    guard.bucket.throttled(later)
+                guard.outcome(False, self.clock.now(), exc.status_code)
             if exc.refused:
                 await self.park(f"a look-up was refused: Fullstory answered {exc.status_code}")
             log.warning("enrich.lookup_failed", lookup=lookup.name, error=str(exc), status_code=exc.status_code)
             raise
         if guard is not None:
-            guard.breaker.record(True, self.clock.now())
+            guard.outcome(True, self.clock.now())
         log.debug("enrich.lookup", lookup=lookup.name, found=answer.value is not None,
                   duration_ms=round((time.perf_counter() - started) * 1000, 3))  # fmt: skip
         return answer
@@ -224,7 +222,10 @@ class _Round:
         if key in cached:
             stored = orjson.loads(cached[key])
             return Answer(stored.get("value"), stored.get("reason", ""))
-        answer = await enricher.ask(lookup, arguments)
+        try:
+            answer = await enricher.ask(lookup, arguments)
+        except LookupRefusedError as exc:  # asking again would not change it: cached like nothing found
+            answer = Answer(None, str(exc))
         text = orjson.dumps({"value": answer.value, "reason": answer.reason}).decode()
         subject = subject_hash(lookup.subject(arguments, answer))
         self.to_cache.append(CachedAnswer(key, subject, text, enricher.clock.now() + step.cache_for))

@@ -28,7 +28,6 @@ from fsbridge.store import (
     DeliveryUpdate,
     DispatchFailure,
     DispatchResult,
-    IdentityClaim,
     IdentityConflict,
     Store,
 )
@@ -111,7 +110,7 @@ class Worker:
                 failures.append(DispatchFailure(event.id, _describe("reading the stored event", exc)))
             else:
                 raws[event.id] = event.body
-        envelopes, learned = await self._resolve_isolated(envelopes, failures)
+        envelopes = await self._resolve_isolated(envelopes, failures)
         results = []
         for envelope in envelopes:
             try:
@@ -119,7 +118,6 @@ class Worker:
             except Exception as exc:
                 failures.append(DispatchFailure(envelope.event_id, _describe("routing", exc)))
                 continue
-            result.claims.extend(learned.get(result.inbox_id, []))
             results.append(result)
         scopes = [d.sync_scope for r in results for d in r.deliveries if d.sync_scope is not None]
         results = suppress_unchanged(results, await self.store.sync_snapshots(scopes))
@@ -163,9 +161,7 @@ class Worker:
                 kept="first claim",
             )
 
-    async def _resolve_isolated(
-        self, envelopes: list[Envelope], failures: list[DispatchFailure]
-    ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
+    async def _resolve_isolated(self, envelopes: list[Envelope], failures: list[DispatchFailure]) -> list[Envelope]:
         """`resolve_identities` for the batch; when it raises, event by event, so only the events
         that make it raise fail (after a check that the store itself answers)."""
         try:
@@ -173,20 +169,16 @@ class Worker:
         except Exception as exc:
             log.warning("inbox.resolve_failed", error=str(exc), events=len(envelopes))
         resolved: list[Envelope] = []
-        learned: dict[str, list[IdentityClaim]] = {}
         failed: list[DispatchFailure] = []
         for envelope in envelopes:
             try:
-                one, claims = await self.resolve_identities([envelope])
+                resolved += await self.resolve_identities([envelope])
             except Exception as exc:
                 failed.append(DispatchFailure(envelope.event_id, _describe("resolving identities", exc)))
-                continue
-            resolved.extend(one)
-            learned.update(claims)
         if failed and not resolved:
             await self.store.ping()  # raises while the store is down: then nothing is the events' fault
         failures.extend(failed)
-        return resolved, learned
+        return resolved
 
     async def _record_isolated(
         self, results: list[DispatchResult], failures: list[DispatchFailure], now: float
@@ -228,27 +220,21 @@ class Worker:
         for event_id in quarantined:
             self.metrics.quarantined.labels(sources[event_id]).inc()
 
-    async def resolve_identities(
-        self, envelopes: list[Envelope]
-    ) -> tuple[list[Envelope], dict[str, list[IdentityClaim]]]:
-        """Fullstory events without a user id get the Segment userId their email or anonymous id links
-        to. (An email no link knows is looked up in Fullstory when the delivery is sent: the
-        frustration flow's `identity` enrich step.) Returns the envelopes and, per event, links
-        learned (none here; the enricher keeps what its look-ups learn)."""
+    async def resolve_identities(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Fullstory events without a user id get the Segment userId their email or anonymous id
+        links to, from the stored links alone. (An email no link knows is looked up in Fullstory
+        when the delivery is sent: the frustration flow's `identity` enrich step.)"""
         rules = self.router.identity
         wanted = {e.event_id: rules.lookup_keys(e) for e in envelopes if e.source in (STREAM_SOURCE, SYSTEM_SOURCE)}
         keys = [key for event_keys in wanted.values() for key in event_keys]
         if not keys:
-            return envelopes, {}
+            return envelopes
         found = await self.store.resolve_identities(keys)
         resolved = []
         for envelope in envelopes:
             user_id = next((found[k] for k in wanted.get(envelope.event_id, []) if k in found), None)
             resolved.append(replace(envelope, resolved_user_id=user_id) if user_id else envelope)
-        return resolved, {}
-
-    async def resolved(self, envelopes: list[Envelope]) -> list[Envelope]:
-        return (await self.resolve_identities(envelopes))[0]
+        return resolved
 
     async def deliver_once(self, name: str) -> int:
         """Claim and send one round of due deliveries for a destination; returns how many."""

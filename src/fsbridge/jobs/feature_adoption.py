@@ -19,11 +19,10 @@ class FeatureAdoptionJob:
 
     async def run(self, context: JobContext) -> dict[str, Any]:
         adoption = self.runtime.adoption
-        evaluate = getattr(self.runtime.store, "evaluate_adoption", None)
-        if adoption is None or evaluate is None:
+        if adoption is None:
             return {"alerts": 0}
         now = self.runtime.clock.now()
-        alerts = await evaluate(adoption, now, adoption.since(now))
+        alerts = await self.runtime.store.evaluate_adoption(adoption, now, adoption.since(now))
         if alerts:
             self.runtime.worker.notify_due()
         return {"alerts": alerts}

@@ -19,7 +19,7 @@ from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.scheduler import JobContext, ScheduledJob
 from fsbridge.log import get_logger
 from fsbridge.store.fullstory_jobs import FullstoryJobStore, SessionCheck
-from fsbridge.targets.fullstory_lookups import LookupUnavailableError, parse_sessions
+from fsbridge.targets.fullstory_lookups import LookupRefusedError, LookupUnavailableError, parse_sessions
 
 if TYPE_CHECKING:
     from fsbridge.runtime import Runtime
@@ -84,6 +84,11 @@ class HighValueSessionsJob:
                     counts["deferred"] = len(candidates) - n
                     log.warning("job.stopped_early", job=NAME, error=str(exc), deferred=counts["deferred"])
                     break
+                log.warning("job.user_skipped", job=NAME, error=str(exc))
+                continue
+            except LookupRefusedError as exc:
+                if guard is not None:
+                    guard.outcome(True, clock.now())  # Fullstory answered: not a failure of its own
                 log.warning("job.user_skipped", job=NAME, error=str(exc))
                 continue
             if guard is not None:

@@ -23,16 +23,14 @@ class UserStateTick:
 
     async def run(self, context: JobContext) -> dict[str, Any]:
         runtime = self.runtime
-        store = runtime.store
-        tick = getattr(store, "tick_user_states", None)
-        if tick is None or not runtime.aggregations.enabled:
+        if not runtime.aggregations.enabled:
             return {"users": 0, "messages": 0}
         now = runtime.clock.now()
         recover_before = now - runtime.config.flows.experience_at_risk.recover_after if self.recovery else None
         users = messages = 0
         after: str | None = context.cursor or ""
         while after is not None:
-            seen, queued, after = await tick(runtime.aggregations, now, recover_before, after)
+            seen, queued, after = await runtime.store.tick_user_states(runtime.aggregations, now, recover_before, after)
             users, messages = users + seen, messages + queued
             await context.checkpoint(after)
         if messages:

@@ -269,10 +269,8 @@ async def _overview(runtime: Runtime) -> dict[str, Any]:
     flows = sorted({*totals["by_flow"], *(f.name for f in runtime.flows)})
     dead = await store.list_deliveries("dead", None, 20)
     quarantined = await store.list_quarantine(20)
-    overview_of = getattr(store, "user_state_overview", None)
-    at_risk, bands = await overview_of(20) if overview_of is not None else ([], {})
-    drops_of = getattr(store, "open_adoption_drops", None)
-    drops = await drops_of() if drops_of is not None else []
+    at_risk, bands = await store.user_state_overview(20)
+    drops = await store.open_adoption_drops()
     return {
         "now": now,
         "destinations": destinations,

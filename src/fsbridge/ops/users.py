@@ -19,10 +19,9 @@ def user_key(user_id: str) -> str:
 
 async def explain_user(runtime: Runtime, user_id: str) -> dict[str, Any] | None:
     """The user's score now, its contributions (newest first) and band; None when nothing is kept."""
-    reader = getattr(runtime.store, "user_state", None)
-    if reader is None or runtime.aggregations.health is None:
+    if runtime.aggregations.health is None:
         return None
-    text = await reader(user_key(user_id))
+    text = await runtime.store.user_state(user_key(user_id))
     if text is None:
         return None
     state, score = runtime.aggregations.explain(text, user_key(user_id), runtime.clock.now())

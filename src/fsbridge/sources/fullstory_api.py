@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
-from fsbridge.targets.fullstory_lookups import FullstoryApi, LookupUnavailableError
+from fsbridge.targets.fullstory_lookups import FullstoryApi, LookupRefusedError, LookupUnavailableError
 
 SOURCE = "fullstory_api"
 MEMBERSHIP = "segment.membership"
@@ -109,8 +109,10 @@ class SegmentExports:
             answer = await request
         except LookupUnavailableError as exc:
             raise ExportFailedError(f"Fullstory did not answer: {exc}") from exc
-        if answer is None or (isinstance(answer, dict) and "fsbridge_refused" in answer):
-            raise ExportFailedError(f"Fullstory refused the request ({(answer or {}).get('fsbridge_refused', 404)})")
+        except LookupRefusedError as exc:
+            raise ExportFailedError(str(exc)) from exc
+        if answer is None:
+            raise ExportFailedError("Fullstory refused the request (404)")
         return answer
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from fsbridge.store.aggregates import AggregateStep
+from fsbridge.store.feature_counts import AdoptionStore
 from fsbridge.store.fullstory_jobs import FullstoryJobStore
 from fsbridge.store.jobs import JobStore
 from fsbridge.store.lookups import LookupStore
 from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
+from fsbridge.store.user_state import UserStateStore
 
 # `filtered`: a delivery that waited for a look-up which found nothing (its reason in last_error);
 # it counts as the flow's filtered outcome, not as a destination's.
@@ -247,7 +249,7 @@ class EventStory:
     attempts: dict[str, list[AttemptRecord]]
 
 
-class Store(JobStore, LookupStore, FullstoryJobStore, Protocol):
+class Store(JobStore, LookupStore, FullstoryJobStore, UserStateStore, AdoptionStore, Protocol):
     """Everything fsbridge keeps. Writes are durable when the awaited call returns. The scheduler's
     and retention's part is the narrower `JobStore` (store/jobs.py), the enricher's `LookupStore`
     (store/lookups.py)."""

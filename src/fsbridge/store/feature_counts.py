@@ -46,6 +46,11 @@ class AdoptionDecider(Protocol):
     ) -> tuple[dict[tuple[str, str], AdoptionState], list[NewDelivery]]: ...
 
 
+class AdoptionStore(Protocol):
+    async def evaluate_adoption(self, decider: AdoptionDecider, now: float, since: float) -> int: ...
+    async def open_adoption_drops(self) -> list[tuple[str, str, float | None]]: ...
+
+
 def cohorts_of(conn: Connection, users: Sequence[str], rules: CountingRules) -> dict[str, list[str]]:
     """Each user's cohorts besides `all`: `audience:<key>` and `<trait>:<value>` as configured."""
     found: dict[str, list[str]] = {u: [] for u in users}

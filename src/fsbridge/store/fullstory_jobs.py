@@ -102,32 +102,29 @@ def _membership_body(audience: Audience, user_id: str, member: bool, run: str) -
     )
 
 
-def apply_entered(
-    conn: Connection, insert: InsertInbox, run: str, audience: Audience, after: str, now: float
-) -> tuple[int, str | None]:
-    rows = conn.execute(
-        "SELECT s.user_id, m.user_id FROM export_staging s LEFT JOIN segment_members m"
-        " ON m.audience_key = s.audience_key AND m.user_id = s.user_id"
-        " WHERE s.run = ? AND s.audience_key = ? AND s.user_id > ? ORDER BY s.user_id LIMIT ?",
-        (run, audience.key, after, CHUNK),
-    ).fetchall()
-    entered = [user_id for user_id, member in rows if member is None]
-    _change(conn, insert, run, audience, entered, member=True, now=now)
-    return len(entered), (rows[-1][0] if len(rows) == CHUNK else None)
+# Users staged in the run but not members (entered), and members not staged in the run (exited):
+# each a chunk in user id order after a cursor; the joined column is NULL for a change.
+_ENTERED = (
+    "SELECT s.user_id, m.user_id FROM export_staging s LEFT JOIN segment_members m"
+    " ON m.audience_key = s.audience_key AND m.user_id = s.user_id"
+    " WHERE s.run = ? AND s.audience_key = ? AND s.user_id > ? ORDER BY s.user_id LIMIT ?"
+)
+_EXITED = (
+    "SELECT m.user_id, s.user_id FROM segment_members m LEFT JOIN export_staging s"
+    " ON s.run = ? AND s.audience_key = m.audience_key AND s.user_id = m.user_id"
+    " WHERE m.audience_key = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?"
+)
 
 
-def apply_exited(
-    conn: Connection, insert: InsertInbox, run: str, audience: Audience, after: str, now: float
+def apply_changes(
+    conn: Connection, insert: InsertInbox, run: str, audience: Audience, after: str, now: float, *, member: bool
 ) -> tuple[int, str | None]:
-    rows = conn.execute(
-        "SELECT m.user_id, s.user_id FROM segment_members m LEFT JOIN export_staging s"
-        " ON s.run = ? AND s.audience_key = m.audience_key AND s.user_id = m.user_id"
-        " WHERE m.audience_key = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?",
-        (run, audience.key, after, CHUNK),
-    ).fetchall()
-    exited = [user_id for user_id, staged in rows if staged is None]
-    _change(conn, insert, run, audience, exited, member=False, now=now)
-    return len(exited), (rows[-1][0] if len(rows) == CHUNK else None)
+    """One chunk of users entering (`member`) or leaving the audience; returns (changed, the last user
+    id read, or None when the chunk was the last)."""
+    rows = conn.execute(_ENTERED if member else _EXITED, (run, audience.key, after, CHUNK)).fetchall()
+    changed = [user_id for user_id, other in rows if other is None]
+    _change(conn, insert, run, audience, changed, member=member, now=now)
+    return len(changed), (rows[-1][0] if len(rows) == CHUNK else None)
 
 
 def _change(

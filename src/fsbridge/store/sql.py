@@ -658,13 +658,13 @@ class SqlStore:
         the states they change (`flows/aggregations/pending.py`)."""
 
         def write(conn: Connection) -> list[Any]:
-            keys = sorted({renderer.user_key(d) for d in deliveries})
-            states = user_state_sql.load(conn, keys, self.engine.for_update)
+            key_of = {d.id: renderer.user_key(d) for d in deliveries}
+            states = user_state_sql.load(conn, sorted(set(key_of.values())), self.engine.for_update)
             results: list[Any] = []
             changed: dict[str, str] = {}
             rendered: list[RenderedDelivery] = []
             for delivery in deliveries:
-                key = renderer.user_key(delivery)
+                key = key_of[delivery.id]
                 result, new_state = renderer.render(delivery, changed.get(key, states.get(key)))
                 if new_state is not None:
                     changed[key] = new_state
@@ -721,12 +721,16 @@ class SqlStore:
 
     async def apply_entered(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
         return await self._write(
-            lambda conn: fullstory_jobs_sql.apply_entered(conn, self._insert_api_events, run, audience, after, now)
+            lambda conn: fullstory_jobs_sql.apply_changes(
+                conn, self._insert_api_events, run, audience, after, now, member=True
+            )
         )
 
     async def apply_exited(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
         return await self._write(
-            lambda conn: fullstory_jobs_sql.apply_exited(conn, self._insert_api_events, run, audience, after, now)
+            lambda conn: fullstory_jobs_sql.apply_changes(
+                conn, self._insert_api_events, run, audience, after, now, member=False
+            )
         )
 
     async def discard_staging(self, run: str) -> None:

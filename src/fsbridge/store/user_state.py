@@ -55,6 +55,18 @@ class UserStateDecider(Protocol):
         ...
 
 
+class UserStateStore(Protocol):
+    """What the recovery and recompute jobs, the user's page and the dashboard read and run."""
+
+    async def tick_user_states(
+        self, decider: UserStateDecider, now: float, recover_before: float | None, after: str, limit: int = 500
+    ) -> tuple[int, int, str | None]: ...
+    async def user_state(self, user_key: str) -> str | None: ...
+    async def user_state_overview(
+        self, limit: int = 50
+    ) -> tuple[list[tuple[str, float | None, int | None]], dict[str, int]]: ...
+
+
 def load(conn: Connection, keys: list[str], lock: str) -> dict[str, str | None]:
     """The stored states of these users (None for those without one), locked for the transaction."""
     found: dict[str, str | None] = dict.fromkeys(keys)

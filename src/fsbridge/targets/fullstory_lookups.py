@@ -37,6 +37,14 @@ class LookupUnavailableError(Exception):
         self.refused = refused  # 401/403: the API key is wrong, so the fullstory destination parks
 
 
+class LookupRefusedError(Exception):
+    """Fullstory refused the request for good (a 4xx other than 401/403, 404, 408 and 429)."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"Fullstory refused the request ({status_code})")
+        self.status_code = status_code
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What a look-up found (`value`), or None with the `reason` nothing was found."""
@@ -62,7 +70,8 @@ class FullstoryApi:
         return self._client
 
     async def get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """The JSON answer, or None for 404; LookupUnavailableError when it is worth asking again."""
+        """The JSON answer, or None for 404; LookupUnavailableError when it is worth asking again,
+        LookupRefusedError when it is not."""
         return await self._request("GET", path, params=params)
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
@@ -84,7 +93,7 @@ class FullstoryApi:
         if verdict is Verdict.PARK:
             raise LookupUnavailableError(f"Fullstory answered {code}", status_code=code, refused=True)
         if verdict is not Verdict.DELIVERED:
-            return {"fsbridge_refused": code}
+            raise LookupRefusedError(code)
         try:
             return response.json()
         except ValueError as exc:
@@ -241,8 +250,8 @@ class FullstoryUser:
         body = await api.get(f"/v2/users/{quote(user_id, safe='')}")
         if body is None:
             return Answer(None, "Fullstory does not know this user (404)")
-        if not isinstance(body, dict) or "fsbridge_refused" in body:
-            return Answer(None, f"Fullstory refused the look-up ({body.get('fsbridge_refused', '?')})")
+        if not isinstance(body, dict):
+            return Answer(None, "Fullstory's answer is not a user")
         uid = text_of(body.get("uid"))
         if uid is None:
             return Answer(None, "the Fullstory user has no uid")

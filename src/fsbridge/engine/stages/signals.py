@@ -9,23 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from fsbridge.engine.identity import IdentityRules
+from fsbridge.engine.language import PathsRead
 from fsbridge.engine.mapping import stable_uuid
 from fsbridge.envelope import MISSING, Envelope
 from fsbridge.sources.fullstory import SESSION_PATHS, SESSION_URL_PATHS, STREAM_SOURCE
 from fsbridge.store import DispatchResult, Signal
 
-
-def _first(envelope: Envelope, paths: tuple[str, ...]) -> Any:
-    """The first present value, as a mapping's `{path: [...]}` reads it."""
-    for path in paths:
-        value = envelope.get(path)
-        if value is not MISSING and value is not None and value != "":
-            return value
-    return None
+# Read as a mapping's `{path: [...]}` reads them, so the key matches the frustration flow's anonymousId.
+SESSION = PathsRead(SESSION_PATHS)
+SESSION_ID = PathsRead(SESSION_PATHS[:3])
+SESSION_URL = PathsRead(SESSION_URL_PATHS)
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None or isinstance(value, dict | list) else str(value)
+    return None if value is MISSING or isinstance(value, dict | list) else str(value)
 
 
 class Signals:
@@ -41,14 +38,14 @@ class Signals:
             return True
         user = self.rules.fullstory_user_id.resolve(envelope)
         user_id = str(user) if user is not MISSING else envelope.resolved_user_id
-        session = _first(envelope, SESSION_PATHS)
+        session = SESSION.resolve(envelope)
         if user_id:
             key = f"u:{user_id}"
-        elif session is not None:
+        elif session is not MISSING:
             key = f"a:{stable_uuid('session', session)}"  # the anonymousId the frustration flow sends
         else:
             return True
-        session_id = _text(_first(envelope, SESSION_PATHS[:3]))
-        url = _text(_first(envelope, SESSION_URL_PATHS))
+        session_id = _text(SESSION_ID.resolve(envelope))
+        url = _text(SESSION_URL.resolve(envelope))
         result.signals.append(Signal(key, envelope.kind, envelope.received_at, session_id, url, envelope.event_id))
         return True

@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 
 from fsbridge.flows.aggregations.state import UserState
-from fsbridge.flows.targets import TARGETS
 from fsbridge.store import NewDelivery
 from fsbridge.store.base import DeliveryStatus
 from fsbridge.targets.segment import LIBRARY
@@ -35,9 +34,6 @@ class Outbox:
     coalesced: collections.Counter[str] = field(default_factory=collections.Counter)
     event_id: str | None = None  # the inbound event being folded in (None: a job's tick)
 
-    def _who(self, state: UserState) -> dict[str, Any]:
-        return {"userId": state.user_id, "anonymousId": state.anonymous_id}
-
     def render(self, flow: str, kind: str, state: UserState, body: dict[str, Any], mid: str, at: float) -> bytes:
         """The Segment message, as the target's request model renders it (a test checks they are
         equal): built directly, since everything in it is fsbridge's own, already valid, data."""
@@ -52,10 +48,6 @@ class Outbox:
             **body,
         }
         return orjson.dumps(message)
-
-    def render_checked(self, kind: str, state: UserState, body: dict[str, Any], mid: str, at: float) -> bytes:
-        """The same through the request model (validated): what `render` must equal."""
-        return TARGETS[f"segment.{kind}"].render({**self._who(state), "timestamp": iso(at), **body}, mid)
 
     def delivery(
         self, flow: str, kind: str, body: bytes, mid: str, not_before: float | None = None, awaiting: str | None = None
