@@ -27,7 +27,7 @@ from pathlib import Path
 
 from fsbridge.sources.fullstory import body_dedup_key
 from fsbridge.store.engine import Connection
-from fsbridge.store.sql import INBOX_INSERT
+from fsbridge.store.intake import INBOX_INSERT
 from fsbridge.store.sqlite import SQLiteEngine, SQLiteStore
 
 SERVER_CORE = 0

@@ -34,7 +34,7 @@ from fsbridge.ops.metrics import Metrics
 from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
-from fsbridge.store.base import AWAITING_ENRICHMENT
+from fsbridge.store.records import AWAITING_ENRICHMENT
 from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination

@@ -113,6 +113,19 @@ class TestIntake:
             "fullstory_stream"
         ]
 
+    async def test_releasing_a_quarantined_event_stores_it_once(self, store: SqlStore) -> None:
+        """A released quarantined event enters the inbox; released again, it is the same row and
+        counts no duplicate (an operator's second click is not a sender's redelivery)."""
+        held = await store.quarantine(NewQuarantined("segment", "", "key-q", b"{}", "bad", NOW))
+        fixed = NewInboxEvent("segment", "", "key-q", "track", b'{"type":"track"}', NOW)
+        first = await store.release_quarantined(held.id, fixed)
+        again = await store.release_quarantined(held.id, fixed)
+        assert (first.id, False, True) == (again.id, first.duplicate, again.duplicate)
+        released = await store.get_quarantined(held.id)
+        assert released is not None and "replayed" == released.status
+        assert 0 == (await store.stats())["by_source"]["segment"]["duplicate"]
+        assert [] == await store.list_quarantine(10)
+
     async def test_same_key_from_another_source_is_new(self, store: SqlStore) -> None:
         """Dedup keys are scoped by source."""
         a = await store.accept(event(1, "fullstory"))

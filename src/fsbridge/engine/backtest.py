@@ -15,7 +15,7 @@ from fsbridge.engine.dispatch import envelope_of
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.rendering import DestinationLimits, render_flow
 from fsbridge.envelope import Envelope
-from fsbridge.store import Store
+from fsbridge.store.intake import InboxReads
 
 Resolver = Callable[[list[Envelope]], Awaitable[list[Envelope]]]
 EXAMPLES = 3
@@ -31,7 +31,7 @@ class Backtest:
 
 
 async def backtest_flow(
-    store: Store, flow: Flow, since: float, *, resolve_identities: Resolver, limits: DestinationLimits, limit: int
+    store: InboxReads, flow: Flow, since: float, *, resolve_identities: Resolver, limits: DestinationLimits, limit: int
 ) -> Backtest:
     result = Backtest()
     stored = [envelope_of(e) for e in await store.list_inbox(since, limit)]

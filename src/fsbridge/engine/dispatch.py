@@ -18,7 +18,7 @@ from fsbridge.engine.stages import EventStage, event_stages
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.log import get_logger
 from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
-from fsbridge.store.base import AWAITING_ENRICHMENT, UNRENDERED
+from fsbridge.store.records import AWAITING_ENRICHMENT, UNRENDERED
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import orjson
 
@@ -18,8 +18,11 @@ from fsbridge.engine.dispatch import envelope_of
 from fsbridge.engine.flow import Flow
 from fsbridge.engine.rendering import DestinationLimits, render_flow
 from fsbridge.envelope import Envelope
-from fsbridge.store import DispatchResult, NewDelivery, Store
-from fsbridge.store.base import AWAITING_ENRICHMENT, DeliveryStatus
+from fsbridge.store import DispatchResult, NewDelivery
+from fsbridge.store.deliveries import DeadLetterStore
+from fsbridge.store.dispatch import DispatchStore
+from fsbridge.store.intake import InboxReads
+from fsbridge.store.records import AWAITING_ENRICHMENT, DeliveryStatus
 
 Outcome = Literal["unchanged", "changed", "new", "now_filtered", "still_filtered", "error"]
 Resolver = Callable[[list[Envelope]], Awaitable[list[Envelope]]]
@@ -46,8 +49,12 @@ def _comparable(body: bytes, flow: Flow) -> str:
     return json.dumps(message, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+class ReplayStore(InboxReads, DeadLetterStore, DispatchStore, Protocol):
+    """What replay reads (stored events, what was sent) and writes (the new deliveries)."""
+
+
 async def replay_flow(
-    store: Store,
+    store: ReplayStore,
     flow: Flow,
     since: float,
     *,

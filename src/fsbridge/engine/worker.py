@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Protocol
 
 from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
@@ -29,17 +30,25 @@ from fsbridge.store import (
     DispatchFailure,
     DispatchResult,
     IdentityConflict,
-    Store,
 )
+from fsbridge.store.deliveries import DeliveryStore
+from fsbridge.store.dispatch import DispatchStore
+from fsbridge.store.identity import IdentityStore
 from fsbridge.targets import Destination, SendResult
 
 log = get_logger(__name__)
 
 
+class WorkerStore(DispatchStore, DeliveryStore, IdentityStore, Protocol):
+    """The store roles the worker uses: routing, sending, and the identity links dispatch reads."""
+
+    async def ping(self) -> None: ...
+
+
 class Worker:
     def __init__(
         self,
-        store: Store,
+        store: WorkerStore,
         router: Router,
         destinations: Mapping[str, Destination],
         policy: RetryPolicy,

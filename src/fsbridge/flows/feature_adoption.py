@@ -15,8 +15,8 @@ from fsbridge.config import FeatureAdoptionConfig
 from fsbridge.flows.aggregations.outbox import iso
 from fsbridge.flows.targets import TARGETS
 from fsbridge.store import NewDelivery
-from fsbridge.store.base import DeliveryStatus
 from fsbridge.store.feature_counts import AdoptionState, CountingRules
+from fsbridge.store.records import DeliveryStatus
 
 NAME = "feature_adoption"
 HEADER_CHARS, SECTION_CHARS = 150, 3000

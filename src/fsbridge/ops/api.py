@@ -23,7 +23,7 @@ from fsbridge.sources.envelopes import envelope_for
 from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.intake import error_response, json_response
 from fsbridge.store import Delivery, EventStory, NewInboxEvent
-from fsbridge.store.base import UNRENDERED
+from fsbridge.store.records import UNRENDERED
 
 WORKER_MAX_SILENCE_SECONDS = 30.0
 NEVER_RENDERED = (

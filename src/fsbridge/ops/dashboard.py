@@ -37,7 +37,7 @@ from fsbridge.ops.access import (
 from fsbridge.ops.api import NEVER_RENDERED, Operations, pretty, story_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
-from fsbridge.store.base import UNRENDERED
+from fsbridge.store.records import UNRENDERED
 
 HOUR, DAY = 3600, 86400
 CHART_BUCKETS, CHART_BUCKET_SECONDS = 96, 900  # 24 h in 15-minute steps

@@ -18,14 +18,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fsbridge.clock import Clock
 from fsbridge.config import HealthConfig
 from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.flows.targets import TARGETS
 from fsbridge.log import get_logger
-from fsbridge.store import NewDelivery, Store
+from fsbridge.store import NewDelivery
+from fsbridge.store.dispatch import DispatchStore
+from fsbridge.store.ops_reads import OpsReads
+from fsbridge.store.ops_state import AlertStore
 
 log = get_logger(__name__)
 FLOW = "health_monitor"
@@ -40,10 +43,14 @@ class Condition:
     detail: str
 
 
+class HealthMonitorStore(OpsReads, AlertStore, DispatchStore, Protocol):
+    """What the monitor reads (counts, alert states) and writes (alert states, the alerts it queues)."""
+
+
 class HealthMonitor:
     def __init__(
         self,
-        store: Store,
+        store: HealthMonitorStore,
         clock: Clock,
         config: HealthConfig,
         *,

@@ -30,7 +30,8 @@ from fsbridge.settings import Settings
 from fsbridge.sources import fullstory, segment
 from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.signatures import SignatureError, verify_bearer, verify_fullstory, verify_segment
-from fsbridge.store import NewInboxEvent, NewQuarantined, Store
+from fsbridge.store import NewInboxEvent, NewQuarantined
+from fsbridge.store.intake import IntakeStore
 
 log = get_logger(__name__)
 
@@ -164,7 +165,7 @@ class Receiver:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: IntakeStore,
         clock: Clock,
         on_stored: Callable[[], None],
         metrics: Metrics | None = None,

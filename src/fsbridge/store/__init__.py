@@ -4,7 +4,9 @@ embedded engine, and a PostgreSQL engine implements the same interface for sever
 
 from __future__ import annotations
 
-from fsbridge.store.base import (
+from fsbridge.store.base import Store, open_store
+from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
+from fsbridge.store.records import (
     Accepted,
     AttemptRecord,
     AudienceChange,
@@ -24,11 +26,8 @@ from fsbridge.store.base import (
     NewQuarantined,
     QuarantinedEvent,
     Signal,
-    Store,
     Undispatched,
-    open_store,
 )
-from fsbridge.store.profiles import ForgetUser, ProfileUpdate, UserRecord
 
 __all__ = [
     "Accepted",

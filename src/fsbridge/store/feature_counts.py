@@ -16,7 +16,7 @@ import orjson
 from fsbridge.store.engine import Connection
 
 if TYPE_CHECKING:
-    from fsbridge.store.base import FeatureUse, NewDelivery
+    from fsbridge.store.records import FeatureUse, NewDelivery
 
 ALL = "all"
 

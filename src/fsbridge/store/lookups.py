@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from fsbridge.store.engine import Connection
 
 if TYPE_CHECKING:
-    from fsbridge.store.base import IdentityClaim, IdentityConflict
+    from fsbridge.store.records import IdentityClaim, IdentityConflict
 
 PRUNE_CHUNK = 5000
 

@@ -1,16 +1,50 @@
-"""The store's ops-read role: the counts and series that `/ops`, `/ops/api/stats`, `/metrics` and
-the health monitor read. Reads only, as functions on a connection that both engines run as they are."""
+"""The store's ops-read role: the counts, series and event stories that `/ops`, `/ops/api/stats`,
+`/metrics` and the health monitor read. Reads only, as functions on a connection that both engines
+run as they are; their callers depend on the narrow `OpsReads` protocol."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from fsbridge.store.base import DELIVERY_STATUSES, Undispatched
+from fsbridge.store import deliveries as deliveries_sql
 from fsbridge.store.engine import Connection
+from fsbridge.store.records import DELIVERY_STATUSES, EventStory, FlowSkip, InboxEvent, Undispatched
 
 SOURCE_COUNTS = ("received", "duplicate", "quarantined")
 FLOW_COUNTS = ("filtered", *DELIVERY_STATUSES)
 DESTINATION_COUNTS = DELIVERY_STATUSES
+
+
+class OpsReads(Protocol):
+    """Counts and series for the dashboard, the stats API, metrics and the health monitor."""
+
+    async def stats(self) -> dict[str, Any]: ...
+    async def undispatched(self) -> Undispatched: ...
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Deliveries per (destination, pending|retrying|dead|parked)."""
+        ...
+
+    async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        """Counts by source, flow and destination of what arrived or was queued since `since`."""
+        ...
+
+    async def timeline(self, since: float, bucket_seconds: float, buckets: int) -> dict[str, list[int]]:
+        """Received, delivered and dead per time bucket since `since` (the dashboard's chart)."""
+        ...
+
+    async def event_story(self, event_id: str) -> EventStory | None: ...
+    async def attempt_outcomes(self, since: float) -> dict[str, tuple[int, int]]:
+        """(successful, all) attempts per destination since `since` (look-ups excluded)."""
+        ...
+
+    async def inbound_counts(self, start: float, end: float) -> dict[str, int]:
+        """Events received per source in (start, end]."""
+        ...
+
+    async def dead_letters_since(self, since: float) -> dict[str, int]:
+        """Deliveries per destination that went dead since `since`."""
+        ...
 
 
 def undispatched(conn: Connection) -> Undispatched:
@@ -136,3 +170,41 @@ def dead_letters_since(conn: Connection, since: float) -> dict[str, int]:
         (since,),
     ).fetchall()
     return dict(rows)
+
+
+def timeline(
+    conn: Connection, to_bucket: Callable[[str], str], since: float, bucket_seconds: float, buckets: int
+) -> dict[str, list[int]]:
+    series = {name: [0] * buckets for name in ("received", "delivered", "dead")}
+    queries = {
+        "received": f"SELECT {to_bucket('(received_at - ?) / ?')}, COUNT(*) FROM inbox"  # noqa: S608
+        " WHERE received_at >= ? GROUP BY 1",
+        "delivered": f"SELECT {to_bucket('(delivered_at - ?) / ?')}, COUNT(*) FROM deliveries"  # noqa: S608
+        " WHERE status = 'delivered' AND delivered_at >= ? GROUP BY 1",
+        "dead": f"SELECT {to_bucket('(a.attempted_at - ?) / ?')}, COUNT(DISTINCT d.id) FROM deliveries d"  # noqa: S608
+        " JOIN attempts a ON a.delivery_id = d.id WHERE d.status = 'dead' AND a.attempted_at >= ? GROUP BY 1",
+    }
+    for name, sql in queries.items():
+        for bucket, count in conn.execute(sql, (since, bucket_seconds, since)):
+            if 0 <= bucket < buckets:
+                series[name][bucket] += count
+    return series
+
+
+def event_story(conn: Connection, event_id: str) -> EventStory | None:
+    """One stored event, what each flow did with it, its deliveries and their attempts."""
+    row = conn.execute(
+        "SELECT id, source, stream, dedup_key, kind, body, received_at, dispatched_at FROM inbox WHERE id = ?",
+        (event_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    filtered = [
+        FlowSkip(flow, reason)
+        for flow, reason in conn.execute(
+            "SELECT flow, reason FROM flow_outcomes WHERE inbox_id = ? ORDER BY flow", (event_id,)
+        )
+    ]
+    deliveries = deliveries_sql.deliveries_of_event(conn, event_id)
+    attempts = {d.id: deliveries_sql.list_attempts(conn, d.id) for d in deliveries}
+    return EventStory(InboxEvent(*row[:7]), row[7], filtered, deliveries, attempts)

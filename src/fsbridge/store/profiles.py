@@ -1,11 +1,11 @@
 """The store's profile role: the last traits and group per Segment userId, what operators read
 about one user, and forgetting a user. The SQL of this role lives here, as functions on a
-connection that both engines run as they are."""
+connection that both engines run as they are; readers depend on the narrow `ProfileStore`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -45,6 +45,21 @@ class UserRecord:
     identity_links: list[dict[str, str]] = field(default_factory=list)
     audiences: dict[str, bool] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+
+
+class ProfileStore(Protocol):
+    async def user_record(self, user_id: str) -> UserRecord | None:
+        """Everything fsbridge holds about one Segment user (None: nothing)."""
+        ...
+
+    async def user_activity(
+        self, identifiers: list[str], limit: int = 50
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The newest `limit` stored events naming any of these identifiers (as JSON strings), as
+        (id, source, stream, kind, received_at), and the newest deliveries made from them, as (id,
+        inbox_id, flow, destination, status, attempts, last_status_code, last_error, created_at,
+        next_attempt_at)."""
+        ...
 
 
 def apply_profile(conn: Connection, update: ProfileUpdate, now: float) -> None:

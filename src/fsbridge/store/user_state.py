@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fsbridge.store.engine import Connection
 
 if TYPE_CHECKING:
-    from fsbridge.store.base import Delivery, NewDelivery, Signal
+    from fsbridge.store.records import Delivery, NewDelivery, Signal
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import orjson
 
 from fsbridge.flows.aggregations.state import UserState
 from fsbridge.store import NewDelivery
-from fsbridge.store.base import DeliveryStatus
+from fsbridge.store.records import DeliveryStatus
 from fsbridge.targets.segment import LIBRARY
 
 
