@@ -209,14 +209,52 @@ def test_enrich_mistakes_are_located(change: str, message: str) -> None:
     assert any(message in problem and problem.startswith("f.yaml:") for problem in raised.value.problems)
 
 
-def test_a_flow_cannot_enrich_and_aggregate() -> None:
-    """enrich and aggregate together are refused (the aggregate is decided at dispatch, look-ups at delivery)."""
-    text = USER_FLOW.replace("REQUIRED", "true").replace(
-        "    target: segment.track", "    aggregate: {key: {path: userId}, threshold: 2}\n    target: segment.track"
+def aggregated_flow(key: str = "{path: userId}") -> str:
+    return USER_FLOW.replace("REQUIRED", "true").replace(
+        "    target: segment.track", f"    aggregate: {{key: {key}, threshold: 3}}\n    target: segment.track"
     )
+
+
+async def test_a_flow_that_aggregates_looks_up_only_for_the_event_that_crosses(
+    tmp_path: Path, fullstory: FakeFullstory
+) -> None:
+    """enrich + aggregate: the count is decided at dispatch; only the third order waits for a look-up,
+    sent once with what it found; a fourth order and a redelivered third send nothing more."""
+    b = await start_bridge(tmp_path, fullstory, config=parse_config(aggregated_flow()))
+    try:
+        for n in range(1, 4):
+            await b.post_segment(order(n))
+        await b.post_segment(order(3))  # redelivered: a duplicate, counted nowhere
+        await b.drain()
+        [message] = sent(b)
+        assert "https://app.fullstory.com/ui/o-1ABC/session/5557778531805533:1" == message["properties"]["replay"]
+        assert 1 == len(fullstory.lookups("/sessions/v2"))
+        await b.post_segment(order(4))
+        await b.drain()
+        assert 1 == len(sent(b))
+        assert 1 == len(fullstory.lookups("/sessions/v2"))
+        [delivery] = await b.runtime.store.list_deliveries("delivered", "order_with_replay", 10)
+        assert delivery.message_id == message["messageId"]  # the aggregate's id: (flow, key, window)
+        reasons = [
+            skip.reason
+            for d in await b.runtime.store.list_inbox(0, 10)
+            if (story := await b.runtime.store.event_story(d.id)) is not None
+            for skip in story.filtered
+        ]
+        assert sorted(reasons) == sorted(
+            ["aggregate: 1 of 3, below the threshold", "aggregate: 2 of 3, below the threshold",
+             "aggregate: 4 of 3, already reached the threshold"]
+        )  # fmt: skip
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
+
+
+def test_an_aggregate_key_cannot_read_what_lookups_find() -> None:
+    """An aggregate key that reads $enriched is refused with its place: it is decided before any look-up."""
     with pytest.raises(ConfigError) as raised:
-        parse_config(text, "f.yaml")
-    assert any("cannot both enrich and aggregate" in p for p in raised.value.problems)
+        parse_config(aggregated_flow("{path: $enriched.session.url}"), "f.yaml")
+    assert any("its key cannot read $enriched" in p and p.startswith("f.yaml:") for p in raised.value.problems)
 
 
 async def test_a_refused_lookup_ends_the_delivery_filtered_with_why(bridge: Bridge, fullstory: FakeFullstory) -> None:

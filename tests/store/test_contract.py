@@ -122,7 +122,8 @@ class TestIntake:
         again = await store.release_quarantined(held.id, fixed)
         assert (first.id, False, True) == (again.id, first.duplicate, again.duplicate)
         released = await store.get_quarantined(held.id)
-        assert released is not None and "replayed" == released.status
+        assert released is not None
+        assert "replayed" == released.status
         assert 0 == (await store.stats())["by_source"]["segment"]["duplicate"]
         assert [] == await store.list_quarantine(10)
 

@@ -105,6 +105,7 @@ class Router:
                 None if self.lookups_available else "look-ups need FSBRIDGE_FULLSTORY_API_KEY (dry run)",
                 action,
                 awaiting=AWAITING_ENRICHMENT,
+                aggregate=rendering.aggregate,
             )
         return NewDelivery(
             flow.name,

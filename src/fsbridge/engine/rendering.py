@@ -111,10 +111,22 @@ def render_flow(
             pending.append(s)
         steps = pending
     if steps and answers is None:
+        stage = "enrich"
         try:
-            return Rendering(flow, message_id, body=plan_of(flow, steps, envelope), awaiting_lookups=True)
+            step = None
+            if flow.aggregate is not None:
+                # Decided now, in the dispatch transaction, on the event alone: only the event that
+                # reaches the threshold waits for look-ups. `render_enriched` gives the same id.
+                stage = "aggregate"
+                step = aggregate_step(flow.aggregate, envelope)
+                if step is None:
+                    return Rendering(flow, message_id, held_back="aggregate: the event has no key")
+                message_id = aggregate_message_id(flow.name, step)
+                stage = "enrich"
+            plan = plan_of(flow, steps, envelope)
+            return Rendering(flow, message_id, body=plan, awaiting_lookups=True, aggregate=step)
         except Exception as exc:
-            error = f"the flow failed at its enrich stage: {type(exc).__name__}: {exc}"
+            error = f"the flow failed at its {stage} stage: {type(exc).__name__}: {exc}"
             return Rendering(flow, message_id, error=shorten(error))
     if steps:
         found = {name: value for name, value in (answers or {}).items() if value is not None}

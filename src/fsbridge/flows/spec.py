@@ -23,7 +23,7 @@ import orjson
 
 from fsbridge.config import FlowSpec
 from fsbridge.engine.flow import Aggregate, EnrichStep, Flow, RateCap, Trigger
-from fsbridge.engine.language import LanguageError, Problem, compile_filters, compile_mapping
+from fsbridge.engine.language import ENRICHED_PREFIX, LanguageError, Problem, compile_filters, compile_mapping
 from fsbridge.engine.lookups import LOOKUP_TYPES
 from fsbridge.engine.mapping import Directive, Filter, MappingSpec
 from fsbridge.envelope import Envelope
@@ -68,9 +68,16 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
     except LanguageError as exc:
         problems += exc.problems
     enrich = _enrich_steps(spec, functions, problems)
-    if enrich and spec.aggregate is not None:
-        # The aggregate is decided when the event is dispatched; a look-up is made when it is sent.
-        problems.append((("enrich",), "a flow cannot both enrich and aggregate (yet): split it into two flows"))
+    if enrich and spec.aggregate is not None and ENRICHED_PREFIX.encode() in orjson.dumps(spec.aggregate.key):
+        # The aggregate is decided when the event is dispatched, so that only the event that reaches
+        # the threshold waits for look-ups; what they find is known only when it is sent.
+        problems.append(
+            (
+                ("aggregate", "key"),
+                "the aggregate is decided when the event is dispatched, before any look-up: its key cannot read "
+                "$enriched (only the event that reaches the threshold is looked up)",
+            )
+        )
     aggregate = None
     if spec.aggregate is not None:
         try:
