@@ -47,6 +47,7 @@ class FakeSegment:
     def __init__(self) -> None:
         self.arrivals: dict[str, float] = {}
         self.messages = 0
+        self.requests = 0  # Tracking API batch requests: how many messages each carries is messages / requests
         self.first: float | None = None
         self.last: float | None = None
         self.lookups = 0
@@ -60,7 +61,8 @@ class FakeSegment:
         body = await _body(receive)
         if scope["path"] == "/stats":
             stats = {"messages": self.messages, "first": self.first, "last": self.last, "arrivals": self.arrivals,
-                     "lookups": self.lookups, "download_started": self.download_started}  # fmt: skip
+                     "lookups": self.lookups, "download_started": self.download_started,
+                     "requests": self.requests}  # fmt: skip
             await _send(send, 200, orjson.dumps(stats))
             return
         if scope["path"] == "/reset":
@@ -86,6 +88,7 @@ class FakeSegment:
             await _send(send, 200, b'{"id":"1"}')
             return
         batch = orjson.loads(body)["batch"]
+        self.requests += 1
         self.messages += len(batch)
         self.first = self.first or now
         self.last = now
