@@ -84,6 +84,10 @@ def serve(
     # passes, whose pauses otherwise show up as tail latency.
     gc.collect()
     gc.freeze()
+    # Each event allocates a few dozen short-lived containers, nearly all freed by reference
+    # counting: a young-generation pass every 700 allocations mostly finds nothing. Every 10,000
+    # measured +4 % delivered events/s for the whole service and +5 % for the drain (BENCHMARKS.md).
+    gc.set_threshold(10_000, 10, 10)
     uvicorn.run(
         app,
         host=bind,

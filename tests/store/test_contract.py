@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from fsbridge.store import (
     Undispatched,
 )
 from fsbridge.store.engine import Connection
+from fsbridge.store.jobs import RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
 from fsbridge.store.postgres import PostgresStore, postgres_schema
 from fsbridge.store.schema import SCHEMA_VERSION, base_schema
@@ -313,6 +315,25 @@ async def test_replay_of_dead_letters(store: SqlStore) -> None:
     assert 0 == await store.replay_deliveries("dead", "other-flow", NOW + 5)
     assert 2 == await store.replay_deliveries("dead", "flow", NOW + 5)
     assert {("segment", "pending"): 2} == await store.queue_depths()
+
+
+async def test_retention_counts_from_when_a_delivery_finished(store: SqlStore) -> None:
+    """A delivery created before the cutoff but delivered or dead after it is kept; one that finished before goes."""
+    await dispatched(store, 4)
+    early, late, dead_early, dead_late = await store.claim_deliveries("segment", 10, NOW, 60)
+    ok = AttemptRecord(NOW, 1.0, 200, None, None)
+    await store.record_updates(
+        [
+            DeliveryUpdate(early.id, "delivered", NOW + 10, replace(ok, attempted_at=NOW + 10)),
+            DeliveryUpdate(late.id, "delivered", NOW + 500, replace(ok, attempted_at=NOW + 500)),
+            DeliveryUpdate(dead_early.id, "dead", NOW + 10, None),
+            DeliveryUpdate(dead_late.id, "dead", NOW + 500, None),
+        ]
+    )
+    periods = RetentionPeriods(inbox=1e9, delivered=100, dead=100, filtered=100)
+    counts = await store.prune(NOW + 200, periods)
+    assert (1, 1) == (counts["delivered"], counts["dead"])
+    assert {late.id, dead_late.id} == {d.id for d in await store.list_deliveries(None, None, 10)}
 
 
 async def test_enrichment_and_user_reads(store: SqlStore) -> None:

@@ -110,14 +110,20 @@ def job_states(conn: Connection) -> dict[str, JobState]:
 def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict[str, int]:
     """One bounded pass of pruning; the caller repeats it until nothing is left to prune."""
     counts: dict[str, int] = {}
+    # A delivery finishes (delivered_at, or next_attempt_at once dead or filtered) no earlier than it
+    # was created, so `created_at < before` adds nothing but lets deliveries_by_status find them.
     finished = (
-        ("delivered", "status = 'delivered' AND delivered_at < ?", now - periods.delivered),
-        ("dead", "status = 'dead' AND next_attempt_at < ?", now - periods.dead),
-        ("filtered_deliveries", "status = 'filtered' AND next_attempt_at < ?", now - periods.filtered),
+        ("delivered", "status = 'delivered' AND created_at < ? AND delivered_at < ?", now - periods.delivered),
+        ("dead", "status = 'dead' AND created_at < ? AND next_attempt_at < ?", now - periods.dead),
+        (
+            "filtered_deliveries",
+            "status = 'filtered' AND created_at < ? AND next_attempt_at < ?",
+            now - periods.filtered,
+        ),
     )
     for label, condition, before in finished:
         query = f"SELECT id FROM deliveries WHERE {condition} LIMIT ?"  # noqa: S608 - fixed text
-        ids = [r[0] for r in conn.execute(query, (before, PRUNE_CHUNK))]
+        ids = [r[0] for r in conn.execute(query, (before, before, PRUNE_CHUNK))]
         if ids:
             marks = ",".join("?" * len(ids))
             conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)  # noqa: S608
