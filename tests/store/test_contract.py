@@ -106,6 +106,34 @@ class TestIntake:
         assert SCHEMA_VERSION == conn.execute("PRAGMA user_version").fetchone()[0]
         conn.close()
 
+    async def test_the_wal_starts_over_under_writes_that_never_pause(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the writer never idle, the WAL is restarted once it holds RESTART_FRAMES, so it stays
+        bounded (a passive checkpoint alone never finds it fully copied, and it grew without end)."""
+        monkeypatch.setattr(SQLiteStore, "CHECKPOINT_SECONDS", 0.01)
+        monkeypatch.setattr(SQLiteStore, "RESTART_FRAMES", 200)
+        store = SQLiteStore(str(tmp_path / "fsbridge.db"))
+        await store.open()
+        observer = sqlite3.connect(store.path, isolation_level=None)
+        frames: list[int] = []
+
+        async def writer(k: int) -> None:
+            for n in range(150):
+                await store.accept(event(k * 1000 + n))
+                if n % 10 == 0:
+                    # A passive checkpoint reports the WAL's length in frames, and never restarts it.
+                    frames.append(observer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+        try:
+            await asyncio.gather(*(writer(k) for k in range(32)))
+        finally:
+            observer.close()
+            await store.close()
+        assert 4800 == sum(1 for _ in sqlite3.connect(store.path).execute("SELECT id FROM inbox"))
+        assert len(frames) > 400
+        assert max(frames) < 2000, max(frames)  # with passive checkpoints alone: every frame written
+
     async def test_duplicate_returns_the_first_id_and_is_counted(self, store: SqlStore) -> None:
         """Accepting the same (source, dedup key) twice stores one row and counts one duplicate."""
         first = await store.accept(event(1))
