@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -64,6 +65,11 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
+def wal_frames(shm: Path) -> int:
+    """The WAL's length in frames: mxFrame in the wal-index header (read, without taking a lock)."""
+    return int.from_bytes(shm.read_bytes()[16:20], sys.byteorder)
+
+
 async def dispatched(store: SqlStore, n: int = 1) -> list[str]:
     ids = [(await store.accept(event(i))).id for i in range(n)]
     claimed = await store.claim_inbox(100, NOW, 60)
@@ -115,24 +121,60 @@ class TestIntake:
         monkeypatch.setattr(SQLiteStore, "RESTART_FRAMES", 200)
         store = SQLiteStore(str(tmp_path / "fsbridge.db"))
         await store.open()
-        observer = sqlite3.connect(store.path, isolation_level=None)
+        shm = Path(store.path + "-shm")
         frames: list[int] = []
 
         async def writer(k: int) -> None:
             for n in range(150):
                 await store.accept(event(k * 1000 + n))
                 if n % 10 == 0:
-                    # A passive checkpoint reports the WAL's length in frames, and never restarts it.
-                    frames.append(observer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+                    frames.append(wal_frames(shm))
 
         try:
             await asyncio.gather(*(writer(k) for k in range(32)))
         finally:
-            observer.close()
             await store.close()
         assert 4800 == sum(1 for _ in sqlite3.connect(store.path).execute("SELECT id FROM inbox"))
         assert len(frames) > 400
         assert max(frames) < 2000, max(frames)  # with passive checkpoints alone: every frame written
+
+    async def test_work_asked_of_the_writer_runs_once_between_transactions(self, sqlite_store: SQLiteStore) -> None:
+        """Work an engine asks of the writer runs once, after the next commit, with no transaction open."""
+        seen: list[bool] = []
+        sqlite_store._writer.between_transactions(lambda conn: seen.append(conn.in_transaction))
+        await sqlite_store.accept(event(1))
+        await sqlite_store.accept(event(2))  # the writer ran the work before taking this write
+        assert [False] == seen
+
+    async def test_a_long_reader_does_not_stall_writes_behind_a_wal_restart(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A restart checkpoint blocks writers while it waits for readers: with a reader holding an
+        old snapshot, each attempt gives up quickly, so no write waits long (it waited up to 1 s)."""
+        monkeypatch.setattr(SQLiteStore, "CHECKPOINT_SECONDS", 0.05)
+        monkeypatch.setattr(SQLiteStore, "RESTART_FRAMES", 50)
+        store = SQLiteStore(str(tmp_path / "fsbridge.db"))
+        await store.open()
+        for n in range(200):  # enough frames that every checkpoint pass tries to restart the WAL
+            await store.accept(event(n))
+        reader = sqlite3.connect(store.path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM inbox").fetchone()  # holds its snapshot until COMMIT
+        slowest = 0.0
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.5
+            n = 1000
+            while loop.time() < deadline:
+                started = loop.time()
+                await store.accept(event(n))
+                slowest = max(slowest, loop.time() - started)
+                n += 1
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+            await store.close()
+        assert slowest < 0.5, slowest
 
     async def test_duplicate_returns_the_first_id_and_is_counted(self, store: SqlStore) -> None:
         """Accepting the same (source, dedup key) twice stores one row and counts one duplicate."""

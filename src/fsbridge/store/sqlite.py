@@ -23,6 +23,7 @@ from fsbridge.store.sql import SqlStore
 # cycle reuses the file's blocks: truncating and growing it each cycle cost 3 % of throughput
 # (each commit's fdatasync then carries a size change).
 WAL_SIZE_LIMIT = 256 * 1024 * 1024
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another process's lock (the CLI)
 
 
 class SQLiteEngine:
@@ -40,7 +41,7 @@ class SQLiteEngine:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # Checkpoints run in the background (SQLiteStore), so no commit waits for one.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the WAL file's size after it starts over
@@ -102,6 +103,7 @@ class SQLiteStore(SqlStore):
 
     CHECKPOINT_SECONDS = 1.0
     RESTART_FRAMES = 16_384  # 64 MiB of 4 KiB pages
+    RESTART_WAIT_MS = 20
 
     def __init__(self, path: str) -> None:
         super().__init__(SQLiteEngine(path))
@@ -129,9 +131,8 @@ class SQLiteStore(SqlStore):
         # A passive checkpoint copies committed pages into the database without blocking the writer.
         # Under a steady load it never finds the WAL fully copied, so the WAL would never start over:
         # it grew by about 100 MB/s, its index (and every page look-up through it) with it. Once the
-        # WAL holds RESTART_FRAMES, a restart checkpoint copies the few frames the passive pass left,
-        # waiting for the writer's current transaction only, and the next write starts the WAL anew
-        # (and cuts a file grown past WAL_SIZE_LIMIT, by a long reader say, back to it).
+        # WAL holds RESTART_FRAMES, the writer itself restarts it between two transactions (a
+        # checkpoint from here would have to win the write lock in the moment between them).
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=1000")
@@ -139,11 +140,22 @@ class SQLiteStore(SqlStore):
                 with contextlib.suppress(sqlite3.Error):
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames >= self.RESTART_FRAMES:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                        self._writer.between_transactions(self._restart_wal)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
+
+    def _restart_wal(self, conn: Connection) -> None:
+        """On the write connection, between transactions: copy the frames the passive pass left and
+        start the WAL over (cutting a file grown past WAL_SIZE_LIMIT back to it). It waits for
+        readers of older frames RESTART_WAIT_MS at most, since writes wait meanwhile: behind a long
+        reader (a backtest, a large ops read) it gives up and is asked again at the next pass."""
+        conn.execute(f"PRAGMA busy_timeout={self.RESTART_WAIT_MS}")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _statements(script: str) -> list[str]:

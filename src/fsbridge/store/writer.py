@@ -43,6 +43,9 @@ class GroupCommitWriter:
         self._conn: Connection | None = None
         self.transactions = 0
         self.writes = 0  # committed writes: writes / transactions is the mean commit group
+        # Work an engine asks the writer to do on its connection between two transactions, where no
+        # other writer can be (SQLite's WAL restart); run once, after the next commit.
+        self._between: Callable[[Connection], None] | None = None
 
     def start(self) -> None:
         self._conn = self._engine.connect()
@@ -59,6 +62,10 @@ class GroupCommitWriter:
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put(_Job(fn, loop, future))
         return future
+
+    def between_transactions(self, fn: Callable[[Connection], None]) -> None:
+        """Run `fn` on the write connection after the next commit (safe from any thread)."""
+        self._between = fn
 
     def _run(self) -> None:
         while True:
@@ -77,6 +84,12 @@ class GroupCommitWriter:
                     break
                 group.append(job)
             self._commit_group(group)
+            between, self._between = self._between, None
+            if between is not None and self._conn is not None:
+                try:
+                    between(self._conn)
+                except Exception as exc:  # maintenance: the writes it follows are committed already
+                    log.warning("store.between_transactions_failed", error=str(exc))
             if stop:
                 return
 
