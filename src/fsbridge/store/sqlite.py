@@ -140,6 +140,10 @@ class SQLiteStore(SqlStore):
                 with contextlib.suppress(sqlite3.Error):
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames >= self.RESTART_FRAMES:
+                        # Each pass copies what was written during the one before, so what is left
+                        # for the writer's restart (which holds writes meanwhile) is a few ms of it.
+                        for _ in range(2):
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         self._writer.between_transactions(self._restart_wal)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
