@@ -118,10 +118,10 @@ def render_flow(
                 # Decided now, in the dispatch transaction, on the event alone: only the event that
                 # reaches the threshold waits for look-ups. `render_enriched` gives the same id.
                 stage = "aggregate"
-                step = aggregate_step(flow.aggregate, envelope)
-                if step is None:
-                    return Rendering(flow, message_id, held_back="aggregate: the event has no key")
-                message_id = aggregate_message_id(flow.name, step)
+                keyed = _keyed(flow, flow.aggregate, envelope, message_id)
+                if isinstance(keyed, Rendering):
+                    return keyed
+                step, message_id = keyed
                 stage = "enrich"
             plan = plan_of(flow, steps, envelope)
             return Rendering(flow, message_id, body=plan, awaiting_lookups=True, aggregate=step)
@@ -158,11 +158,10 @@ def render_enriched(flow: Flow, envelope: Envelope, limits: DestinationLimits, m
                 return Rendering(flow, message_id, held_back=f"{check.name}: {check.explain(envelope)}")
         if flow.aggregate is not None:
             stage = "aggregate"
-            step = aggregate_step(flow.aggregate, envelope)
-            if step is None:
-                return Rendering(flow, message_id, held_back="aggregate: the event has no key")
-            # One message per key and window, whichever event reaches the threshold.
-            message_id = aggregate_message_id(flow.name, step)
+            keyed = _keyed(flow, flow.aggregate, envelope, message_id)
+            if isinstance(keyed, Rendering):
+                return keyed
+            step, message_id = keyed
         stage = "map"
         output = resolve(flow.mapping, envelope)
         stage = "send"
@@ -180,6 +179,17 @@ def render_enriched(flow: Flow, envelope: Envelope, limits: DestinationLimits, m
         return Rendering(flow, message_id, error=error, body=body)
     content_hash = hashlib.sha256(body).hexdigest() if scope else None
     return Rendering(flow, message_id, body=body, sync_scope=scope, content_hash=content_hash, aggregate=step)
+
+
+def _keyed(
+    flow: Flow, aggregate: Aggregate, envelope: Envelope, message_id: str
+) -> Rendering | tuple[AggregateStep, str]:
+    """The event's aggregate step and the message id it sends under (one message per key and
+    window, whichever event reaches the threshold), or the event held back for having no key."""
+    step = aggregate_step(aggregate, envelope)
+    if step is None:
+        return Rendering(flow, message_id, held_back="aggregate: the event has no key")
+    return step, aggregate_message_id(flow.name, step)
 
 
 def aggregate_step(aggregate: Aggregate, envelope: Envelope) -> AggregateStep | None:
