@@ -113,16 +113,14 @@ def render_flow(
     if steps and answers is None:
         stage = "enrich"
         try:
-            step = None
-            if flow.aggregate is not None:
-                # Decided now, in the dispatch transaction, on the event alone: only the event that
-                # reaches the threshold waits for look-ups. `render_enriched` gives the same id.
-                stage = "aggregate"
-                keyed = _keyed(flow, flow.aggregate, envelope, message_id)
-                if isinstance(keyed, Rendering):
-                    return keyed
-                step, message_id = keyed
-                stage = "enrich"
+            # An aggregate is decided now, in the dispatch transaction, on the event alone: only the
+            # event that reaches the threshold waits for look-ups. `render_enriched` gives the same id.
+            stage = "aggregate"
+            keyed = _keyed(flow, envelope, message_id)
+            if isinstance(keyed, Rendering):
+                return keyed
+            step, message_id = keyed
+            stage = "enrich"
             plan = plan_of(flow, steps, envelope)
             return Rendering(flow, message_id, body=plan, awaiting_lookups=True, aggregate=step)
         except Exception as exc:
@@ -151,17 +149,15 @@ def render_enriched(flow: Flow, envelope: Envelope, limits: DestinationLimits, m
     """The stages after enrich (its filters, aggregate, map, send) on an envelope that carries what
     the look-ups found, if any; never raises."""
     stage = "when_enriched"
-    step = None
     try:
         for check in flow.when_enriched:
             if not check.test(envelope):
                 return Rendering(flow, message_id, held_back=f"{check.name}: {check.explain(envelope)}")
-        if flow.aggregate is not None:
-            stage = "aggregate"
-            keyed = _keyed(flow, flow.aggregate, envelope, message_id)
-            if isinstance(keyed, Rendering):
-                return keyed
-            step, message_id = keyed
+        stage = "aggregate"
+        keyed = _keyed(flow, envelope, message_id)
+        if isinstance(keyed, Rendering):
+            return keyed
+        step, message_id = keyed
         stage = "map"
         output = resolve(flow.mapping, envelope)
         stage = "send"
@@ -181,12 +177,13 @@ def render_enriched(flow: Flow, envelope: Envelope, limits: DestinationLimits, m
     return Rendering(flow, message_id, body=body, sync_scope=scope, content_hash=content_hash, aggregate=step)
 
 
-def _keyed(
-    flow: Flow, aggregate: Aggregate, envelope: Envelope, message_id: str
-) -> Rendering | tuple[AggregateStep, str]:
+def _keyed(flow: Flow, envelope: Envelope, message_id: str) -> Rendering | tuple[AggregateStep | None, str]:
     """The event's aggregate step and the message id it sends under (one message per key and
-    window, whichever event reaches the threshold), or the event held back for having no key."""
-    step = aggregate_step(aggregate, envelope)
+    window, whichever event reaches the threshold), or the event held back for having no key. A
+    flow without an aggregate keeps `message_id`."""
+    if flow.aggregate is None:
+        return None, message_id
+    step = aggregate_step(flow.aggregate, envelope)
     if step is None:
         return Rendering(flow, message_id, held_back="aggregate: the event has no key")
     return step, aggregate_message_id(flow.name, step)

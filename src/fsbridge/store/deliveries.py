@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from fsbridge.store.engine import Connection
+from fsbridge.store.engine import Connection, in_chunks
 from fsbridge.store.intake import new_id
 from fsbridge.store.records import UNRENDERED, AttemptRecord, Delivery, DeliveryUpdate, NewDelivery
 
@@ -242,9 +242,7 @@ def replay_deliveries(conn: Connection, status: str, flow: str | None, now: floa
 
 def deliveries_for_events(conn: Connection, event_ids: list[str], flow: str) -> dict[str, Delivery]:
     found: dict[str, Delivery] = {}
-    for start in range(0, len(event_ids), 500):
-        chunk = event_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(event_ids):
         rows = conn.execute(
             f"SELECT {DELIVERY_COLUMNS} FROM deliveries"  # noqa: S608 - fixed columns and placeholders
             f" WHERE flow = ? AND inbox_id IN ({marks}) ORDER BY created_at, id",

@@ -1,12 +1,15 @@
 """What a SQL engine gives the store: connections that look alike (sqlite3's and psycopg's share
 `execute`, `fetchone`, `fetchall`, `rowcount`), its schema, and the few phrases where the two
 dialects differ. Everything else (every query, group commit, leases) is shared, so both engines
-behave the same by construction."""
+behave the same by construction; `in_chunks` binds a long list of values under either one's limit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+IN_CHUNK = 500  # values bound in one `IN (...)`: well under either engine's parameter limit
 
 
 class Cursor(Protocol):
@@ -53,3 +56,10 @@ class Engine(Protocol):
         ...
 
     def describe(self) -> str: ...
+
+
+def in_chunks(values: Sequence[T]) -> Iterator[tuple[Sequence[T], str]]:
+    """`values` in chunks of IN_CHUNK, each with its placeholders (`?,?,...`) for an `IN (...)`."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))

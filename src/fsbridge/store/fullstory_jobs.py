@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fsbridge.store.engine import Connection
+from fsbridge.store.engine import Connection, in_chunks
 
 CHUNK = 5000  # rows a statement stages or applies at once, so no write holds the writer for long
 
@@ -185,9 +185,7 @@ def high_value_candidates(
                     users.add(user_id)
     checks: dict[str, SessionCheck] = {u: SessionCheck(u, None, None) for u in users}
     ordered = sorted(users)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ordered):
         for user_id, checked_at, newest_at in conn.execute(
             f"SELECT user_id, checked_at, newest_at FROM session_checks WHERE user_id IN ({marks})",  # noqa: S608
             chunk,

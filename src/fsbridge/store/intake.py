@@ -11,7 +11,7 @@ import secrets
 import time
 from typing import Protocol
 
-from fsbridge.store.engine import Connection
+from fsbridge.store.engine import Connection, in_chunks
 from fsbridge.store.records import Accepted, InboxEvent, NewInboxEvent, NewQuarantined, QuarantinedEvent
 
 FULLSTORY_API = "fullstory_api"  # the source of what scheduled jobs fetch (sources/fullstory_api.py)
@@ -119,12 +119,8 @@ def get_inbox_event(conn: Connection, event_id: str) -> InboxEvent | None:
 
 def inbox_events(conn: Connection, event_ids: list[str]) -> dict[str, InboxEvent]:
     events: dict[str, InboxEvent] = {}
-    for start in range(0, len(event_ids), 500):
-        chunk = event_ids[start : start + 500]
-        rows = conn.execute(
-            f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ({','.join('?' * len(chunk))})",  # noqa: S608
-            chunk,
-        )
+    for chunk, marks in in_chunks(event_ids):
+        rows = conn.execute(f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ({marks})", chunk)  # noqa: S608
         events.update((row[0], InboxEvent(*row)) for row in rows)
     return events
 

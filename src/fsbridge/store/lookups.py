@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from fsbridge.store.engine import Connection
+from fsbridge.store.engine import Connection, in_chunks
 
 if TYPE_CHECKING:
     from fsbridge.store.records import IdentityClaim, IdentityConflict
@@ -58,9 +58,7 @@ class LookupStore(Protocol):
 
 def cached_answers(conn: Connection, keys: list[str], now: float) -> dict[str, str]:
     found: dict[str, str] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(keys):
         rows = conn.execute(
             f"SELECT key, answer FROM lookup_cache WHERE key IN ({marks}) AND expires_at > ?",  # noqa: S608
             (*chunk, now),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fsbridge.store.engine import Connection
+from fsbridge.store.engine import Connection, in_chunks
 
 if TYPE_CHECKING:
     from fsbridge.store.records import Delivery, NewDelivery, Signal
@@ -70,9 +70,7 @@ class UserStateStore(Protocol):
 def load(conn: Connection, keys: list[str], lock: str) -> dict[str, str | None]:
     """The stored states of these users (None for those without one), locked for the transaction."""
     found: dict[str, str | None] = dict.fromkeys(keys)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(keys):
         query = f"SELECT user_key, state FROM user_state WHERE user_key IN ({marks}){lock}"  # noqa: S608
         found.update(conn.execute(query, chunk).fetchall())
     return found
