@@ -35,7 +35,6 @@ from fsbridge.settings import Settings
 from fsbridge.sources.intake import Receiver
 from fsbridge.store import Store, open_store
 from fsbridge.store.records import AWAITING_ENRICHMENT
-from fsbridge.store.sql import SqlStore
 from fsbridge.targets import Destination
 from fsbridge.targets.fullstory import FullstoryDestination
 from fsbridge.targets.fullstory_lookups import FullstoryApi
@@ -79,7 +78,7 @@ class Runtime:
         limits = {name: DestinationLimits(d.dry_run, d.max_message_bytes) for name, d in self.destinations.items()}
         rules = IdentityRules(config.identity)
         self.aggregations = UserAggregations(config.flows, segment_dry_run=self.destinations["segment"].dry_run)
-        if self.aggregations.enabled and isinstance(self.store, SqlStore):
+        if self.aggregations.enabled:
             self.store.user_states = self.aggregations  # decided in the dispatch transaction
         adoption = config.flows.feature_adoption
         self.adoption = (
@@ -87,7 +86,7 @@ class Runtime:
             if adoption.enabled and adoption.features
             else None
         )
-        if self.adoption is not None and isinstance(self.store, SqlStore):
+        if self.adoption is not None:
             self.store.feature_counting = self.adoption.rules  # counted in the dispatch transaction
         self.router = Router(
             self.flows,
@@ -98,9 +97,8 @@ class Runtime:
             adoption=adoption if self.adoption is not None else None,
         )
         self.metrics = Metrics()
-        if isinstance(self.store, SqlStore):
-            store = self.store
-            self.metrics.watch_store(lambda: (store.transactions, store.writes))
+        store = self.store
+        self.metrics.watch_store(lambda: (store.transactions, store.writes))
         self.worker = Worker(
             self.store,
             self.router,
@@ -133,7 +131,7 @@ class Runtime:
                 is_parked=lambda: "fullstory" in self.worker.parked,
                 park=self._park_fullstory,
             )
-        if self.aggregations.enabled and isinstance(self.store, SqlStore):
+        if self.aggregations.enabled:
             self.worker.renderers[AWAITING_COALESCED] = PendingIdentifies(
                 self.store, self.destinations["segment"].dry_run
             )

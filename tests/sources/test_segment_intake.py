@@ -174,10 +174,10 @@ class TestBounds:
         self, bridge: Bridge, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """2,500 unrecognised messages are quarantined in one store write, with one log line for the request."""
-        writes = bridge.runtime.store.writes  # type: ignore[attr-defined]
+        writes = bridge.runtime.store.writes
         response = await bridge.post_segment([{"n": n} for n in range(2500)], token=SEGMENT_TOKEN)
         assert 422 == response.status_code
-        assert 1 == bridge.runtime.store.writes - writes  # type: ignore[attr-defined]
+        assert 1 == bridge.runtime.store.writes - writes
         assert 1 == capsys.readouterr().out.count("inbox.quarantined")
         assert 2500 == (await bridge.runtime.store.stats())["by_source"]["segment"]["quarantined"]
 

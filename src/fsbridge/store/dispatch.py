@@ -24,6 +24,11 @@ from fsbridge.store.user_state import Decision, UserStateDecider
 class DispatchStore(Protocol):
     """What routing needs: stored events to route, and one write of what routing decided."""
 
+    # What the dispatch transaction decides with, set by the runtime when a flow needs it: the
+    # per-user aggregations, and how feature uses are counted.
+    user_states: UserStateDecider | None
+    feature_counting: CountingRules | None
+
     async def claim_inbox(self, limit: int, now: float, lease_seconds: float) -> list[InboxEvent]: ...
     async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
         """Write deliveries, filter outcomes, identity claims and audience changes; mark events dispatched.

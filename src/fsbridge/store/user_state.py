@@ -61,6 +61,11 @@ class UserStateStore(Protocol):
     async def tick_user_states(
         self, decider: UserStateDecider, now: float, recover_before: float | None, after: str, limit: int = 500
     ) -> tuple[int, int, str | None]: ...
+    async def render_pending(self, deliveries: list[Delivery], renderer: PendingRenderer) -> list[Any]:
+        """Render claimed coalesced identifies from their users' states, in one transaction with
+        the states they change."""
+        ...
+
     async def user_state(self, user_key: str) -> str | None: ...
     async def user_state_overview(
         self, limit: int = 50
