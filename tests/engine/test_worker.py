@@ -247,3 +247,26 @@ class TestBatching:
         finally:
             await b.client.aclose()
             await b.runtime.stop()
+
+
+class TestIdleWait:
+    async def test_a_paused_destination_waits_the_whole_interval(self, bridge: Bridge) -> None:
+        """A paused destination with deliveries due sleeps the poll interval between rounds instead of spinning."""
+        await bridge.post_stream(RAGE_CLICK)
+        await bridge.runtime.worker.dispatch_once()
+        response = await bridge.client.post("/ops/api/destinations/segment/pause", headers=bridge.ops_headers())
+        assert 200 == response.status_code
+        worker = bridge.runtime.worker
+        assert 0 == await worker.deliver_once("segment")
+        assert worker.poll_interval == await worker.wait_before_next_round("segment")
+
+    async def test_the_wait_ends_when_the_next_delivery_is_due(self, bridge: Bridge) -> None:
+        """After a round that sent nothing, the sender sleeps until the next delivery's retry is due."""
+        bridge.upstream.script_next([500])
+        await bridge.post_stream(RAGE_CLICK)
+        await bridge.drain()
+        worker = bridge.runtime.worker
+        worker.poll_interval = 60.0
+        assert 1.0 == await worker.wait_before_next_round("segment")
+        bridge.clock.advance(0.25)
+        assert 0.75 == await worker.wait_before_next_round("segment")

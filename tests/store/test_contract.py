@@ -279,8 +279,21 @@ class TestClaims:
         [d] = await store.claim_deliveries("segment", 10, NOW, 30)
         await store.record_updates([DeliveryUpdate(d.id, "pending", NOW + 100, None)])
         assert [] == await store.claim_deliveries("segment", 10, NOW + 99, 30)
-        assert NOW + 100 == await store.next_due_at("segment")
+        assert NOW + 100 == await store.next_due_at("segment", NOW + 99)
         assert 1 == len(await store.claim_deliveries("segment", 10, NOW + 100, 30))
+
+    async def test_next_due_at_is_the_earliest_claimable_time(self, store: SqlStore) -> None:
+        """next_due_at answers when a delivery can next be claimed: the earliest later one, or a lease's end."""
+        await dispatched(store, 3)
+        claimed = await store.claim_deliveries("segment", 10, NOW, 30)
+        later = [DeliveryUpdate(d.id, "pending", NOW + 200 + n, None) for n, d in enumerate(claimed[1:])]
+        await store.record_updates(later)
+        assert NOW + 30 == await store.next_due_at("segment", NOW + 1)  # the first one's lease ends first
+        await store.record_updates([DeliveryUpdate(claimed[0].id, "delivered", NOW, None)])
+        assert NOW + 200 == await store.next_due_at("segment", NOW + 1)
+        assert NOW + 200 == await store.next_due_at("segment", NOW + 200)
+        await store.record_updates([DeliveryUpdate(d.id, "delivered", NOW, None) for d in claimed[1:]])
+        assert None is await store.next_due_at("segment", NOW + 1)
 
     async def test_parked_destination_gets_new_deliveries_as_parked(self, store: SqlStore) -> None:
         """While a destination is parked, new deliveries for it are stored as parked; resume releases them."""

@@ -334,6 +334,22 @@ class Worker:
         ready.sort(key=lambda d: d.next_attempt_at)
         return ready
 
+    async def wait_before_next_round(self, name: str) -> float:
+        """How long a destination's sender sleeps after a round that sent nothing (it wakes sooner
+        when new deliveries are committed): until its rate limit or breaker lets it send, until its
+        next delivery is due, and at most `poll_interval`. A paused or parked destination waits the
+        whole interval, however much is due: what is due is what it must not send."""
+        if name in self.paused or name in self.parked:
+            return self.poll_interval
+        idle = self.idle_for(name)
+        if idle is not None:
+            return min(self.poll_interval, max(idle, 0.01))
+        now = self.clock.now()
+        next_due = await self.store.next_due_at(name, now)
+        if next_due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.0, next_due - now))
+
     def idle_for(self, name: str) -> float | None:
         """How long a destination's rate limit or breaker keeps it idle (None: not held)."""
         guard = self.guards.get(name)
@@ -508,14 +524,7 @@ class Worker:
             try:
                 await self.refresh_destination_states()
                 moved = await self.deliver_once(name)
-                timeout = self.poll_interval
-                idle = self.idle_for(name)
-                if moved == 0 and idle is not None:
-                    timeout = min(timeout, max(idle, 0.01))
-                elif moved == 0:
-                    next_due = await self.store.next_due_at(name)
-                    if next_due is not None:
-                        timeout = min(timeout, max(0.0, next_due - self.clock.now()))
+                timeout = self.poll_interval if moved else await self.wait_before_next_round(name)
             except Exception as exc:
                 log.error("worker.delivery_failed", destination=name, error=str(exc))
                 moved, timeout = 0, self.poll_interval

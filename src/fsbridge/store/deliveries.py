@@ -27,7 +27,7 @@ class DeliveryStore(Protocol):
         self, destination: str, limit: int, now: float, lease_seconds: float
     ) -> list[Delivery]: ...
     async def record_updates(self, updates: list[DeliveryUpdate]) -> None: ...
-    async def next_due_at(self, destination: str) -> float | None: ...
+    async def next_due_at(self, destination: str, now: float) -> float | None: ...
     async def park_destination(self, name: str, reason: str, now: float) -> None: ...
     async def resume_destination(self, name: str, now: float) -> int: ...
     async def parked_destinations(self) -> dict[str, str]: ...
@@ -132,11 +132,21 @@ def record_updates(conn: Connection, updates: list[DeliveryUpdate]) -> None:
         )
 
 
-def next_due_at(conn: Connection, destination: str) -> float | None:
+def next_due_at(conn: Connection, destination: str, now: float) -> float | None:
+    """When a pending delivery of the destination is next claimable: the latest of its time and its
+    lease. Only the rows due by `now` (few, when the sender has nothing to claim: those under a
+    lease) and the first one after it are read, through `deliveries_due`, however many wait for
+    later (coalesced identifies queue one per user and interval). A row after `now` still under a
+    lease answers its own time, earlier than the truth: the sender wakes once too early, never late."""
     row = conn.execute(
-        "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END)"
-        " FROM deliveries WHERE destination = ? AND status = 'pending'",
-        (destination,),
+        "SELECT MIN(due) FROM ("
+        " SELECT CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END AS due"
+        "  FROM deliveries WHERE destination = ? AND status = 'pending' AND next_attempt_at <= ?"
+        " UNION ALL"
+        " SELECT * FROM (SELECT next_attempt_at FROM deliveries WHERE destination = ? AND status = 'pending'"
+        "  AND next_attempt_at > ? ORDER BY next_attempt_at LIMIT 1) AS later"
+        ") AS due_times",
+        (destination, now, destination, now),
     ).fetchone()
     return None if row is None else row[0]
 

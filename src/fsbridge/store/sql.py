@@ -253,8 +253,8 @@ class SqlStore:
         if updates:
             await self._write(lambda conn: deliveries_sql.record_updates(conn, updates))
 
-    async def next_due_at(self, destination: str) -> float | None:
-        return await self._read(lambda conn: deliveries_sql.next_due_at(conn, destination))
+    async def next_due_at(self, destination: str, now: float) -> float | None:
+        return await self._read(lambda conn: deliveries_sql.next_due_at(conn, destination, now))
 
     async def park_destination(self, name: str, reason: str, now: float) -> None:
         await self._write(lambda conn: deliveries_sql.park_destination(conn, name, reason, now))
