@@ -1,12 +1,15 @@
-"""The aggregations row of `make bench`: the frustration pipeline end to end (stored rage, dead
-and error clicks of many users, drained by one worker into a fake Segment) with the per-user
-aggregation flows enabled (the shipped configuration) against the same run with them disabled,
-and a soak: 1,000,000 clicks over 100,000 users, with the worker's RSS at the start and its peak.
+"""The aggregations rows of `make bench`: the frustration pipeline with the five aggregation flows
+enabled (the shipped configuration, and `feature_adoption` counting the clicks) against the same
+run with them disabled. End to end: rage, dead and error clicks of many users posted by 32 wrk
+connections to the whole service (`--role all`, one core) until everything they sent has reached
+the fake Segment. The drain alone: the same clicks stored beforehand, drained by one worker. And a
+soak: 1,000,000 clicks over 100,000 users, with the worker's RSS at the start and its peak.
 
-Run alone: `python bench/aggregations.py [CLICKS] [USERS] [off,on,...]`."""
+Run alone: `python bench/aggregations.py [CLICKS] [USERS] [off,on,...] [drain|end-to-end]`."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -20,12 +23,16 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.run import LOAD_CORE, OPS_TOKEN, InboxRow, fsbridge, preload, segment_stats, uvicorn  # noqa: E402
+from bench.run import LOAD_CORE, OPS_TOKEN, InboxRow, fsbridge, preload, segment_stats, uvicorn, wrk  # noqa: E402
 from fsbridge.testing import free_port  # noqa: E402
 
 KINDS = (("rage_click", "rage-click"), ("dead_click", "dead-click"), ("error_click", "error-click"))
 OFF = "".join(f"  {name}: {{enabled: false}}\n" for name in
               ("experience_at_risk", "frustration_traits", "health_score", "nps_follow_up"))  # fmt: skip
+# The fifth flow, off in the shipped configuration since it needs features: the bench's clicks.
+FEATURE_ADOPTION = (
+    "  feature_adoption: {enabled: true, features: {checkout: {source: fullstory_stream, stream: bench}}}\n"
+)
 
 
 def clicks(count: int, users: int) -> Iterator[InboxRow]:
@@ -42,6 +49,20 @@ def clicks(count: int, users: int) -> Iterator[InboxRow]:
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """User and system CPU seconds of the process's main thread (the event loop) and of its other
+    threads (the store's writer above all), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {"main": 0.0, "other threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        seconds["main" if task.name == str(pid) else "other threads"] += (int(fields[11]) + int(fields[12])) / tick
+    return seconds
 
 
 def undispatched(port: int) -> int:
@@ -63,13 +84,45 @@ def drained(port: int, segment_port: int) -> None:
         last = messages
 
 
-def measure(workdir: Path, segment_port: int, count: int, users: int, *, aggregations: bool) -> dict[str, float]:
-    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+def configured(workdir: Path, *, aggregations: bool) -> Path:
+    """A run directory with the shipped configuration, the five aggregation flows on or off."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"agg-{'on' if aggregations else 'off'}-", dir=workdir))
     shutil.copytree(ROOT / "config", run_dir / "config")
-    if not aggregations:
-        path = run_dir / "config" / "fsbridge.yaml"
-        path.write_text(path.read_text().rstrip("\n") + "\n" + OFF)
+    path = run_dir / "config" / "fsbridge.yaml"
+    path.write_text(path.read_text().rstrip("\n") + "\n" + (FEATURE_ADOPTION if aggregations else OFF))
+    return run_dir
+
+
+def measure_end_to_end(
+    workdir: Path, segment_port: int, seconds: float, users: int, *, aggregations: bool, warmup: float = 5
+) -> dict[str, float]:
+    """32 wrk connections of clicks of `users` users for `seconds`, then until everything is
+    dispatched and nothing more arrives at Segment: the clicks fsbridge accepted over the time from
+    the first request to the last message Segment received. A warm-up of `warmup` seconds, drained
+    first, gives most users their state and first identifies, as a service that has run a while has."""
+    run_dir = configured(workdir, aggregations=aggregations)
+    env = {"BENCH_USERS": str(users)}
+    with fsbridge(run_dir, segment_port, role="all") as server:
+        wrk(server.port, warmup, script="clicks_of_many_users.lua", env=env)
+        drained(server.port, segment_port)
+        httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+        assert server.handle is not None
+        cpu_before, start = cpu_seconds(server.handle.pid), time.time()
+        load = wrk(server.port, seconds, script="clicks_of_many_users.lua", env=env)
+        drained(server.port, segment_port)
+        stats, cpu_after = segment_stats(segment_port), cpu_seconds(server.handle.pid)
+    accepted = load["requests"] - load["non_2xx"]
+    seconds_taken = (stats["last"] or time.time()) - start
+    # CPU per click by thread (the drain's last half second idle included, which costs nothing).
+    cpu = {name: (cpu_after[name] - cpu_before[name]) / accepted * 1e6 for name in cpu_after}
+    return {"clicks_per_s": accepted / seconds_taken, "accepted": accepted, "seconds": seconds_taken,
+            "intake_rps": load["rps"], "messages": stats["messages"],
+            "cpu_us_per_click": {name: round(us, 1) for name, us in cpu.items()}}  # fmt: skip
+
+
+def measure(workdir: Path, segment_port: int, count: int, users: int, *, aggregations: bool) -> dict[str, float]:
+    httpx.post(f"http://127.0.0.1:{segment_port}/reset")
+    run_dir = configured(workdir, aggregations=aggregations)
     preload(run_dir / "fsbridge.db", clicks(count, users))
     with fsbridge(run_dir, segment_port, role="worker") as server:
         assert server.handle is not None
@@ -90,9 +143,13 @@ def main() -> None:
     try:
         with uvicorn("fake_segment", free_port(), LOAD_CORE) as segment:
             variants = sys.argv[3].split(",") if len(sys.argv) > 3 else ["off", "on", "off", "on"]
+            end_to_end = len(sys.argv) > 4 and sys.argv[4] == "end-to-end"
             for aggregations in (variant == "on" for variant in variants):
-                print("on " if aggregations else "off", measure(workdir, segment.port, count, users,
-                                                               aggregations=aggregations), flush=True)  # fmt: skip
+                if end_to_end:  # CLICKS is then the seconds of load
+                    result = measure_end_to_end(workdir, segment.port, count, users, aggregations=aggregations)
+                else:
+                    result = measure(workdir, segment.port, count, users, aggregations=aggregations)
+                print("on " if aggregations else "off", result, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
