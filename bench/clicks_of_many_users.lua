@@ -1,6 +1,7 @@
 -- wrk script: distinct Fullstory Streams rage, dead and error clicks (in turn) of many users, with
 -- the bearer token. Each wrk thread takes every n-th user of BENCH_USERS (default 10,000), so a
--- user's clicks come from one thread, in order; a user's session changes every fourth click.
+-- user's clicks come from one thread, in order; a user's session changes every fourth click (and
+-- with each run: a warm-up's sessions are not continued).
 local thread_id = 0
 local threads = 0
 local token = os.getenv("BENCH_STREAM_TOKEN") or "bench-stream-token"
@@ -26,8 +27,8 @@ function request()
   counter = counter + 1
   local body = string.format(
     '{"event":{"event_type":"%s","url":"https://shop.example.com/checkout","target_text":"%s-%d",' ..
-    '"page_name":"Checkout"},"session":{"session_id":"1:%d-%d"},"user":{"user_id":"user-%d"}}',
-    kinds[(counter % 3) + 1], prefix, counter, user, math.floor(round / 4), user)
+    '"page_name":"Checkout"},"session":{"session_id":"%s:%d-%d"},"user":{"user_id":"user-%d"}}',
+    kinds[(counter % 3) + 1], prefix, counter, prefix, user, math.floor(round / 4), user)
   return wrk.format("POST", "/webhooks/fullstory/streams/bench",
     {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
 end

@@ -277,8 +277,8 @@ async def test_a_dispatch_killed_after_the_decision_sends_the_transition_once(
     save = user_state.save
     failing = {"on": True}
 
-    def save_then_fail(conn: Any, rows: Any) -> None:
-        save(conn, rows)
+    def save_then_fail(conn: Any, rows: Any, stored: Any) -> None:
+        save(conn, rows, stored)
         if failing["on"]:
             raise RuntimeError("killed between statements")
 

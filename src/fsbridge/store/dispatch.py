@@ -96,8 +96,8 @@ def record_dispatch(
     if signals:
         assert decider is not None
         keys = sorted({s.user_key for s in signals})
-        stored = user_state_sql.load(conn, keys, for_update)
-        apply_decision(conn, decider.decide(stored, signals, now), now)
+        stored, columns = user_state_sql.load(conn, keys, for_update)
+        apply_decision(conn, decider.decide(stored, signals, now), now, columns)
     filtered = [(r.inbox_id, skip.flow, skip.reason, now) for r in results for skip in r.filtered] + below
     if filtered:
         conn.executemany(
@@ -159,9 +159,12 @@ def sync_snapshots(conn: Connection, scopes: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
-def apply_decision(conn: Connection, decision: Decision, now: float) -> None:
-    """Write what the per-user aggregations decided, in the caller's transaction."""
-    user_state_sql.save(conn, decision.rows)
+def apply_decision(
+    conn: Connection, decision: Decision, now: float, stored: dict[str, user_state_sql.AtRiskColumns]
+) -> None:
+    """Write what the per-user aggregations decided, in the caller's transaction (`stored`: the
+    decided users' rows as `user_state.load` found them)."""
+    user_state_sql.save(conn, decision.rows, stored)
     insert_deliveries(conn, [("", now, d) for d in decision.deliveries], now)
     for flow, count in decision.coalesced.items():
         conn.execute(

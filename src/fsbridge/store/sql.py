@@ -346,8 +346,9 @@ class SqlStore:
             keys = user_state_sql.due_for_tick(conn, recover_before, limit, after)
             if not keys:
                 return 0, 0, None
-            decision = decider.tick(user_state_sql.load(conn, keys, self.engine.for_update), now)
-            dispatch_sql.apply_decision(conn, decision, now)
+            stored, columns = user_state_sql.load(conn, keys, self.engine.for_update)
+            decision = decider.tick(stored, now)
+            dispatch_sql.apply_decision(conn, decision, now, columns)
             return len(keys), len(decision.deliveries), keys[-1] if len(keys) == limit else None
 
         return await self._write(write)
@@ -358,7 +359,7 @@ class SqlStore:
 
         def write(conn: Connection) -> list[Any]:
             key_of = {d.id: renderer.user_key(d) for d in deliveries}
-            states = user_state_sql.load(conn, sorted(set(key_of.values())), self.engine.for_update)
+            states, _ = user_state_sql.load(conn, sorted(set(key_of.values())), self.engine.for_update)
             results: list[Any] = []
             changed: dict[str, str] = {}
             rendered: list[RenderedDelivery] = []

@@ -72,23 +72,53 @@ class UserStateStore(Protocol):
     ) -> tuple[list[tuple[str, float | None, int | None]], dict[str, int]]: ...
 
 
-def load(conn: Connection, keys: list[str], lock: str) -> dict[str, str | None]:
-    """The stored states of these users (None for those without one), locked for the transaction."""
+# What `save` needs of a stored row besides its document: the columns of `user_state_at_risk`.
+AtRiskColumns = tuple[int, float | None]
+
+
+def load(conn: Connection, keys: list[str], lock: str) -> tuple[dict[str, str | None], dict[str, AtRiskColumns]]:
+    """The stored states of these users (None for those without one), locked for the transaction,
+    and the indexed at-risk columns of those stored (for `save`)."""
     found: dict[str, str | None] = dict.fromkeys(keys)
+    columns: dict[str, AtRiskColumns] = {}
     for chunk, marks in in_chunks(keys):
-        query = f"SELECT user_key, state FROM user_state WHERE user_key IN ({marks}){lock}"  # noqa: S608
-        found.update(conn.execute(query, chunk).fetchall())
-    return found
+        query = f"SELECT user_key, state, at_risk, last_at_risk_at FROM user_state WHERE user_key IN ({marks}){lock}"  # noqa: S608
+        for key, state, at_risk, last_at_risk_at in conn.execute(query, chunk).fetchall():
+            found[key] = state
+            columns[key] = (at_risk, last_at_risk_at)
+    return found, columns
 
 
-def save(conn: Connection, rows: list[StateRow]) -> None:
-    conn.executemany(
-        "INSERT INTO user_state (user_key, state, at_risk, last_at_risk_at, score, band, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET state = excluded.state,"
-        " at_risk = excluded.at_risk, last_at_risk_at = excluded.last_at_risk_at, score = excluded.score,"
-        " band = excluded.band, expires_at = excluded.expires_at",
-        [(r.user_key, r.state, int(r.at_risk), r.last_at_risk_at, r.score, r.band, r.expires_at) for r in rows],
-    )
+def save(conn: Connection, rows: list[StateRow], stored: dict[str, AtRiskColumns]) -> None:
+    """Write the decided states: users not stored before (as `load` found them) are inserted, so two
+    workers deciding a new user's first signals at once cannot both win (the second one's
+    transaction fails, and its events are dispatched again on the state the first wrote); the
+    others are updated, and the at-risk index only for the rows whose at-risk columns moved."""
+    new, same, moved = [], [], []
+    for r in rows:
+        columns = stored.get(r.user_key)
+        if columns is None:
+            new.append((r.user_key, r.state, int(r.at_risk), r.last_at_risk_at, r.score, r.band, r.expires_at))
+        elif columns == (int(r.at_risk), r.last_at_risk_at):
+            same.append((r.state, r.score, r.band, r.expires_at, r.user_key))
+        else:
+            moved.append((r.state, int(r.at_risk), r.last_at_risk_at, r.score, r.band, r.expires_at, r.user_key))
+    if new:
+        conn.executemany(
+            "INSERT INTO user_state (user_key, state, at_risk, last_at_risk_at, score, band, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            new,
+        )
+    if same:
+        conn.executemany(
+            "UPDATE user_state SET state = ?, score = ?, band = ?, expires_at = ? WHERE user_key = ?", same
+        )
+    if moved:
+        conn.executemany(
+            "UPDATE user_state SET state = ?, at_risk = ?, last_at_risk_at = ?, score = ?, band = ?,"
+            " expires_at = ? WHERE user_key = ?",
+            moved,
+        )
 
 
 def due_for_tick(conn: Connection, recover_before: float | None, limit: int, after: str) -> list[str]:

@@ -36,7 +36,7 @@ def sync(flow: str, state: UserState, values: dict[str, Any], min_interval: floa
         mid = message_id(flow, state.user_key, "identify", now)
         body = out.render(flow, "identify", state, {"traits": changed}, mid, now)
         out.deliveries.append(out.delivery(flow, "identify", body, mid))
-        record.sent, record.sent_at, record.sent_id = values, now, mid
+        record.sent, record.sent_at = values, now
         return
     due = record.sent_at + min_interval
     mid = message_id(flow, state.user_key, "identify", due)

@@ -33,7 +33,7 @@ class HealthScore:
                 state.decay_sum, state.decay_at = add(
                     state.decay_sum, state.decay_at, weight, signal.at, self.config.half_life
                 )
-        if len(state.signals) > 2 * MAX_SIGNALS:
+        if len(state.signals) > MAX_SIGNALS:
             del state.signals[:-MAX_SIGNALS]
 
     def score(self, state: UserState, now: float) -> Score:

@@ -55,5 +55,5 @@ class PendingIdentifies:
             flow, "identify", state, {"traits": traits}, delivery.message_id, due
         )
         delivery.awaiting = None
-        record.sent, record.sent_at, record.sent_id = values, due, delivery.message_id
+        record.sent, record.sent_at = values, due
         return Enriched(delivery, "ready"), state.to_json()

@@ -5,7 +5,7 @@ score decays, what each trait flow last sent or holds pending, and the NPS follo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -20,7 +20,6 @@ class Sync:
 
     sent: dict[str, Any] | None = None
     sent_at: float | None = None
-    sent_id: str | None = None  # the messageId of what `sent` records
     pending_id: str | None = None  # the queued identify, rendered when it is due
     pending_due: float | None = None
     pending: dict[str, Any] | None = None  # the values it will carry (None: it will send nothing)
@@ -60,31 +59,35 @@ class UserState:
         return self.sync.setdefault(flow, Sync())
 
     def to_json(self) -> str:
-        data = {
-            "sessions": self.sessions,
-            "at_risk": self.at_risk,
-            "at_risk_since": self.at_risk_since,
-            "last_at_risk_at": self.last_at_risk_at,
-            "window_start": self.window_start,
-            "counts": self.counts,
-            "last_frustration_at": self.last_frustration_at,
-            "signals": self.signals[-MAX_SIGNALS:],
-            "decay": [self.decay_sum, self.decay_at],
-            "sync": {name: s.__dict__ for name, s in self.sync.items()},
-            "nps": [self.nps_suppressed, self.nps_outreach, self.nps_cycle],
-            "score": self.score,
-            "band": self.band,
-            "last_seen": self.last_seen,
-        }
-        return orjson.dumps(data).decode()
+        # orjson writes the dataclass itself, field by field (the Sync records too): the document
+        # is written for every signal, so no intermediate dict is built.
+        return orjson.dumps(self).decode()
 
     @classmethod
     def from_json(cls, user_key: str, text: str | None) -> UserState:
         if not text:
             return cls(user_key)
         data = orjson.loads(text)
-        suppressed, outreach, cycle = data.get("nps", [False, False, 0])
-        decay_sum, decay_at = data.get("decay", [0.0, 0.0])
+        if data.keys() != FIELDS:
+            return cls._from_document(user_key, data)
+        # The document `to_json` writes: its fields are the attributes (it is read for every signal).
+        data["user_key"] = user_key
+        data["sync"] = {name: Sync(**value) for name, value in data["sync"].items()}
+        state = cls.__new__(cls)
+        state.__dict__ = data
+        return state
+
+    @classmethod
+    def _from_document(cls, user_key: str, data: dict[str, Any]) -> UserState:
+        """A document of another shape: one written before `to_json` wrote the fields as they are
+        (with `decay` and `nps` as lists, and each record's `sent_id`), or missing fields."""
+        nps = [data.get("nps_suppressed", False), data.get("nps_outreach", False), data.get("nps_cycle", 0)]
+        suppressed, outreach, cycle = data.get("nps", nps)
+        decay_sum, decay_at = data.get("decay", [data.get("decay_sum", 0.0), data.get("decay_at", 0.0)])
+        sync = {
+            name: Sync(**{k: v for k, v in value.items() if k in SYNC_FIELDS})
+            for name, value in data.get("sync", {}).items()
+        }
         return cls(
             user_key=user_key,
             sessions=data.get("sessions", {}),
@@ -94,10 +97,10 @@ class UserState:
             window_start=data.get("window_start"),
             counts=data.get("counts", {}),
             last_frustration_at=data.get("last_frustration_at"),
-            signals=data.get("signals", []),
+            signals=data.get("signals", [])[-MAX_SIGNALS:],
             decay_sum=decay_sum,
             decay_at=decay_at,
-            sync={name: Sync(**value) for name, value in data.get("sync", {}).items()},
+            sync=sync,
             nps_suppressed=suppressed,
             nps_outreach=outreach,
             nps_cycle=cycle,
@@ -110,3 +113,7 @@ class UserState:
         if len(self.sessions) > MAX_SESSIONS:
             newest = sorted(self.sessions.items(), key=lambda item: item[1][3], reverse=True)[:MAX_SESSIONS]
             self.sessions = dict(newest)
+
+
+FIELDS = {f.name for f in fields(UserState)}
+SYNC_FIELDS = {f.name for f in fields(Sync)}
