@@ -52,16 +52,18 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:
-    """User and system CPU seconds of the process's main thread (the event loop) and of its other
-    threads (the store's writer above all), from /proc."""
+    """CPU seconds (user and system, and system alone) of the process's main thread (the event
+    loop) and of its other threads (the store's writer above all), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    seconds = {"main": 0.0, "other threads": 0.0}
+    seconds = {"main": 0.0, "main, system": 0.0, "other threads": 0.0, "other threads, system": 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
-        seconds["main" if task.name == str(pid) else "other threads"] += (int(fields[11]) + int(fields[12])) / tick
+        thread = "main" if task.name == str(pid) else "other threads"
+        seconds[thread] += (int(fields[11]) + int(fields[12])) / tick
+        seconds[f"{thread}, system"] += int(fields[12]) / tick
     return seconds
 
 
@@ -116,7 +118,7 @@ def measure_end_to_end(
     # CPU per click by thread (the drain's last half second idle included, which costs nothing).
     cpu = {name: (cpu_after[name] - cpu_before[name]) / accepted * 1e6 for name in cpu_after}
     return {"clicks_per_s": accepted / seconds_taken, "accepted": accepted, "seconds": seconds_taken,
-            "intake_rps": load["rps"], "messages": stats["messages"],
+            "intake_rps": load["rps"], "messages": stats["messages"], "requests": stats["requests"],
             "cpu_us_per_click": {name: round(us, 1) for name, us in cpu.items()}}  # fmt: skip
 
 

@@ -31,8 +31,8 @@ def sync(flow: str, state: UserState, values: dict[str, Any], min_interval: floa
         return
     if values == record.sent:
         return  # nothing changed since what was sent
-    changed = {k: v for k, v in values.items() if (record.sent or {}).get(k) != v}
     if record.sent_at is None or now - record.sent_at >= min_interval:
+        changed = {k: v for k, v in values.items() if (record.sent or {}).get(k) != v}
         mid = message_id(flow, state.user_key, "identify", now)
         body = out.render(flow, "identify", state, {"traits": changed}, mid, now)
         out.deliveries.append(out.delivery(flow, "identify", body, mid))

@@ -31,6 +31,7 @@ class FrustrationTraits:
     def __init__(self, config: FrustrationTraitsConfig) -> None:
         self.config = config
         self.suffix = suffix(config.window)
+        self.trait_of = tuple((kind, f"fullstory_{TRAIT_OF[kind]}_{self.suffix}") for kind in FRUSTRATION_SIGNALS)
 
     def on_signal(self, state: UserState, signal: Signal, out: Outbox) -> None:
         if signal.kind not in FRUSTRATION_SIGNALS:
@@ -43,10 +44,8 @@ class FrustrationTraits:
 
     def values(self, state: UserState, now: float) -> dict[str, Any]:
         current = state.window_start is not None and state.window_start <= now < state.window_start + self.config.window
-        values: dict[str, Any] = {
-            f"fullstory_{TRAIT_OF[kind]}_{self.suffix}": (state.counts.get(kind, 0) if current else 0)
-            for kind in FRUSTRATION_SIGNALS
-        }
+        counts = state.counts if current else {}
+        values: dict[str, Any] = {trait: counts.get(kind, 0) for kind, trait in self.trait_of}
         if state.last_frustration_at is not None:
             values["fullstory_last_frustration_at"] = iso(state.last_frustration_at)
         return values
