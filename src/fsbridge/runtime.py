@@ -297,7 +297,7 @@ class Runtime:
         """Set the gauges that are read at scrape time: queue depths and destination states."""
         depths = await self.store.queue_depths()
         metrics = self.metrics
-        metrics.coalesced = (await self.store.stats()).get("coalesced", {})
+        metrics.coalesced = await self.store.coalesced_counts()
         pending = await self.store.undispatched()
         metrics.undispatched.set(pending.events)
         oldest = pending.oldest_received_at

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RAGE_CLICK, Bridge
@@ -82,3 +84,17 @@ async def test_concurrent_accepts_share_commits_and_the_metrics_say_so(bridge: B
     commits_after, writes_after = await counts()
     assert 32 == writes_after - writes
     assert 1 <= commits_after - commits < 32
+
+
+async def test_a_scrape_reads_no_table_wide_counts(bridge: Bridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/metrics reads gauges from indexed and counter reads, never the table scans of /ops/api/stats."""
+    await bridge.post_stream(RAGE_CLICK)
+    await bridge.drain()
+
+    async def refuse() -> dict[str, Any]:
+        raise AssertionError("a scrape read the full stats")
+
+    monkeypatch.setattr(bridge.runtime.store, "stats", refuse)
+    response = await bridge.client.get("/metrics", headers=bridge.ops_headers())
+    assert 200 == response.status_code
+    assert "fsbridge_queue_depth" in response.text

@@ -294,6 +294,9 @@ class SqlStore:
     async def stats(self) -> dict[str, Any]:
         return await self._read(ops_sql.stats)
 
+    async def coalesced_counts(self) -> dict[str, int]:
+        return await self._read(ops_sql.coalesced_counts)
+
     async def undispatched(self) -> Undispatched:
         return await self._read(ops_sql.undispatched)
 
