@@ -422,6 +422,35 @@ async def test_retention_counts_from_when_a_delivery_finished(store: SqlStore) -
     assert {late.id, dead_late.id} == {d.id for d in await store.list_deliveries(None, None, 10)}
 
 
+async def test_retention_repeats_only_the_kinds_with_more_to_prune(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kind of row with less than a chunk left is not read again in the run: five delivered rows in chunks of
+    two take three passes of the deliveries, and one of each table read whole to find nothing expired."""
+    from fsbridge.store import jobs as jobs_sql
+
+    await dispatched(store, 5)
+    claimed = await store.claim_deliveries("segment", 10, NOW, 30)
+    ok = AttemptRecord(NOW + 10, 1.0, 200, None, None)
+    await store.record_updates([DeliveryUpdate(d.id, "delivered", NOW + 10, ok) for d in claimed])
+    calls: dict[str, int] = {}
+
+    def counted(label: str, prune: Any) -> Any:
+        def run(conn: Connection, now: float, periods: RetentionPeriods) -> int:
+            calls[label] = calls.get(label, 0) + 1
+            return int(prune(conn, now, periods))
+
+        return run
+
+    monkeypatch.setattr(jobs_sql, "PRUNE_CHUNK", 2)
+    monkeypatch.setattr(jobs_sql, "PRUNERS", {k: counted(k, v) for k, v in jobs_sql.PRUNERS.items()})
+    counts = await store.prune(NOW + 200, RetentionPeriods(inbox=1e9, delivered=100, dead=100, filtered=100))
+    assert 5 == counts["delivered"]
+    assert {"delivered": 3, "dead": 1, "filtered": 1, "inbox": 1, "aggregate_state": 1, "lookup_cache": 1,
+            "user_state": 1} == calls  # fmt: skip
+    assert [] == await store.list_deliveries(None, None, 10)
+
+
 async def test_enrichment_and_user_reads(store: SqlStore) -> None:
     """Cached answers expire; a rendered plan replaces the body; a user's events are found by the id in their body."""
     await store.cache_answers([CachedAnswer("k1", "s", '{"value": 1}', NOW + 10)])

@@ -5,6 +5,7 @@ depend on the narrow `JobStore` protocol only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -107,37 +108,47 @@ def job_states(conn: Connection) -> dict[str, JobState]:
     }
 
 
-def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict[str, int]:
-    """One bounded pass of pruning; the caller repeats it until nothing is left to prune."""
-    counts: dict[str, int] = {}
-    # A delivery finishes (delivered_at, or next_attempt_at once dead or filtered) no earlier than it
-    # was created, so `created_at < before` adds nothing but lets deliveries_by_status find them.
-    finished = (
-        ("delivered", "status = 'delivered' AND created_at < ? AND delivered_at < ?", now - periods.delivered),
-        ("dead", "status = 'dead' AND created_at < ? AND next_attempt_at < ?", now - periods.dead),
-        (
-            "filtered_deliveries",
-            "status = 'filtered' AND created_at < ? AND next_attempt_at < ?",
-            now - periods.filtered,
-        ),
-    )
-    for label, condition, before in finished:
-        query = f"SELECT id FROM deliveries WHERE {condition} LIMIT ?"  # noqa: S608 - fixed text
+def prune_chunk(
+    conn: Connection, now: float, periods: RetentionPeriods, done: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """One bounded pass of pruning, of each kind of row not in `done`; the caller repeats it, each
+    time without the kinds that had fewer than PRUNE_CHUNK rows left. Without an index on their
+    expiry, the state and cache tables are read whole to find that nothing has expired: once a run,
+    not once per chunk of the others."""
+    return {label: prune(conn, now, periods) for label, prune in PRUNERS.items() if label not in done}
+
+
+def _prune_finished(status: str, finished_at: str, period: str) -> Callable[[Connection, float, RetentionPeriods], int]:
+    """Deliveries of `status` finished (`finished_at`) longer ago than the period, with their attempts.
+    A delivery finishes no earlier than it was created, so `created_at < before` adds nothing but
+    lets deliveries_by_status find them."""
+    query = f"SELECT id FROM deliveries WHERE status = '{status}' AND created_at < ? AND {finished_at} < ? LIMIT ?"  # noqa: S608
+
+    def prune(conn: Connection, now: float, periods: RetentionPeriods) -> int:
+        before = now - getattr(periods, period)
         ids = [r[0] for r in conn.execute(query, (before, before, PRUNE_CHUNK))]
         if ids:
             marks = ",".join("?" * len(ids))
             conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids)  # noqa: S608
             conn.execute(f"DELETE FROM deliveries WHERE id IN ({marks})", ids)  # noqa: S608
-        counts[label] = len(ids)
-    counts["filtered"] = (
-        counts.pop("filtered_deliveries")
-        + conn.execute(
+        return len(ids)
+
+    return prune
+
+
+def _prune_filtered(conn: Connection, now: float, periods: RetentionPeriods) -> int:
+    """Filtered deliveries, and the record of what a flow held back, older than `filtered`."""
+    return _prune_finished("filtered", "next_attempt_at", "filtered")(conn, now, periods) + int(
+        conn.execute(
             "DELETE FROM flow_outcomes WHERE (inbox_id, flow) IN"
             " (SELECT inbox_id, flow FROM flow_outcomes WHERE at < ? LIMIT ?)",
             (now - periods.filtered, PRUNE_CHUNK),
         ).rowcount
     )
-    # Raw events whose work is all finished: dispatched, old enough, and no delivery still to do.
+
+
+def _prune_inbox(conn: Connection, now: float, periods: RetentionPeriods) -> int:
+    """Raw events whose work is all finished: dispatched, old enough, and no delivery still to do."""
     events = [
         r[0]
         for r in conn.execute(
@@ -151,8 +162,15 @@ def prune_chunk(conn: Connection, now: float, periods: RetentionPeriods) -> dict
         marks = ",".join("?" * len(events))
         conn.execute(f"DELETE FROM flow_outcomes WHERE inbox_id IN ({marks})", events)  # noqa: S608
         conn.execute(f"DELETE FROM inbox WHERE id IN ({marks})", events)  # noqa: S608
-    counts["inbox"] = len(events)
-    counts["aggregate_state"] = aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK)
-    counts["lookup_cache"] = lookups_sql.prune_expired(conn, now)
-    counts["user_state"] = user_state_sql.prune_expired(conn, now, PRUNE_CHUNK)
-    return counts
+    return len(events)
+
+
+PRUNERS: dict[str, Callable[[Connection, float, RetentionPeriods], int]] = {
+    "delivered": _prune_finished("delivered", "delivered_at", "delivered"),
+    "dead": _prune_finished("dead", "next_attempt_at", "dead"),
+    "filtered": _prune_filtered,
+    "inbox": _prune_inbox,
+    "aggregate_state": lambda conn, now, _: aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK),
+    "lookup_cache": lambda conn, now, _: lookups_sql.prune_expired(conn, now),
+    "user_state": lambda conn, now, _: user_state_sql.prune_expired(conn, now, PRUNE_CHUNK),
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -484,10 +485,11 @@ class SqlStore:
         return await self._read(jobs_sql.job_states)
 
     async def prune(self, now: float, periods: RetentionPeriods) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        while True:  # bounded chunks, each its own write, so intake never waits behind a long prune
-            counts = await self._write(lambda conn: jobs_sql.prune_chunk(conn, now, periods))
+        totals: dict[str, int] = dict.fromkeys(jobs_sql.PRUNERS, 0)
+        done: frozenset[str] = frozenset()
+        while len(done) < len(jobs_sql.PRUNERS):  # bounded chunks, each its own write, so intake never waits long
+            counts = await self._write(functools.partial(jobs_sql.prune_chunk, now=now, periods=periods, done=done))
             for key, value in counts.items():
-                totals[key] = totals.get(key, 0) + value
-            if max(counts.values()) < jobs_sql.PRUNE_CHUNK:
-                return totals
+                totals[key] += value
+            done |= {key for key, value in counts.items() if value < jobs_sql.PRUNE_CHUNK}
+        return totals
