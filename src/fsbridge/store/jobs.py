@@ -136,9 +136,12 @@ def _prune_finished(status: str, finished_at: str, period: str) -> Callable[[Con
     return prune
 
 
+_prune_filtered_deliveries = _prune_finished("filtered", "next_attempt_at", "filtered")
+
+
 def _prune_filtered(conn: Connection, now: float, periods: RetentionPeriods) -> int:
     """Filtered deliveries, and the record of what a flow held back, older than `filtered`."""
-    return _prune_finished("filtered", "next_attempt_at", "filtered")(conn, now, periods) + int(
+    return _prune_filtered_deliveries(conn, now, periods) + int(
         conn.execute(
             "DELETE FROM flow_outcomes WHERE (inbox_id, flow) IN"
             " (SELECT inbox_id, flow FROM flow_outcomes WHERE at < ? LIMIT ?)",
