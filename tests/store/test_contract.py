@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fsbridge.errors import StoreUnavailableError
@@ -500,6 +501,46 @@ async def test_a_new_users_state_is_inserted_never_overwritten(store: SqlStore) 
     assert (["u:ada"], {"fair": 1}) == ([u[0] for u in users], bands)
     await store._write(lambda conn: user_state_sql.save(conn, [replace(at_risk, score=55)], {"u:ada": (1, NOW)}))
     assert [("u:ada", NOW, 55)] == [tuple(u) for u in (await store.user_state_overview())[0]]
+
+
+async def test_two_workers_finding_no_state_for_a_new_user_lose_no_signal(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL, two workers that both read no state for a new user, then decide: the second one's insert
+    fails, and it decides again on the state the first wrote, so both signals count."""
+    from fsbridge.config import FsbridgeConfig
+    from fsbridge.flows.aggregations import UserAggregations
+    from fsbridge.store import Signal
+
+    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
+    for s in stores:
+        await s.open()
+        s.user_states = UserAggregations(FsbridgeConfig().flows, segment_dry_run=True)
+    loads, both_read = [0], threading.Barrier(2, timeout=10)
+    load = user_state_sql.load
+
+    def load_together(conn: Any, keys: list[str], lock: str) -> Any:
+        found = load(conn, keys, lock)
+        loads[0] += 1
+        if loads[0] <= 2:  # the first read of each worker: both find nothing before either writes
+            both_read.wait()
+        return found
+
+    monkeypatch.setattr(user_state_sql, "load", load_together)
+    try:
+        results = []
+        for n, s in enumerate(stores):
+            accepted = await s.accept(event(n))
+            signal = Signal("u:new", "rage_click", NOW + n, "1:s", None, accepted.id)
+            results.append(DispatchResult(accepted.id, signals=[signal]))
+        await asyncio.gather(*(s.record_dispatch([r], NOW + 5) for s, r in zip(stores, results, strict=True)))
+        state = await stores[0].user_state("u:new")
+        assert state is not None
+        assert {"rage_click": 2} == orjson.loads(state)["counts"]
+        assert 3 == loads[0]  # the second worker read again, and found the first one's state
+    finally:
+        for s in stores:
+            await s.close()
 
 
 class TestMigrations:
