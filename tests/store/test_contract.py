@@ -543,6 +543,42 @@ async def test_two_workers_finding_no_state_for_a_new_user_lose_no_signal(
             await s.close()
 
 
+async def test_two_workers_finding_no_profile_for_a_user_lose_no_trait(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL, two workers that both read no profile for a user, then merge an identify's traits: the
+    second one's insert fails, and it merges again into the profile the first wrote, so both traits stay."""
+    from fsbridge.store import profiles as profiles_sql
+
+    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
+    for s in stores:
+        await s.open()
+    reads, both_read = [0], threading.Barrier(2, timeout=10)
+    stored_traits = profiles_sql.stored_traits
+
+    def read_together(conn: Any, user_id: str, lock: str) -> Any:
+        found = stored_traits(conn, user_id, lock)
+        reads[0] += 1
+        if reads[0] <= 2:  # the first read of each worker: both find nothing before either writes
+            both_read.wait()
+        return found
+
+    monkeypatch.setattr(profiles_sql, "stored_traits", read_together)
+    try:
+        results = []
+        for n, (s, trait) in enumerate(zip(stores, ("plan", "email"), strict=True)):
+            accepted = await s.accept(event(n, "segment"))
+            results.append(DispatchResult(accepted.id, profiles=[ProfileUpdate("u_7", {trait: f"value {n}"}, None)]))
+        await asyncio.gather(*(s.record_dispatch([r], NOW) for s, r in zip(stores, results, strict=True)))
+        user = await stores[0].user_record("u_7")
+        assert user is not None
+        assert {"plan": "value 0", "email": "value 1"} == user.traits
+        assert 3 == reads[0]
+    finally:
+        for s in stores:
+            await s.close()
+
+
 class TestMigrations:
     async def test_a_version_1_sqlite_file_is_migrated_with_its_data(self, tmp_path: Path) -> None:
         """A file written by schema version 1 gets the later migrations on open, and keeps its events."""

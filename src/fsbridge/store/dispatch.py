@@ -110,7 +110,7 @@ def record_dispatch(
     identity_sql.record_audiences(conn, [a for r in results for a in r.audiences], now)
     for result in results:
         for update in result.profiles:
-            profiles_sql.apply_profile(conn, update, now)
+            profiles_sql.apply_profile(conn, update, now, for_update)
     # After the batch's claims and profiles, so a deletion leaves nothing of what came before it.
     for result in results:
         for user in result.forget:

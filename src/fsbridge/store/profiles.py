@@ -62,14 +62,28 @@ class ProfileStore(Protocol):
         ...
 
 
-def apply_profile(conn: Connection, update: ProfileUpdate, now: float) -> None:
-    row = conn.execute("SELECT traits FROM profiles WHERE user_id = ?", (update.user_id,)).fetchone()
-    traits = {**(orjson.loads(row[0]) if row else {}), **update.traits}
+def stored_traits(conn: Connection, user_id: str, lock: str) -> dict[str, Any] | None:
+    """The user's profile traits (None: no profile), locked with `lock` for the transaction."""
+    row = conn.execute(f"SELECT traits FROM profiles WHERE user_id = ?{lock}", (user_id,)).fetchone()  # noqa: S608
+    return None if row is None else dict(orjson.loads(row[0]))
+
+
+def apply_profile(conn: Connection, update: ProfileUpdate, now: float, lock: str) -> None:
+    """Merge an identify's traits (and a group call's groupId) into the user's profile. The stored
+    row is read locked (`lock`: FOR UPDATE on PostgreSQL), and a new profile is inserted, never
+    upserted: of two workers that both found none, the second fails and merges again into the
+    first one's profile, so no trait is lost."""
+    stored = stored_traits(conn, update.user_id, lock)
+    traits = orjson.dumps({**(stored or {}), **update.traits}).decode()
+    if stored is None:
+        conn.execute(
+            "INSERT INTO profiles (user_id, traits, group_id, updated_at) VALUES (?, ?, ?, ?)",
+            (update.user_id, traits, update.group_id, now),
+        )
+        return
     conn.execute(
-        "INSERT INTO profiles (user_id, traits, group_id, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (user_id) DO UPDATE SET traits = excluded.traits,"
-        " group_id = COALESCE(excluded.group_id, profiles.group_id), updated_at = excluded.updated_at",
-        (update.user_id, orjson.dumps(traits).decode(), update.group_id, now),
+        "UPDATE profiles SET traits = ?, group_id = COALESCE(?, group_id), updated_at = ? WHERE user_id = ?",
+        (traits, update.group_id, now, update.user_id),
     )
 
 
