@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
+from fsbridge.config import FsbridgeConfig
 from fsbridge.errors import StoreUnavailableError
+from fsbridge.flows.aggregations import UserAggregations
 from fsbridge.store import (
     AttemptRecord,
     DeliveryUpdate,
@@ -30,8 +32,11 @@ from fsbridge.store import (
     NewInboxEvent,
     NewQuarantined,
     ProfileUpdate,
+    Signal,
     Undispatched,
 )
+from fsbridge.store import jobs as jobs_sql
+from fsbridge.store import profiles as profiles_sql
 from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.engine import Connection
 from fsbridge.store.jobs import RetentionPeriods
@@ -428,8 +433,6 @@ async def test_retention_repeats_only_the_kinds_with_more_to_prune(
 ) -> None:
     """A kind of row with less than a chunk left is not read again in the run: five delivered rows in chunks of
     two take three passes of the deliveries, and one of each table read whole to find nothing expired."""
-    from fsbridge.store import jobs as jobs_sql
-
     await dispatched(store, 5)
     claimed = await store.claim_deliveries("segment", 10, NOW, 30)
     ok = AttemptRecord(NOW + 10, 1.0, 200, None, None)
@@ -508,10 +511,6 @@ async def test_two_workers_finding_no_state_for_a_new_user_lose_no_signal(
 ) -> None:
     """On PostgreSQL, two workers that both read no state for a new user, then decide: the second one's insert
     fails, and it decides again on the state the first wrote, so both signals count."""
-    from fsbridge.config import FsbridgeConfig
-    from fsbridge.flows.aggregations import UserAggregations
-    from fsbridge.store import Signal
-
     stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
     for s in stores:
         await s.open()
@@ -548,8 +547,6 @@ async def test_two_workers_finding_no_profile_for_a_user_lose_no_trait(
 ) -> None:
     """On PostgreSQL, two workers that both read no profile for a user, then merge an identify's traits: the
     second one's insert fails, and it merges again into the profile the first wrote, so both traits stay."""
-    from fsbridge.store import profiles as profiles_sql
-
     stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
     for s in stores:
         await s.open()
