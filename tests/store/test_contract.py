@@ -36,6 +36,7 @@ from fsbridge.store import (
     Undispatched,
 )
 from fsbridge.store import jobs as jobs_sql
+from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.engine import Connection
@@ -382,6 +383,32 @@ async def test_queue_depths_tell_retrying_from_pending(store: SqlStore) -> None:
         [DeliveryUpdate(first.id, "pending", NOW + 10, AttemptRecord(NOW, 1.0, 503, "down", None))]
     )
     assert {("segment", "pending"): 1, ("segment", "retrying"): 1} == await store.queue_depths()
+
+
+async def test_queue_depths_count_dead_and_parked_and_read_only_index_entries(sqlite_store: SQLiteStore) -> None:
+    """Dead and parked deliveries count per destination, and every count reads one of the partial indexes
+    of its rows (what a /metrics scrape runs, so it reads no delivery however many wait)."""
+    await dispatched(sqlite_store, 3)
+    claimed = await sqlite_store.claim_deliveries("segment", 10, NOW, 60)
+    await sqlite_store.record_updates([DeliveryUpdate(claimed[0].id, "dead", NOW, None)])
+    await sqlite_store.park_destination("segment", "401", NOW)
+    assert {("segment", "dead"): 1, ("segment", "parked"): 2} == await sqlite_store.queue_depths()
+    statements: list[str] = []
+
+    class Recording:
+        def execute(self, sql: str, params: Any = ()) -> Any:
+            statements.append(sql)
+            return conn.execute(sql, params)
+
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        ops_sql.queue_depths(Recording(), sqlite_store.engine.indexed_by)  # type: ignore[arg-type]
+        plans = [" ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in statements]
+    finally:
+        conn.close()
+    assert 3 == len(plans)
+    for plan, index in zip(plans, ("deliveries_due", "deliveries_retrying", "deliveries_stuck"), strict=True):
+        assert f"INDEX {index}" in plan
 
 
 async def test_identity_claims_keep_the_first_and_report_conflicts(store: SqlStore) -> None:

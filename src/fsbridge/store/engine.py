@@ -47,6 +47,12 @@ class Engine(Protocol):
 
     for_update: str  # appended to a SELECT that locks the rows it reads until the transaction ends
 
+    def indexed_by(self, index: str) -> str:
+        """Appended to a table's name in FROM: read it through `index`. SQLite's planner, without
+        statistics, prefers any index with an equality on it to a smaller partial one; PostgreSQL
+        keeps statistics and chooses alone."""
+        ...
+
     def contains(self, column: str) -> str:
         """A condition: the stored bytes of `column` contain the bytes of the next parameter."""
         ...

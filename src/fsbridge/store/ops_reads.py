@@ -115,12 +115,30 @@ def _undispatched_json(pending: Undispatched) -> dict[str, Any]:
     return {"events": pending.events, "oldest_received_at": pending.oldest_received_at}
 
 
-def queue_depths(conn: Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute(
-        "SELECT destination, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END,"
-        " COUNT(*) FROM deliveries WHERE status IN ('pending', 'dead', 'parked') GROUP BY 1, 2"
-    ).fetchall()
-    return {(destination, status): count for destination, status, count in rows}
+def queue_depths(conn: Connection, indexed_by: Callable[[str], str]) -> dict[tuple[str, str], int]:
+    """Pending (not yet tried), retrying, dead and parked deliveries per destination, each counted
+    through a partial index of its own rows, so a scrape reads no delivery (pending ones include
+    the coalesced identifies that wait for their interval: one per user and flow)."""
+    depths: dict[tuple[str, str], int] = {}
+    for destination, count in conn.execute(
+        f"SELECT destination, COUNT(*) FROM deliveries{indexed_by('deliveries_due')}"  # noqa: S608 - fixed text
+        " WHERE status = 'pending' GROUP BY destination"
+    ):
+        depths[destination, "pending"] = count
+    for destination, count in conn.execute(
+        f"SELECT destination, COUNT(*) FROM deliveries{indexed_by('deliveries_retrying')}"  # noqa: S608
+        " WHERE status = 'pending' AND attempts > 0 GROUP BY destination"
+    ):
+        depths[destination, "retrying"] = count
+        depths[destination, "pending"] -= count
+        if not depths[destination, "pending"]:
+            del depths[destination, "pending"]
+    for status, destination, count in conn.execute(
+        f"SELECT status, destination, COUNT(*) FROM deliveries{indexed_by('deliveries_stuck')}"  # noqa: S608
+        " WHERE status IN ('dead', 'parked') GROUP BY status, destination"
+    ):
+        depths[destination, status] = count
+    return depths
 
 
 def window_counts(conn: Connection, since: float) -> dict[str, dict[str, dict[str, int]]]:

@@ -91,6 +91,9 @@ class PostgresEngine:
     def bucket(self, expression: str) -> str:
         return f"FLOOR({expression})::integer"
 
+    def indexed_by(self, index: str) -> str:
+        return ""
+
     def contains(self, column: str) -> str:
         return f"position(?::bytea in {column}) > 0"
 

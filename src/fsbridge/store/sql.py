@@ -302,7 +302,8 @@ class SqlStore:
         return await self._read(ops_sql.undispatched)
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        return await self._read(ops_sql.queue_depths)
+        indexed_by = self.engine.indexed_by
+        return await self._read(lambda conn: ops_sql.queue_depths(conn, indexed_by))
 
     async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
         return await self._read(lambda conn: ops_sql.window_counts(conn, since))

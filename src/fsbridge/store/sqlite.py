@@ -88,6 +88,9 @@ class SQLiteEngine:
     def bucket(self, expression: str) -> str:
         return f"CAST({expression} AS INTEGER)"
 
+    def indexed_by(self, index: str) -> str:
+        return f" INDEXED BY {index}"
+
     def contains(self, column: str) -> str:
         return f"instr({column}, ?) > 0"
 
