@@ -91,6 +91,8 @@ class PostgresEngine:
     def bucket(self, expression: str) -> str:
         return f"FLOOR({expression})::integer"
 
+    counts_through_partial_indexes = False
+
     def indexed_by(self, index: str) -> str:
         return ""
 

@@ -302,8 +302,10 @@ class SqlStore:
         return await self._read(ops_sql.undispatched)
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        indexed_by = self.engine.indexed_by
-        return await self._read(lambda conn: ops_sql.queue_depths(conn, indexed_by))
+        engine = self.engine
+        return await self._read(
+            lambda conn: ops_sql.queue_depths(conn, engine.indexed_by, engine.counts_through_partial_indexes)
+        )
 
     async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
         return await self._read(lambda conn: ops_sql.window_counts(conn, since))

@@ -88,6 +88,8 @@ class SQLiteEngine:
     def bucket(self, expression: str) -> str:
         return f"CAST({expression} AS INTEGER)"
 
+    counts_through_partial_indexes = True
+
     def indexed_by(self, index: str) -> str:
         return f" INDEXED BY {index}"
 
