@@ -7,7 +7,7 @@ import asyncio
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -533,74 +533,69 @@ async def test_a_new_users_state_is_inserted_never_overwritten(store: SqlStore) 
     assert [("u:ada", NOW, 55)] == [tuple(u) for u in (await store.user_state_overview())[0]]
 
 
+@pytest.fixture
+async def two_workers(postgres_url: str) -> AsyncIterator[list[SqlStore]]:
+    """Two stores on one PostgreSQL database, as two worker processes have."""
+    stores: list[SqlStore] = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
+    for s in stores:
+        await s.open()
+    yield stores
+    for s in stores:
+        await s.close()
+
+
+def read_together(read: Callable[..., Any], calls: list[int]) -> Callable[..., Any]:
+    """`read`, made to wait after each of its first two calls until both have read: the two workers
+    both find nothing before either writes. `calls` counts the reads."""
+    both_read = threading.Barrier(2, timeout=10)
+
+    def wrapped(*args: Any) -> Any:
+        found = read(*args)
+        calls[0] += 1
+        if calls[0] <= 2:
+            both_read.wait()
+        return found
+
+    return wrapped
+
+
 async def test_two_workers_finding_no_state_for_a_new_user_lose_no_signal(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    two_workers: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL, two workers that both read no state for a new user, then decide: the second one's insert
     fails, and it decides again on the state the first wrote, so both signals count."""
-    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
-    for s in stores:
-        await s.open()
+    for s in two_workers:
         s.user_states = UserAggregations(FsbridgeConfig().flows, segment_dry_run=True)
-    loads, both_read = [0], threading.Barrier(2, timeout=10)
-    load = user_state_sql.load
-
-    def load_together(conn: Any, keys: list[str], lock: str) -> Any:
-        found = load(conn, keys, lock)
-        loads[0] += 1
-        if loads[0] <= 2:  # the first read of each worker: both find nothing before either writes
-            both_read.wait()
-        return found
-
-    monkeypatch.setattr(user_state_sql, "load", load_together)
-    try:
-        results = []
-        for n, s in enumerate(stores):
-            accepted = await s.accept(event(n))
-            signal = Signal("u:new", "rage_click", NOW + n, "1:s", None, accepted.id)
-            results.append(DispatchResult(accepted.id, signals=[signal]))
-        await asyncio.gather(*(s.record_dispatch([r], NOW + 5) for s, r in zip(stores, results, strict=True)))
-        state = await stores[0].user_state("u:new")
-        assert state is not None
-        assert {"rage_click": 2} == orjson.loads(state)["counts"]
-        assert 3 == loads[0]  # the second worker read again, and found the first one's state
-    finally:
-        for s in stores:
-            await s.close()
+    loads = [0]
+    monkeypatch.setattr(user_state_sql, "load", read_together(user_state_sql.load, loads))
+    results = []
+    for n, s in enumerate(two_workers):
+        accepted = await s.accept(event(n))
+        signal = Signal("u:new", "rage_click", NOW + n, "1:s", None, accepted.id)
+        results.append(DispatchResult(accepted.id, signals=[signal]))
+    await asyncio.gather(*(s.record_dispatch([r], NOW + 5) for s, r in zip(two_workers, results, strict=True)))
+    state = await two_workers[0].user_state("u:new")
+    assert state is not None
+    assert {"rage_click": 2} == orjson.loads(state)["counts"]
+    assert 3 == loads[0]  # the second worker read again, and found the first one's state
 
 
 async def test_two_workers_finding_no_profile_for_a_user_lose_no_trait(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    two_workers: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL, two workers that both read no profile for a user, then merge an identify's traits: the
     second one's insert fails, and it merges again into the profile the first wrote, so both traits stay."""
-    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
-    for s in stores:
-        await s.open()
-    reads, both_read = [0], threading.Barrier(2, timeout=10)
-    stored_traits = profiles_sql.stored_traits
-
-    def read_together(conn: Any, user_id: str, lock: str) -> Any:
-        found = stored_traits(conn, user_id, lock)
-        reads[0] += 1
-        if reads[0] <= 2:  # the first read of each worker: both find nothing before either writes
-            both_read.wait()
-        return found
-
-    monkeypatch.setattr(profiles_sql, "stored_traits", read_together)
-    try:
-        results = []
-        for n, (s, trait) in enumerate(zip(stores, ("plan", "email"), strict=True)):
-            accepted = await s.accept(event(n, "segment"))
-            results.append(DispatchResult(accepted.id, profiles=[ProfileUpdate("u_7", {trait: f"value {n}"}, None)]))
-        await asyncio.gather(*(s.record_dispatch([r], NOW) for s, r in zip(stores, results, strict=True)))
-        user = await stores[0].user_record("u_7")
-        assert user is not None
-        assert {"plan": "value 0", "email": "value 1"} == user.traits
-        assert 3 == reads[0]
-    finally:
-        for s in stores:
-            await s.close()
+    reads = [0]
+    monkeypatch.setattr(profiles_sql, "stored_traits", read_together(profiles_sql.stored_traits, reads))
+    results = []
+    for n, (s, trait) in enumerate(zip(two_workers, ("plan", "email"), strict=True)):
+        accepted = await s.accept(event(n, "segment"))
+        results.append(DispatchResult(accepted.id, profiles=[ProfileUpdate("u_7", {trait: f"value {n}"}, None)]))
+    await asyncio.gather(*(s.record_dispatch([r], NOW) for s, r in zip(two_workers, results, strict=True)))
+    user = await two_workers[0].user_record("u_7")
+    assert user is not None
+    assert {"plan": "value 0", "email": "value 1"} == user.traits
+    assert 3 == reads[0]
 
 
 class TestMigrations:
