@@ -53,8 +53,8 @@ class Engine(Protocol):
 
     def indexed_by(self, index: str) -> str:
         """Appended to a table's name in FROM: read it through `index`. SQLite's planner, without
-        statistics, prefers any index with an equality on it to a smaller partial one; PostgreSQL
-        keeps statistics and chooses alone."""
+        statistics, prefers any index with an equality on it to a smaller partial one (PostgreSQL:
+        nothing, since it keeps statistics)."""
         ...
 
     def contains(self, column: str) -> str:

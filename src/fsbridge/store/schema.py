@@ -74,9 +74,10 @@ MIGRATIONS: dict[int, str] = {
     21: "DROP INDEX IF EXISTS deliveries_finished",
     22: "DROP INDEX IF EXISTS deliveries_by_flow",
     23: "CREATE INDEX IF NOT EXISTS deliveries_by_flow_time ON deliveries (flow, created_at)",
-    # The queue depths every /metrics scrape reads, counted from index entries alone: pending ones
-    # from deliveries_due, and these two, which hold only rows that failed once and wait to be
-    # retried, or are dead or parked (a delivery sent at its first attempt never enters them).
+    # The queue depths every /metrics scrape reads, counted on SQLite from index entries alone:
+    # pending ones from deliveries_due, and these two, which hold only rows that failed once and
+    # wait to be retried, or are dead or parked (a delivery sent at its first attempt never enters
+    # them). PostgreSQL counts in one pass over the rows, which measured faster there.
     24: "CREATE INDEX IF NOT EXISTS deliveries_retrying ON deliveries (destination)"
     " WHERE status = 'pending' AND attempts > 0",
     25: "CREATE INDEX IF NOT EXISTS deliveries_stuck ON deliveries (status, destination)"
