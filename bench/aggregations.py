@@ -9,7 +9,6 @@ Run alone: `python bench/aggregations.py [CLICKS] [USERS] [off,on,...] [drain|en
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -50,22 +49,6 @@ def clicks(count: int, users: int) -> Iterator[InboxRow]:
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
-
-
-def cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds (user and system, and system alone) of the process's main thread (the event
-    loop) and of its other threads (the store's writer above all), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    seconds = {"main": 0.0, "main, system": 0.0, "other threads": 0.0, "other threads, system": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # a thread that ended meanwhile
-            continue
-        thread = "main" if task.name == str(pid) else "other threads"
-        seconds[thread] += (int(fields[11]) + int(fields[12])) / tick
-        seconds[f"{thread}, system"] += int(fields[12]) / tick
-    return seconds
 
 
 def undispatched(port: int) -> int:
@@ -115,11 +98,10 @@ def measure_end_to_end(
         wrk(server.port, warmup, script="clicks_of_many_users.lua", env=env)
         drained(server.port, segment_port)
         httpx.post(f"http://127.0.0.1:{segment_port}/reset")
-        assert server.handle is not None
-        cpu_before, start = cpu_seconds(server.handle.pid), time.time()
+        cpu_before, start = server.cpu_seconds_by_thread(), time.time()
         load = wrk(server.port, seconds, script="clicks_of_many_users.lua", env=env)
         drained(server.port, segment_port)
-        stats, cpu_after = segment_stats(segment_port), cpu_seconds(server.handle.pid)
+        stats, cpu_after = segment_stats(segment_port), server.cpu_seconds_by_thread()
     accepted = load["requests"] - load["non_2xx"]
     seconds_taken = (stats["last"] or time.time()) - start
     # CPU per click by thread (the drain's last half second idle included, which costs nothing).

@@ -82,14 +82,37 @@ class Process:
     def cpu_seconds(self) -> float:
         """User and system CPU time of the server, all threads (from /proc/<pid>/stat)."""
         assert self.handle is not None
-        fields = Path(f"/proc/{self.handle.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        user, system = _cpu_of(Path(f"/proc/{self.handle.pid}/stat"))
+        return user + system
+
+    def cpu_seconds_by_thread(self) -> dict[str, float]:
+        """CPU seconds (user and system, and system alone) of the server's main thread (the event
+        loop) and of its other threads (the store's writer above all), from /proc/<pid>/task."""
+        assert self.handle is not None
+        pid = str(self.handle.pid)
+        seconds = {"main": 0.0, "main, system": 0.0, "other threads": 0.0, "other threads, system": 0.0}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                user, system = _cpu_of(task / "stat")
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+            thread = "main" if task.name == pid else "other threads"
+            seconds[thread] += user + system
+            seconds[f"{thread}, system"] += system
+        return seconds
 
     def peak_rss_mb(self) -> float:
         assert self.handle is not None
         # The server is the exec'd process (taskset execs), so its /proc entry is the server's.
         status = Path(f"/proc/{self.handle.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def _cpu_of(stat: Path) -> tuple[float, float]:
+    """User and system CPU seconds from a /proc stat file (after the command name, which may hold spaces)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def uvicorn(target: str, port: int, core: int, env: dict[str, str] | None = None) -> Process:

@@ -402,7 +402,7 @@ async def test_queue_depths_count_dead_and_parked_and_read_only_index_entries(sq
 
     conn = sqlite3.connect(sqlite_store.path)
     try:
-        ops_sql.queue_depths(Recording(), sqlite_store.engine.indexed_by, through_partial_indexes=True)  # type: ignore[arg-type]
+        ops_sql.queue_depths(Recording(), through_partial_indexes=True)  # type: ignore[arg-type]
         plans = [" ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in statements]
     finally:
         conn.close()

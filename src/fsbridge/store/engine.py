@@ -47,15 +47,10 @@ class Engine(Protocol):
 
     for_update: str  # appended to a SELECT that locks the rows it reads until the transaction ends
 
-    # Counts read through small partial indexes (SQLite: from their entries alone). PostgreSQL's
-    # scans of them still visited the rows, and one pass over the rows was cheaper there.
+    # Counts read through small partial indexes, from their entries alone (SQLite, told which index
+    # with INDEXED BY: without statistics its planner prefers any index with an equality on it).
+    # PostgreSQL's scans of them still visited the rows, and one pass over the rows was cheaper there.
     counts_through_partial_indexes: bool
-
-    def indexed_by(self, index: str) -> str:
-        """Appended to a table's name in FROM: read it through `index`. SQLite's planner, without
-        statistics, prefers any index with an equality on it to a smaller partial one (PostgreSQL:
-        nothing, since it keeps statistics)."""
-        ...
 
     def contains(self, column: str) -> str:
         """A condition: the stored bytes of `column` contain the bytes of the next parameter."""

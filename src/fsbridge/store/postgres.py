@@ -93,9 +93,6 @@ class PostgresEngine:
 
     counts_through_partial_indexes = False
 
-    def indexed_by(self, index: str) -> str:
-        return ""
-
     def contains(self, column: str) -> str:
         return f"position(?::bytea in {column}) > 0"
 

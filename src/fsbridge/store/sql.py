@@ -302,10 +302,8 @@ class SqlStore:
         return await self._read(ops_sql.undispatched)
 
     async def queue_depths(self) -> dict[tuple[str, str], int]:
-        engine = self.engine
-        return await self._read(
-            lambda conn: ops_sql.queue_depths(conn, engine.indexed_by, engine.counts_through_partial_indexes)
-        )
+        through_partial_indexes = self.engine.counts_through_partial_indexes
+        return await self._read(lambda conn: ops_sql.queue_depths(conn, through_partial_indexes))
 
     async def window_counts(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
         return await self._read(lambda conn: ops_sql.window_counts(conn, since))

@@ -90,9 +90,6 @@ class SQLiteEngine:
 
     counts_through_partial_indexes = True
 
-    def indexed_by(self, index: str) -> str:
-        return f" INDEXED BY {index}"
-
     def contains(self, column: str) -> str:
         return f"instr({column}, ?) > 0"
 
