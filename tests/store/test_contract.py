@@ -275,6 +275,16 @@ class TestClaims:
         assert [] == await store.claim_inbox(10, NOW + 999, 30)
         assert 1 == (await store.stats())["by_flow"]["f2"]["filtered"]
 
+    async def test_a_message_id_is_queued_once_per_event_and_once_for_jobs(self, store: SqlStore) -> None:
+        """A message id already queued for the same event, or by a job, is dropped; another event's is kept."""
+        first, second = [(await store.accept(event(n))).id for n in (1, 2)]
+        same = [NewDelivery("flow", "segment", "m-1", b"{}")]
+        await store.record_dispatch([DispatchResult(first, same), DispatchResult(second, same)], NOW)
+        await store.enqueue([NewDelivery("job", "slack", "m-job", b"{}")] * 2, NOW)
+        await store.enqueue([NewDelivery("job", "slack", "m-job", b"{}")], NOW + 1)
+        queued = await store.list_deliveries(None, None, 10)
+        assert ["", first, second] == sorted(d.inbox_id for d in queued)
+
     async def test_a_crashed_workers_claim_comes_back(self, store: SqlStore) -> None:
         """A delivery claimed by a worker that never reports is claimable again after the lease."""
         await dispatched(store)
@@ -598,16 +608,30 @@ async def test_two_workers_finding_no_profile_for_a_user_lose_no_trait(
     assert 3 == reads[0]
 
 
+def v1_delivery(body: str) -> str:
+    """A delivery as schema version 1 stored it, to be kept by the migrations that rebuild its table
+    (`body`: the engine's literal for the bytes of `{"v":1}`)."""
+    return (
+        "INSERT INTO deliveries (id, inbox_id, flow, destination, message_id, body, status, attempts, created_at,"  # noqa: S608
+        " received_at, retry_started_at, next_attempt_at, action) VALUES ('dlv_v1', 'evt_v1', 'flow', 'segment',"
+        f" 'm-v1', {body}, 'pending', 2, {NOW}, {NOW}, {NOW}, {NOW}, 'track');"
+    )
+
+
 class TestMigrations:
     async def test_a_version_1_sqlite_file_is_migrated_with_its_data(self, tmp_path: Path) -> None:
         """A file written by schema version 1 gets the later migrations on open, and keeps its events."""
         path = tmp_path / "v1.db"
         conn = sqlite3.connect(path, isolation_level=None)
-        conn.executescript(f"BEGIN; {base_schema()} PRAGMA user_version = 1; COMMIT;")
+        delivery = v1_delivery("X'7b2276223a317d'")
+        conn.executescript(f"BEGIN; {base_schema()} {delivery} PRAGMA user_version = 1; COMMIT;")
         conn.close()
         store = SQLiteStore(str(path))
         await store.open()
         try:
+            kept = await store.get_delivery("dlv_v1")
+            assert kept is not None
+            assert ("evt_v1", "m-v1", b'{"v":1}', 2) == (kept.inbox_id, kept.message_id, kept.body, kept.attempts)
             ids = await dispatched(store, 3)
             story = await store.event_story(ids[0])
             assert story is not None
@@ -618,14 +642,14 @@ class TestMigrations:
         assert SCHEMA_VERSION == conn.execute("PRAGMA user_version").fetchone()[0]
         plan = conn.execute("EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE inbox_id = 'x'").fetchall()
         conn.close()
-        assert "deliveries_by_inbox" in str(plan)
+        assert "deliveries_by_event" in str(plan)
 
     async def test_a_version_1_postgres_database_is_migrated(self, postgres_url: str) -> None:
         """A PostgreSQL database at schema version 1 gets the later migrations, once, under the lock."""
         import psycopg
 
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(postgres_schema(base_schema()).encode())
+            conn.execute(postgres_schema(base_schema() + v1_delivery("'\\x7b2276223a317d'::bytea")).encode())
             conn.execute("CREATE TABLE fsbridge_schema (version INTEGER NOT NULL)")
             conn.execute("INSERT INTO fsbridge_schema (version) VALUES (1)")
         for _ in range(2):  # a second start finds nothing left to do
@@ -638,7 +662,15 @@ class TestMigrations:
                 row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries'")
             ]
         assert [1, SCHEMA_VERSION] == versions
-        assert "deliveries_by_inbox" in indexes
+        assert {"deliveries_by_event", "deliveries_due", "deliveries_stuck"} <= set(indexes)
+        store = PostgresStore(postgres_url)
+        await store.open()
+        try:
+            kept = await store.get_delivery("dlv_v1")
+            assert kept is not None
+            assert ("evt_v1", b'{"v":1}') == (kept.inbox_id, kept.body)
+        finally:
+            await store.close()
 
     async def test_two_processes_preparing_one_new_file_together_both_succeed(self, tmp_path: Path) -> None:
         """Two preparers that both read a new SQLite file's version before either commits both succeed."""

@@ -50,7 +50,8 @@ class DeadLetterStore(Protocol):
 
 def insert_deliveries(conn: Connection, rows: list[tuple[str, float, NewDelivery]], now: float) -> None:
     """Queue deliveries: (the inbound event, when it was received, the delivery) each. One for a
-    destination that is parked is queued parked; one whose message id exists already is dropped."""
+    destination that is parked is queued parked; one whose message id its event (or, for a job's
+    messages, another job's) queued already is dropped."""
     if not rows:
         return
     conn.executemany(
@@ -61,7 +62,7 @@ def insert_deliveries(conn: Connection, rows: list[tuple[str, float, NewDelivery
         "  CASE WHEN ? = 'pending' AND EXISTS (SELECT 1 FROM destination_state"
         "   WHERE name = ? AND parked_reason IS NOT NULL) THEN 'parked' ELSE ? END,"
         "  ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (message_id) DO NOTHING",
+        " ON CONFLICT (inbox_id, message_id) DO NOTHING",
         [
             (
                 new_id("dlv"), d.event_id or inbox_id, d.flow, d.destination, d.message_id, d.body, d.status,

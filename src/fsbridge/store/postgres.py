@@ -83,7 +83,7 @@ class PostgresEngine:
                         if version < 1:
                             conn.execute(postgres_schema(base_schema()).encode())
                         for _, sql in migrations_after(max(version, 1)):
-                            conn.execute(sql.encode())
+                            conn.execute(postgres_schema(sql).encode())
                         conn.execute("INSERT INTO fsbridge_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
