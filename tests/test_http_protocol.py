@@ -20,6 +20,7 @@ from fsbridge.http_protocol import (
     CoalescingHttpToolsProtocol,
     CoalescingTransport,
     ConnectionLimits,
+    LimitedHttpToolsProtocol,
     limited_protocol,
 )
 
@@ -282,3 +283,65 @@ async def test_the_protocol_records_the_socket_peer_before_proxy_headers() -> No
             address, b"GET /peer HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n"
         )
     assert b"('127.0.0.1'," in answer.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    ("head", "pieces"),
+    [
+        (b"", [b"GET /healthz HTTP/1.1\r\n"] + [b"X-%d: 1\r\n" % n for n in range(9)]),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", [b"0123456789"] * 9),
+    ],
+    ids=["headers", "body"],
+)
+async def test_a_trickled_request_is_timed_from_its_phase_start(head: bytes, pieces: list[bytes]) -> None:
+    """Headers or a body sent a piece every 0.1 s get 408 once their phase has lasted the 0.3 s
+    timeout: a read inside the phase does not push its deadline back."""
+    async with limited_server(LIMITS) as address:
+        reader, writer = await asyncio.open_connection(*address)
+        answer = asyncio.create_task(reader.read())
+        try:
+            writer.write(head)
+            sent = 0
+            for piece in pieces:  # 0.9 s of pieces in all, three times the timeout
+                if answer.done():
+                    break
+                with contextlib.suppress(ConnectionError):
+                    writer.write(piece)
+                    await writer.drain()
+                sent += 1
+                await asyncio.wait({answer}, timeout=0.1)  # the trickle's pace, or the answer
+            assert (408, "request_timeout") == status_and_code(await asyncio.wait_for(answer, timeout=5))
+            assert sent < len(pieces)  # answered while pieces were still coming
+        finally:
+            writer.close()
+
+
+async def test_a_request_that_arrives_in_one_read_arms_no_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose headers and body come in one read sets no timer; one whose body comes in a
+    later read sets the body's deadline once."""
+    armed: list[str] = []
+    headers_read = asyncio.Event()
+    arm = LimitedHttpToolsProtocol._arm
+
+    def counting(self: LimitedHttpToolsProtocol, seconds: float, callback: Any) -> None:
+        armed.append(callback.__name__)
+        headers_read.set()
+        arm(self, seconds, callback)
+
+    monkeypatch.setattr(LimitedHttpToolsProtocol, "_arm", counting)
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+    async with limited_server(LIMITS) as address:
+        whole, _ = await exchange(address, head + b"hi")
+        assert whole.endswith(b"echo:hi")
+        assert [] == armed
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            writer.write(head)
+            await writer.drain()
+            await asyncio.wait_for(headers_read.wait(), timeout=5)
+            writer.write(b"hi")
+            split = await asyncio.wait_for(reader.read(), timeout=5)
+        finally:
+            writer.close()
+    assert split.endswith(b"echo:hi")
+    assert ["_body_too_slow"] == armed

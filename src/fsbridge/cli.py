@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,8 @@ def serve(
     except (ConfigError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         raise _fail(problems) from exc
-    app = create_app(runtime)
+    # uvicorn's own default, applied behind the webhook fast path instead of in front of it.
+    app = create_app(runtime, trusted_proxies=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
     bind = host or settings.host
     warn_if_open_beyond_loopback(settings.ops_token, bind)
     limits = ConnectionLimits(**config.server.model_dump())
@@ -95,6 +97,7 @@ def serve(
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # applied inside the app (create_app), not to webhooks
         http=limited_protocol(limits),
         timeout_keep_alive=int(max(1, limits.idle_timeout_seconds)),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import orjson
 import pytest
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,7 +18,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from fsbridge.app import create_app
 from fsbridge.http_protocol import PEER
 from fsbridge.ops.access import warn_if_open_beyond_loopback
-from tests.conftest import OPS_TOKEN, Bridge, start_bridge
+from fsbridge.testing import bearer_headers
+from tests.conftest import OPS_TOKEN, STREAM_TOKEN, Bridge, start_bridge
 
 
 @pytest.fixture
@@ -145,6 +147,25 @@ class TestSessions:
         assert "Secure" in response.headers["set-cookie"]
         plain = await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
         assert "Secure" not in plain.headers["set-cookie"]
+
+    async def test_a_trusted_proxy_makes_the_cookie_secure_and_webhooks_pass_by(self, bridge: Bridge) -> None:
+        """With `trusted_proxies` (what `fsbridge serve` passes from FORWARDED_ALLOW_IPS), a trusted
+        proxy's X-Forwarded-Proto: https makes the cookie Secure and an untrusted one's does not;
+        webhooks are served beside it."""
+        for trusted, secure in (("127.0.0.1", True), ("10.0.0.1", False)):
+            app = create_app(bridge.runtime, manage_runtime=False, trusted_proxies=trusted)
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                login = await client.post(
+                    "/ops/login", data={"token": OPS_TOKEN}, headers={"X-Forwarded-Proto": "https"}
+                )
+                event = await client.post(
+                    "/webhooks/fullstory/streams/frustration",
+                    content=orjson.dumps({"event": {"event_type": "rage-click"}, "user": {"user_id": trusted}}),
+                    headers={**bearer_headers(STREAM_TOKEN), "X-Forwarded-Proto": "https"},
+                )
+            assert secure == ("Secure" in login.headers["set-cookie"]), trusted
+            assert 202 == event.status_code
 
     async def test_wrong_tokens_are_limited(self, bridge: Bridge) -> None:
         """After ten wrong tokens in a minute from one client, even the right token waits (429)."""
