@@ -3,14 +3,12 @@
 -- user's clicks come from one thread, in order; a user's session changes every fourth click (and
 -- with each run: a warm-up's sessions are not continued).
 local thread_id = 0
-local threads = 0
 local token = os.getenv("BENCH_STREAM_TOKEN") or "bench-stream-token"
 local users = tonumber(os.getenv("BENCH_USERS") or "10000")
 local kinds = {"rage-click", "dead-click", "error-click"}
 
 function setup(thread)
   thread_id = thread_id + 1
-  threads = threads + 1
   thread:set("tid", thread_id)
 end
 
@@ -18,7 +16,7 @@ function init(args)
   math.randomseed(os.time() + tid)
   prefix = string.format("m%d-%d", tid, math.random(1, 1000000000))
   counter = 0
-  step = tonumber(os.getenv("BENCH_WRK_THREADS") or "2")
+  step = tonumber(os.getenv("BENCH_WRK_THREADS"))  -- wrk's -t, which bench/run.py sets with it
 end
 
 function request()

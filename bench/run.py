@@ -36,6 +36,7 @@ PYTHON = sys.executable
 TOKEN = "bench-stream-token"
 OPS_TOKEN = "bench-ops-token"
 SERVER_CORE, LOAD_CORE = 0, 1
+WRK_THREADS = 2  # wrk's load threads, on LOAD_CORE
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -138,10 +139,12 @@ def fsbridge(workdir: Path, segment_port: int, role: str = "all", database: Path
 def wrk(
     port: int, seconds: float, connections: int = 32, script: str = "intake.lua", env: dict[str, str] | None = None
 ) -> dict[str, float]:
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(ROOT / "bench" / script),
-            f"http://127.0.0.1:{port}/webhooks/fullstory/streams/bench"]  # fmt: skip
+    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s",
+            str(ROOT / "bench" / script), f"http://127.0.0.1:{port}/webhooks/fullstory/streams/bench"]  # fmt: skip
+    # A script that splits users between wrk's threads reads their number (wrk does not give it).
+    script_env = {"BENCH_STREAM_TOKEN": TOKEN, "BENCH_WRK_THREADS": str(WRK_THREADS), **(env or {})}
     out = subprocess.run(pinned(LOAD_CORE, argv), capture_output=True, text=True, check=True,
-                         env=os.environ | {"BENCH_STREAM_TOKEN": TOKEN, **(env or {})}).stdout  # fmt: skip
+                         env=os.environ | script_env).stdout  # fmt: skip
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

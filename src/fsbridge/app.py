@@ -40,7 +40,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, trusted_proxies
     `trusted_proxies` (uvicorn's `FORWARDED_ALLOW_IPS`), the dashboard, ops API and metrics take
     the scheme and client address from those proxies' `X-Forwarded-*` headers; the webhook fast
     path reads neither, so it skips that middleware (uvicorn would put it in front of every
-    request, and its address check cost a loaded intake a measured few µs a request)."""
+    request; together with the per-request deadlines it cost intake a measured 4 µs a request)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
