@@ -3,6 +3,8 @@ model (validated, with the library context) renders for the same content."""
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,3 +33,18 @@ def test_direct_messages_equal_the_models(kind: str, key: str, body: dict[str, A
     model = {"userId": state.user_id, "anonymousId": state.anonymous_id, "timestamp": iso(AT), **body}
     checked = orjson.loads(TARGETS[f"segment.{kind}"].render(model, "fsb-1"))
     assert checked == direct
+
+
+def test_times_read_as_datetime_writes_them() -> None:
+    """`iso`, which keeps the last whole second's text, writes every time as datetime does: microseconds
+    rounded half to even and cut to milliseconds, a carry into the next second, times before the epoch."""
+
+    def reference(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    rng = random.Random(7)
+    edges = [0.0, 1.9999995, 1.0000005, AT - 0.25 + 0.9999996, AT + 0.0005, AT + 0.0015, -1.5, -0.0000004]
+    spread = [rng.uniform(1.7e9, 1.8e9) for _ in range(20_000)]
+    times = [*edges, *spread, *(round(AT + rng.random(), 3) for _ in range(5000))]
+    for seconds in sorted(times) + times:  # in order (the kept second is reused) and in no order
+        assert iso(seconds) == reference(seconds), seconds

@@ -28,7 +28,15 @@ def a_state() -> UserState:
         signals=[["rage_click", NOW], ["at_risk_session", NOW + 5]],
         decay_sum=25.0,
         decay_at=NOW + 5,
-        sync={"health_score": Sync({"fullstory_health_score": 80}, NOW, "fsb-1", NOW + 900, None)},
+        sync={
+            "health_score": Sync(
+                sent={"fullstory_health_score": 80},
+                sent_at=NOW,
+                pending_id="fsb-1",
+                pending_due=NOW + 900,
+                pending=None,
+            )
+        },
         nps_suppressed=True,
         nps_outreach=False,
         nps_cycle=2,

@@ -131,7 +131,9 @@ class FlowSkip:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+# Read-only by convention, not frozen: one is built per routed click, and a frozen dataclass's
+# __init__ costs four times a plain one's (0.7 against 0.17 µs for these six fields).
+@dataclass(slots=True)
 class Signal:
     """A frustration signal of one user (`user_key`: `u:<userId>`, or `a:<anonymousId>` for a user
     Segment does not know yet), fed to the per-user aggregations in the dispatch transaction."""
@@ -144,7 +146,7 @@ class Signal:
     event_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention, as Signal: one per counted use
 class FeatureUse:
     """One use of a feature counted for adoption (`flows.feature_adoption`), by whom when known."""
 

@@ -38,10 +38,9 @@ class Signals:
             return True
         user = self.rules.fullstory_user_id.resolve(envelope)
         user_id = str(user) if user is not MISSING else envelope.resolved_user_id
-        session = SESSION.resolve(envelope)
         if user_id:
             key = f"u:{user_id}"
-        elif session is not MISSING:
+        elif (session := SESSION.resolve(envelope)) is not MISSING:
             key = f"a:{stable_uuid('session', session)}"  # the anonymousId the frustration flow sends
         else:
             return True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import groupby
 
 from fsbridge.config import FRUSTRATION_SIGNALS, FlowsConfig
 from fsbridge.flows.aggregations.experience_at_risk import ExperienceAtRisk
@@ -54,17 +53,21 @@ class UserAggregations:
     def decide(self, stored: dict[str, str | None], signals: Sequence[Signal], now: float) -> Decision:
         out = Outbox(self.segment_dry_run)
         rows = []
-        ordered = sorted(signals, key=lambda s: s.user_key)  # stable: each user's signals keep their order
-        for user_key, mine in groupby(ordered, key=lambda s: s.user_key):
+        by_user: dict[str, list[Signal]] = {}
+        for signal in signals:  # each user's signals keep their order
+            by_user.setdefault(signal.user_key, []).append(signal)
+        at_risk_flow, traits, health = self.at_risk, self.traits, self.health
+        for user_key in sorted(by_user):
             state = UserState.from_json(user_key, stored.get(user_key))
-            for signal in mine:
+            for signal in by_user[user_key]:
                 out.event_id = signal.event_id or None
-                at_risk = self.at_risk.on_signal(state, signal, out) if self.at_risk else False
-                if self.traits:
-                    self.traits.on_signal(state, signal, out)
-                if self.health:
-                    self.health.on_signal(state, signal, out, at_risk=at_risk)
-                state.last_seen = max(state.last_seen, signal.at)
+                at_risk = at_risk_flow.on_signal(state, signal, out) if at_risk_flow else False
+                if traits:
+                    traits.on_signal(state, signal, out)
+                if health:
+                    health.on_signal(state, signal, out, at_risk=at_risk)
+                if signal.at > state.last_seen:
+                    state.last_seen = signal.at
             self._flush(state, now, out, signals_arrived=True)
             rows.append(self._row(state))
         return Decision(rows, out.deliveries, out.coalesced)
@@ -100,7 +103,7 @@ class UserAggregations:
         if state.at_risk and state.last_at_risk_at is not None:
             expires = max(expires, state.last_at_risk_at + self.recover_after + DAY)
         for record in state.sync.values():
-            if record.pending_due is not None:
-                expires = max(expires, record.pending_due + DAY)
+            if (due := record["pending_due"]) is not None:
+                expires = max(expires, due + DAY)
         return StateRow(state.user_key, state.to_json(), state.at_risk, state.last_at_risk_at, state.score,
                         state.band, expires)  # fmt: skip

@@ -22,24 +22,25 @@ AWAITING = "coalesced"
 def sync(flow: str, state: UserState, values: dict[str, Any], min_interval: float, now: float, out: Outbox) -> None:
     """Send, schedule or fold this flow's current trait values for the user."""
     record = state.sync_of(flow)
-    if record.pending_id is not None:
+    if record["pending_id"] is not None:
         # An identify is queued and not rendered yet (rendering moves its values to `sent`, in the
         # same transaction): it will carry these values.
-        if values != record.pending:
+        if values != record["pending"]:
             out.coalesced[flow] += 1  # folded into the identify already queued
-        record.pending = None if values == record.sent else values  # None: it will send nothing
+        record["pending"] = None if values == record["sent"] else values  # None: it will send nothing
         return
-    if values == record.sent:
+    sent, sent_at = record["sent"], record["sent_at"]
+    if values == sent:
         return  # nothing changed since what was sent
-    if record.sent_at is None or now - record.sent_at >= min_interval:
-        changed = {k: v for k, v in values.items() if (record.sent or {}).get(k) != v}
+    if sent_at is None or now - sent_at >= min_interval:
+        changed = {k: v for k, v in values.items() if (sent or {}).get(k) != v}
         mid = message_id(flow, state.user_key, "identify", now)
         body = out.render(flow, "identify", state, {"traits": changed}, mid, now)
         out.deliveries.append(out.delivery(flow, "identify", body, mid))
-        record.sent, record.sent_at = values, now
+        record["sent"], record["sent_at"] = values, now
         return
-    due = record.sent_at + min_interval
+    due = sent_at + min_interval
     mid = message_id(flow, state.user_key, "identify", due)
     plan = orjson.dumps({"coalesced": flow, "user_key": state.user_key, "due": due})
     out.deliveries.append(out.delivery(flow, "identify", plan, mid, not_before=due, awaiting=AWAITING))
-    record.pending, record.pending_id, record.pending_due = values, mid, due
+    record["pending"], record["pending_id"], record["pending_due"] = values, mid, due

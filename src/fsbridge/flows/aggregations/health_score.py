@@ -46,9 +46,11 @@ class HealthScore:
         value, band, _ = score_of(state.decay_sum, state.decay_at, self.config.half_life, now, bands.good, bands.fair)
         state.score, state.band = value, band
         record = state.sync_of(NAME)
-        last = record.pending if record.pending is not None else record.sent
-        last_score = int(last["fullstory_health_score"]) if last else 100
-        last_band = str(last["fullstory_health_band"]) if last else "good"
+        last = record["pending"] if record["pending"] is not None else record["sent"]
+        if last is None:
+            last_score, last_band = 100, "good"
+        else:
+            last_score, last_band = last["fullstory_health_score"], last["fullstory_health_band"]
         if band != last_band or abs(value - last_score) >= self.config.min_change:
             values = {"fullstory_health_score": value, "fullstory_health_band": band}
             sync(NAME, state, values, self.min_interval, now, out)

@@ -25,13 +25,13 @@ class NpsFollowUp:
     def flush(self, state: UserState, value: int, band: str, explain: Callable[[], Score], now: float,
               out: Outbox) -> None:  # fmt: skip
         config, cycle = self.config, state.nps_cycle
-        facts = {"score": value, "band": band}
         if not state.nps_suppressed and value < config.suppress_below:
             state.nps_suppressed = True
             out.identify(NAME, state, {"nps_suppressed": True}, now, "suppressed", cycle)
-            out.track(NAME, state, "NPS Survey Suppressed", facts, now, "suppressed", cycle)
+            out.track(NAME, state, "NPS Survey Suppressed", {"score": value, "band": band}, now, "suppressed", cycle)
         if state.nps_suppressed and not state.nps_outreach and value < config.outreach_below:
             state.nps_outreach = True
+            facts = {"score": value, "band": band}
             reasons = [
                 {"signal": c.signal, "at": iso(c.at), "weight": c.weight, "value": round(c.value, 2)}
                 for c in sorted(explain().contributions, key=lambda c: c.value, reverse=True)[:TOP_REASONS]

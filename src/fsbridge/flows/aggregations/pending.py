@@ -42,11 +42,11 @@ class PendingIdentifies:
         flow = str(plan["coalesced"])
         state = UserState.from_json(str(plan["user_key"]), text)
         record = state.sync.get(flow)
-        if record is None or record.pending_id != delivery.message_id:
+        if record is None or record["pending_id"] != delivery.message_id:
             return Enriched(delivery, "filtered", "superseded: a later identify carries these traits"), None
-        values = record.pending
-        record.pending = record.pending_id = record.pending_due = None
-        traits = {k: v for k, v in (values or {}).items() if (record.sent or {}).get(k) != v}
+        values = record["pending"]
+        record["pending"] = record["pending_id"] = record["pending_due"] = None
+        traits = {k: v for k, v in (values or {}).items() if (record["sent"] or {}).get(k) != v}
         if not traits:
             reason = "unchanged: the values went back to what was last sent"
             return Enriched(delivery, "filtered", reason), state.to_json()
@@ -55,5 +55,5 @@ class PendingIdentifies:
             flow, "identify", state, {"traits": traits}, delivery.message_id, due
         )
         delivery.awaiting = None
-        record.sent, record.sent_at = values, due
+        record["sent"], record["sent_at"] = values, due
         return Enriched(delivery, "ready"), state.to_json()

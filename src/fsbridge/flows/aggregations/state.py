@@ -6,7 +6,7 @@ score decays, what each trait flow last sent or holds pending, and the NPS follo
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
@@ -14,15 +14,20 @@ MAX_SESSIONS = 20  # the sessions whose counts are kept per user (the most recen
 MAX_SIGNALS = 50  # the score's most recent signals kept per user, to explain it (all of them count)
 
 
-@dataclass
-class Sync:
-    """What a coalesced trait flow last sent (values and when), and the identify it holds pending."""
+class Sync(TypedDict):
+    """What a coalesced trait flow last sent (values and when), and the identify it holds pending.
+    A dict, as the document holds it: reading a state builds no record objects (that cost as much
+    as the rest of reading it)."""
 
-    sent: dict[str, Any] | None = None
-    sent_at: float | None = None
-    pending_id: str | None = None  # the queued identify, rendered when it is due
-    pending_due: float | None = None
-    pending: dict[str, Any] | None = None  # the values it will carry (None: it will send nothing)
+    sent: dict[str, Any] | None
+    sent_at: float | None
+    pending_id: str | None  # the queued identify, rendered when it is due
+    pending_due: float | None
+    pending: dict[str, Any] | None  # the values it will carry (None: it will send nothing)
+
+
+def new_sync() -> Sync:
+    return {"sent": None, "sent_at": None, "pending_id": None, "pending_due": None, "pending": None}
 
 
 @dataclass
@@ -56,11 +61,14 @@ class UserState:
         return self.user_key[2:] if self.user_key.startswith("a:") else None
 
     def sync_of(self, flow: str) -> Sync:
-        return self.sync.setdefault(flow, Sync())
+        record = self.sync.get(flow)
+        if record is None:
+            record = self.sync[flow] = new_sync()
+        return record
 
     def to_json(self) -> str:
-        # orjson writes the dataclass itself, field by field (the Sync records too): the document
-        # is written for every signal, so no intermediate dict is built.
+        # orjson writes the dataclass itself, field by field: the document is written for every
+        # signal, so no intermediate dict is built.
         return orjson.dumps(self).decode()
 
     @classmethod
@@ -70,9 +78,9 @@ class UserState:
         data = orjson.loads(text)
         if data.keys() != FIELDS:
             return cls._from_document(user_key, data)
-        # The document `to_json` writes: its fields are the attributes (it is read for every signal).
+        # The document `to_json` writes: its fields are the attributes, its records are `Sync`
+        # dicts (it is read for every signal).
         data["user_key"] = user_key
-        data["sync"] = {name: Sync(**value) for name, value in data["sync"].items()}
         state = cls.__new__(cls)
         state.__dict__ = data
         return state
@@ -84,8 +92,8 @@ class UserState:
         nps = [data.get("nps_suppressed", False), data.get("nps_outreach", False), data.get("nps_cycle", 0)]
         suppressed, outreach, cycle = data.get("nps", nps)
         decay_sum, decay_at = data.get("decay", [data.get("decay_sum", 0.0), data.get("decay_at", 0.0)])
-        sync = {
-            name: Sync(**{k: v for k, v in value.items() if k in SYNC_FIELDS})
+        sync: dict[str, Sync] = {
+            name: {**new_sync(), **{k: v for k, v in value.items() if k in SYNC_FIELDS}}
             for name, value in data.get("sync", {}).items()
         }
         return cls(
@@ -116,4 +124,4 @@ class UserState:
 
 
 FIELDS = {f.name for f in fields(UserState)}
-SYNC_FIELDS = {f.name for f in fields(Sync)}
+SYNC_FIELDS = set(Sync.__annotations__)
