@@ -101,9 +101,9 @@ class UserAggregations:
     def _row(self, state: UserState) -> StateRow:
         expires = state.last_seen + self.keep_for
         if state.at_risk and state.last_at_risk_at is not None:
-            expires = max(expires, state.last_at_risk_at + self.recover_after + DAY)
+            expires = max(expires, state.last_at_risk_at + self.recover_after + DAY)  # rare: not the hot path
         for record in state.sync.values():
-            if (due := record["pending_due"]) is not None:
-                expires = max(expires, due + DAY)
+            if (due := record["pending_due"]) is not None and due + DAY > expires:
+                expires = due + DAY
         return StateRow(state.user_key, state.to_json(), state.at_risk, state.last_at_risk_at, state.score,
                         state.band, expires)  # fmt: skip

@@ -40,7 +40,8 @@ class FrustrationTraits:
         if state.window_start != start:
             state.window_start, state.counts = start, {}
         state.counts[signal.kind] = state.counts.get(signal.kind, 0) + 1
-        state.last_frustration_at = max(state.last_frustration_at or 0.0, signal.at)
+        if state.last_frustration_at is None or signal.at > state.last_frustration_at:
+            state.last_frustration_at = signal.at
 
     def values(self, state: UserState, now: float) -> dict[str, Any]:
         current = state.window_start is not None and state.window_start <= now < state.window_start + self.config.window

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,30 +20,31 @@ from fsbridge.store.records import DeliveryStatus
 from fsbridge.targets.segment import LIBRARY
 
 
-class _SecondsText:
+def _iso_keeping_the_second() -> Callable[[float], str]:
     """ISO 8601 in UTC to the millisecond, exactly as `datetime.fromtimestamp(seconds, UTC)` and
     `isoformat(timespec="milliseconds")` write it (microseconds rounded half to even, then cut),
     with the date and time of the last whole second kept: a flow formats a time for every user it
     decides, and a batch's signals share their second, so the datetime is built once a second."""
+    last: tuple[float, str] = (math.nan, "")
 
-    def __init__(self) -> None:
-        self._last: tuple[float, str] = (math.nan, "")
-
-    def __call__(self, seconds: float) -> str:
+    def iso(seconds: float) -> str:
+        nonlocal last
         fraction, whole = math.modf(seconds)
         micro = round(fraction * 1e6)
         if micro >= 1_000_000:
             whole, micro = whole + 1, micro - 1_000_000
         elif micro < 0:
             whole, micro = whole - 1, micro + 1_000_000
-        last, text = self._last  # one tuple, read and replaced whole: safe from any thread
-        if whole != last:
+        second, text = last  # one tuple, read and replaced whole: safe from any thread
+        if whole != second:
             text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._last = (whole, text)
+            last = (whole, text)
         return f"{text}.{micro // 1000:03d}Z"
 
+    return iso
 
-iso = _SecondsText()
+
+iso = _iso_keeping_the_second()
 
 
 def message_id(flow: str, *about: Any) -> str:

@@ -34,7 +34,9 @@ class Score:
 
 
 def decayed(total: float, since: float, now: float, half_life: float) -> float:
-    return total * 0.5 ** (max(0.0, now - since) / half_life) if total else 0.0
+    if not total:
+        return 0.0
+    return total * 0.5 ** ((now - since) / half_life) if now > since else total
 
 
 def add(total: float, since: float, weight: float, at: float, half_life: float) -> tuple[float, float]:
@@ -52,7 +54,8 @@ def score_of(
     total: float, since: float, half_life: float, now: float, good: float, fair: float
 ) -> tuple[int, str, float]:
     current = decayed(total, since, now, half_life)
-    value = max(0, min(100, round(100 - current)))
+    value = round(100 - current)
+    value = 0 if value < 0 else 100 if value > 100 else value
     return value, band_of(value, good, fair), current
 
 
