@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from fsbridge.config import FsbridgeConfig, IdentityConfig
 from fsbridge.engine.identity import IdentityRules, email_sha256
-from fsbridge.envelope import Envelope
+from fsbridge.envelope import MISSING, Envelope
 from fsbridge.store import IdentityClaim
 from tests.conftest import RAGE_CLICK, Bridge, start_bridge
 
@@ -175,3 +175,17 @@ async def test_group_calls_and_context_group_id_record_accounts(bridge: Bridge) 
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT group_id, user_id FROM group_members ORDER BY user_id").fetchall()
     assert [("acct-1", "u1"), ("acct-1", "u2")] == rows
+
+
+def test_the_fullstory_user_is_read_for_the_envelope_asked_about() -> None:
+    """The user id kept for the last envelope answers only that envelope: asked about others in turn
+    (equal payloads included), each gets its own, and one without a user id gets MISSING."""
+    rules = IdentityRules(IdentityConfig())
+
+    def click(payload: dict[str, Any]) -> Envelope:
+        return Envelope("evt", "fullstory_stream", "s", "rage_click", "k", 0.0, payload)
+
+    ada, bob, nobody = click({"user": {"user_id": "ada"}}), click({"user": {"uid": 7}}), click({"user": {}})
+    ada_again = click({"user": {"user_id": "ada"}})
+    asked = [ada, ada, bob, ada_again, nobody, bob, ada]
+    assert [rules.fullstory_user(e) for e in asked] == ["ada", "ada", "7", "ada", MISSING, "7", "ada"]

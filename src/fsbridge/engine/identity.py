@@ -42,6 +42,17 @@ class IdentityRules:
     def __init__(self, config: IdentityConfig) -> None:
         self.config = config
         self.fullstory_user_id = Path(*config.fullstory_user_id_paths, cast="string")
+        self._last_user: tuple[Envelope | None, Any] = (None, MISSING)
+
+    def fullstory_user(self, envelope: Envelope) -> Any:
+        """The Fullstory event's user id (MISSING when it has none), read once per envelope: the
+        identity look-up, the signal stage and the feature-usage stage each ask for it of every
+        click. The last envelope's answer is kept (envelopes are immutable; one tuple, replaced whole)."""
+        last, user = self._last_user
+        if last is not envelope:
+            user = self.fullstory_user_id.resolve(envelope)
+            self._last_user = (envelope, user)
+        return user
 
     def segment_user_id(self, message: Any) -> str | None:
         return _text(lookup(message, self.config.segment_user_id_path))
@@ -99,7 +110,7 @@ class IdentityRules:
 
     def lookup_keys(self, envelope: Envelope) -> list[tuple[str, str]]:
         """For a Fullstory event without a user id: the identifiers that may resolve it, best first."""
-        if self.fullstory_user_id.resolve(envelope) is not MISSING:
+        if self.fullstory_user(envelope) is not MISSING:
             return []
         keys: list[tuple[str, str]] = []
         for path in self.config.fullstory_anonymous_id_paths:

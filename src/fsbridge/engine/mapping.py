@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from fsbridge.envelope import MISSING, Envelope
+from fsbridge.envelope import MISSING, Envelope, read_segments
 
 _NAMESPACE = uuid.UUID("4f1c5d0e-8a57-4a3b-9c1e-6f7b2d9e0a11")
 
@@ -33,7 +33,7 @@ def _as_email(value: Any) -> Any:
 
 
 def _as_string(value: Any) -> Any:
-    if value is None or isinstance(value, dict | list):
+    if value is None or isinstance(value, (dict, list)):  # a tuple: `dict | list` builds a union per call
         return MISSING
     return str(value)
 
@@ -119,10 +119,13 @@ class Path:
     def __init__(self, *paths: str, cast: Cast | None = None) -> None:
         object.__setattr__(self, "paths", paths)
         object.__setattr__(self, "cast", cast)
+        # Split once: the identity rules read the user id of every routed click through a Path.
+        object.__setattr__(self, "_segments", tuple(tuple(path.split(".")) for path in paths))
 
     def resolve(self, envelope: Envelope) -> Any:
-        for path in self.paths:
-            value = _cast(envelope.get(path), self.cast)
+        payload, dotted, cast = envelope.payload, envelope.dotted_keys, self.cast
+        for segments in self._segments:  # type: ignore[attr-defined]
+            value = _cast(read_segments(payload, segments, dotted), cast)
             if value is not MISSING and value is not None and value != "":
                 return value
         return MISSING

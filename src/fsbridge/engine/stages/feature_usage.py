@@ -57,5 +57,5 @@ class FeatureUsage:
     def _user(self, envelope: Envelope) -> str | None:
         if envelope.source == segment.SOURCE:
             return self.rules.segment_user_id(envelope.payload)
-        user = self.rules.fullstory_user_id.resolve(envelope)
+        user = self.rules.fullstory_user(envelope)
         return str(user) if user is not MISSING else envelope.resolved_user_id

@@ -22,7 +22,7 @@ SESSION_URL = PathsRead(SESSION_URL_PATHS)
 
 
 def _text(value: Any) -> str | None:
-    return None if value is MISSING or isinstance(value, dict | list) else str(value)
+    return None if value is MISSING or isinstance(value, (dict, list)) else str(value)
 
 
 class Signals:
@@ -36,7 +36,7 @@ class Signals:
     def apply(self, envelope: Envelope, result: DispatchResult) -> bool:
         if envelope.kind not in self.kinds:
             return True
-        user = self.rules.fullstory_user_id.resolve(envelope)
+        user = self.rules.fullstory_user(envelope)
         user_id = str(user) if user is not MISSING else envelope.resolved_user_id
         if user_id:
             key = f"u:{user_id}"
