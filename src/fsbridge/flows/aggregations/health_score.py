@@ -47,7 +47,7 @@ class HealthScore:
         state.score, state.band = value, band
         record = state.sync_of(NAME)
         last = record["pending"] if record["pending"] is not None else record["sent"]
-        if last is None:
+        if not last:
             last_score, last_band = 100, "good"
         else:
             last_score, last_band = last["fullstory_health_score"], last["fullstory_health_band"]
