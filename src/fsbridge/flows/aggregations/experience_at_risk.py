@@ -6,6 +6,8 @@ and one identify `experience_at_risk: false`."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from fsbridge.config import ExperienceAtRiskConfig
 from fsbridge.flows.aggregations.outbox import Outbox, iso
 from fsbridge.flows.aggregations.state import UserState
@@ -15,7 +17,7 @@ NAME = "experience_at_risk"
 
 
 class ExperienceAtRisk:
-    name = NAME
+    name: ClassVar[str] = NAME
 
     def __init__(self, config: ExperienceAtRiskConfig) -> None:
         self.config = config

@@ -5,7 +5,7 @@ sent only when a value changed and at most once per user per `min_interval` (coa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from fsbridge.config import FRUSTRATION_SIGNALS, FrustrationTraitsConfig
 from fsbridge.flows.aggregations.coalescing import sync
@@ -26,7 +26,7 @@ def suffix(seconds: float) -> str:
 
 
 class FrustrationTraits:
-    name = NAME
+    name: ClassVar[str] = NAME
 
     def __init__(self, config: FrustrationTraitsConfig) -> None:
         self.config = config

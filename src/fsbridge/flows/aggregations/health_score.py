@@ -6,6 +6,8 @@ signals age, so scores recover without new traffic."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from fsbridge.config import HealthScoreConfig
 from fsbridge.flows.aggregations.coalescing import sync
 from fsbridge.flows.aggregations.outbox import Outbox
@@ -18,7 +20,7 @@ AT_RISK_SESSION = "at_risk_session"
 
 
 class HealthScore:
-    name = NAME
+    name: ClassVar[str] = NAME
 
     def __init__(self, config: HealthScoreConfig, min_interval: float) -> None:
         self.config = config

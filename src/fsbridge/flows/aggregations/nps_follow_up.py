@@ -6,6 +6,7 @@ back at `release_at` or more: identify `nps_suppressed: false`. Each transition 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from fsbridge.config import NpsFollowUpConfig
 from fsbridge.flows.aggregations.outbox import Outbox, iso
@@ -17,7 +18,7 @@ TOP_REASONS = 3
 
 
 class NpsFollowUp:
-    name = NAME
+    name: ClassVar[str] = NAME
 
     def __init__(self, config: NpsFollowUpConfig) -> None:
         self.config = config

@@ -67,9 +67,31 @@ class UserState:
         return record
 
     def to_json(self) -> str:
-        # orjson writes the dataclass itself, field by field: the document is written for every
-        # signal, so no intermediate dict is built.
-        return orjson.dumps(self).decode()
+        # The fields by name, in their order (the document `from_json` reads fast). Not
+        # `orjson.dumps(self)`: orjson reads a dataclass's instance dict, which the class compiled
+        # by mypyc (setup.py) does not have (it crashed the process).
+        return orjson.dumps(
+            {
+                "user_key": self.user_key,
+                "sessions": self.sessions,
+                "at_risk": self.at_risk,
+                "at_risk_since": self.at_risk_since,
+                "last_at_risk_at": self.last_at_risk_at,
+                "window_start": self.window_start,
+                "counts": self.counts,
+                "last_frustration_at": self.last_frustration_at,
+                "signals": self.signals,
+                "decay_sum": self.decay_sum,
+                "decay_at": self.decay_at,
+                "sync": self.sync,
+                "nps_suppressed": self.nps_suppressed,
+                "nps_outreach": self.nps_outreach,
+                "nps_cycle": self.nps_cycle,
+                "score": self.score,
+                "band": self.band,
+                "last_seen": self.last_seen,
+            }
+        ).decode()
 
     @classmethod
     def from_json(cls, user_key: str, text: str | None) -> UserState:
@@ -78,12 +100,14 @@ class UserState:
         data = orjson.loads(text)
         if data.keys() != FIELDS:
             return cls._from_document(user_key, data)
-        # The document `to_json` writes: its fields are the attributes, its records are `Sync`
-        # dicts (it is read for every signal).
-        data["user_key"] = user_key
-        state = cls.__new__(cls)
-        state.__dict__ = data
-        return state
+        # The document `to_json` writes (it is read for every signal): its records are `Sync` dicts,
+        # used as they are.
+        return cls(
+            user_key, data["sessions"], data["at_risk"], data["at_risk_since"], data["last_at_risk_at"],
+            data["window_start"], data["counts"], data["last_frustration_at"], data["signals"], data["decay_sum"],
+            data["decay_at"], data["sync"], data["nps_suppressed"], data["nps_outreach"], data["nps_cycle"],
+            data["score"], data["band"], data["last_seen"],
+        )  # fmt: skip
 
     @classmethod
     def _from_document(cls, user_key: str, data: dict[str, Any]) -> UserState:
