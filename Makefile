@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 COMPILE ?= 1
 DECISION := $(VENV)/.decision-$(COMPILE)
 DECISION_SOURCES := $(wildcard src/fsbridge/flows/aggregations/*.py)
+DECISION_BUILDS  := src/fsbridge_decision__mypyc.*.so src/fsbridge/flows/aggregations/*.so
 
 .PHONY: run test lint typecheck pytest check clean faults bench bench-store
 
@@ -21,11 +22,11 @@ $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 
 # Rebuilt whenever a source of the decision changes: a stale build would shadow the edit.
 $(DECISION): $(STAMP) setup.py $(DECISION_SOURCES)
-	rm -f $(VENV)/.decision-* src/fsbridge_decision__mypyc.*.so src/fsbridge/flows/aggregations/*.so
+	rm -f $(VENV)/.decision-* $(DECISION_BUILDS)
 ifeq ($(COMPILE),1)
 	FSBRIDGE_COMPILE=1 $(BIN)/python setup.py --quiet build_ext --inplace
 	# A module whose C did not change is copied with its old time: the build is current as of now.
-	touch src/fsbridge_decision__mypyc.*.so src/fsbridge/flows/aggregations/*.so
+	touch $(DECISION_BUILDS)
 endif
 	touch $@
 
@@ -67,5 +68,4 @@ faults: $(DECISION)
 	@cat bench/faults.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/fsbridge_decision__mypyc.*.so
-	rm -f src/fsbridge/flows/aggregations/*.so
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build $(DECISION_BUILDS)

@@ -115,16 +115,17 @@ def _cast(value: Any, cast: str | None) -> Any:
 class Path:
     paths: tuple[str, ...]
     cast: Cast | None = None
+    # Split once: the identity rules read the user id of every routed click through a Path.
+    segments: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __init__(self, *paths: str, cast: Cast | None = None) -> None:
         object.__setattr__(self, "paths", paths)
         object.__setattr__(self, "cast", cast)
-        # Split once: the identity rules read the user id of every routed click through a Path.
-        object.__setattr__(self, "_segments", tuple(tuple(path.split(".")) for path in paths))
+        object.__setattr__(self, "segments", tuple(tuple(path.split(".")) for path in paths))
 
     def resolve(self, envelope: Envelope) -> Any:
         payload, dotted, cast = envelope.payload, envelope.dotted_keys, self.cast
-        for segments in self._segments:  # type: ignore[attr-defined]
+        for segments in self.segments:
             value = _cast(read_segments(payload, segments, dotted), cast)
             if value is not MISSING and value is not None and value != "":
                 return value
