@@ -4,10 +4,11 @@ way to read a value from a payload (nested objects, dotted keys, list indices)."
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
+
+from fsbridge.bounds import memo_of_short
 
 
 class Missing(enum.Enum):
@@ -97,7 +98,7 @@ def _has_dotted_key(node: dict[Any, Any]) -> bool:
         return any(isinstance(key, str) and "." in key for key in node)
 
 
-@functools.lru_cache(maxsize=4096)
+@memo_of_short(max_chars=256, maxsize=4096)  # paths come from the configuration and the code
 def _segments(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 

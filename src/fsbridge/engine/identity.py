@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from fsbridge.bounds import user_id_text
 from fsbridge.config import IdentityConfig
 from fsbridge.engine.mapping import Path
 from fsbridge.envelope import MISSING, Envelope, lookup
@@ -28,12 +29,7 @@ def email_sha256(email: str) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is MISSING or value is None:
-        return None
-    if isinstance(value, str | int | float):
-        text = str(value).strip()
-        return text or None
-    return None
+    return None if value is MISSING else user_id_text(value)
 
 
 class IdentityRules:
@@ -45,12 +41,12 @@ class IdentityRules:
         self._last_user: tuple[Envelope | None, Any] = (None, MISSING)
 
     def fullstory_user(self, envelope: Envelope) -> Any:
-        """The Fullstory event's user id (MISSING when it has none), read once per envelope: the
+        """The Fullstory event's user id, trimmed like every id (MISSING when it has none), read once per envelope: the
         identity look-up, the signal stage and the feature-usage stage each ask for it of every
         click. The last envelope's answer is kept (envelopes are immutable; one tuple, replaced whole)."""
         last, user = self._last_user
         if last is not envelope:
-            user = self.fullstory_user_id.resolve(envelope)
+            user = _text(self.fullstory_user_id.resolve(envelope)) or MISSING
             self._last_user = (envelope, user)
         return user
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fsbridge.bounds import quote
 from fsbridge.engine.mapping import (
     CASTS as BASIC_CASTS,
 )
@@ -451,7 +452,7 @@ class _Compiler:
 
         def explain(envelope: Envelope) -> str:
             value = path.resolve(envelope)
-            shown = "missing" if value is MISSING else repr(value)[:80]
+            shown = "missing" if value is MISSING else quote(value)
             return f"{node['path']} is {shown}, which fails {test} {body[test]!r}"
 
         return Filter(str(label), passes, explain)

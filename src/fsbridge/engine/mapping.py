@@ -16,13 +16,13 @@ nested object that ends up empty. The output is validated into the target's requ
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from fsbridge.bounds import memo_of_short
 from fsbridge.envelope import MISSING, Envelope, read_segments
 
 _NAMESPACE = uuid.UUID("4f1c5d0e-8a57-4a3b-9c1e-6f7b2d9e0a11")
@@ -45,11 +45,11 @@ def as_iso_timestamp(value: Any) -> Any:
     return _as_iso_timestamp(value)
 
 
-@functools.lru_cache(maxsize=8192)
+@memo_of_short(max_chars=64, maxsize=8192)  # no timestamp is longer: the memo stays under 1 MiB
 def _iso_from_text(value: str) -> Any:
     # The mapping and the request model both normalise the same strings, and events of a batch
     # share their seconds: a small cache saves most of the parsing.
-    return _as_iso_timestamp(value)
+    return _as_iso_timestamp(value) if len(value) <= 64 else MISSING
 
 
 # Epoch numbers are read by magnitude: seconds, then milliseconds, microseconds and nanoseconds

@@ -33,7 +33,7 @@ def frustration_spec(options: FrustrationFlowConfig, identity: IdentityConfig) -
     """Fullstory Streams rage, dead and error clicks become Segment track events."""
     # The Fullstory user id, or the Segment userId that identity links found for its email or anonymous id.
     user_id: dict[str, Any] = {
-        "first": [{"path": identity.fullstory_user_id_paths, "cast": "string"}, {"path": "$resolved_user_id"}]
+        "first": [{"path": identity.fullstory_user_id_paths, "cast": ["string", "trim"]}, {"path": "$resolved_user_id"}]
     }
     enrich: dict[str, Any] = {}
     if identity.lookup_fullstory_users and identity.fullstory_email_paths:
@@ -157,7 +157,7 @@ def flagged_session_spec(options: FlaggedSessionFlowConfig, identity: IdentityCo
     # A Stream's event names its user (the uid, or a Segment userId the links know); a note names
     # only the Fullstory user, whose uid is asked of Fullstory.
     stream_user: dict[str, Any] = {
-        "first": [{"path": identity.fullstory_user_id_paths, "cast": "string"}, {"path": "$resolved_user_id"}]
+        "first": [{"path": identity.fullstory_user_id_paths, "cast": ["string", "trim"]}, {"path": "$resolved_user_id"}]
     }
     properties: dict[str, Any] = {
         "session_url": {"path": ["data.sessionUrl", "session_url", "session.session_url", "session.url"]},

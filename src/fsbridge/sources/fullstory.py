@@ -3,13 +3,13 @@ each is identified for de-duplication, and how `event_type` spellings become one
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from typing import Any
 
 import orjson
 
+from fsbridge.bounds import memo_of_short, quote
 from fsbridge.envelope import MISSING, lookup
 
 SYSTEM_SOURCE = "fullstory"
@@ -31,7 +31,12 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 
 
-@functools.lru_cache(maxsize=4096)  # a handful of event types arrive over and over
+# Fullstory's own are a word or two; a longer value is no event type (and never reaches a cache,
+# a stored kind or a metric label).
+MAX_EVENT_TYPE_CHARS = 100
+
+
+@memo_of_short(max_chars=MAX_EVENT_TYPE_CHARS, maxsize=4096)  # a handful of event types arrive over and over
 def signal_name(event_type: str) -> str:
     """`rage-click`, `rage_click`, `RageClick` and `Rage Click` all become `rage_click`."""
     spaced = _CAMEL_BOUNDARY.sub("_", event_type.strip())
@@ -61,6 +66,11 @@ def stream_kind(payload: Any) -> str:
         raise ShapeError("A Fullstory Streams payload must be a JSON object.")
     for path in EVENT_TYPE_PATHS:
         value = lookup(payload, path)
+        if isinstance(value, str) and len(value) > MAX_EVENT_TYPE_CHARS:
+            raise ShapeError(
+                f"The Streams payload's event type ({path}) is {len(value):,} characters long, over the "
+                f"{MAX_EVENT_TYPE_CHARS} an event type may have: {quote(value)}."
+            )
         if isinstance(value, str) and signal_name(value):
             return signal_name(value)
     raise ShapeError(

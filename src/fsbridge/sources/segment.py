@@ -8,11 +8,13 @@ from typing import Any
 
 import orjson
 
+from fsbridge.bounds import quote
 from fsbridge.sources.fullstory import ShapeError
 
 SOURCE = "segment"
 SPEC_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias", "delete"})
 MAX_MESSAGE_ID = 200
+MAX_TYPE_CHARS = 32  # the longest Spec type is 8 characters
 
 
 def messages_of(payload: Any) -> list[Any]:
@@ -33,11 +35,16 @@ def message_kind(message: Any) -> tuple[str, str]:
     kind = message.get("type")
     if not isinstance(kind, str) or not kind.strip():
         raise ShapeError("A Segment message needs a string `type` (identify, track, page, ...).")
-    kind = kind.strip().lower()
-    if kind not in SPEC_TYPES:
-        raise ShapeError(f"`type` {kind!r} is not a Segment Spec type ({', '.join(sorted(SPEC_TYPES))}).")
+    if len(kind) > MAX_TYPE_CHARS or (kind := kind.strip().lower()) not in SPEC_TYPES:
+        raise ShapeError(f"`type` {quote(kind)} is not a Segment Spec type ({', '.join(sorted(SPEC_TYPES))}).")
     message_id = message.get("messageId")
     if isinstance(message_id, str) and 0 < len(message_id) <= MAX_MESSAGE_ID:
         return kind, f"messageId:{message_id}"
-    canonical = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # nested deeper than 254 levels: no Segment message is
+        raise ShapeError(
+            "The Segment message has no usable messageId and nests too deeply to be identified "
+            "(over 254 levels of objects and arrays)."
+        ) from exc
     return kind, "canonical:" + hashlib.sha256(canonical).hexdigest()

@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from fsbridge import __version__
+from fsbridge.bounds import quote
 from fsbridge.engine.mapping import as_iso_timestamp
 from fsbridge.envelope import MISSING
 from fsbridge.store import Delivery
@@ -133,13 +134,13 @@ def _sanitise(values: dict[str, Any], prefix: str, result: UserProperties, exclu
         if not prefix and raw_name in exclude:
             continue
         name = property_name(str(raw_name))
-        where = f"{prefix}{raw_name}"
+        where = quote(f"{prefix}{raw_name}")
         if name is None:
             result.dropped.append(f"{where}: no letters or digits to make a property name from")
             continue
         path = f"{prefix}{name}"
         if name in out:
-            result.dropped.append(f"{where}: becomes {path!r}, which another trait already uses")
+            result.dropped.append(f"{where}: becomes {quote(path)}, which another trait already uses")
             continue
         if len(path) > MAX_NAME_LENGTH:
             result.dropped.append(f"{path[:40]}...: name longer than {MAX_NAME_LENGTH} characters")

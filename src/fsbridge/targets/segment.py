@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from fsbridge import __version__
+from fsbridge.bounds import quote
 from fsbridge.engine.mapping import as_iso_timestamp
 from fsbridge.envelope import MISSING
 from fsbridge.store import Delivery
@@ -54,7 +55,7 @@ class _SegmentMessage(BaseModel):
             return None
         normalised = as_iso_timestamp(value)
         if normalised is MISSING:
-            msg = f"timestamp {value!r} is not an ISO-8601 date-time"
+            msg = f"timestamp {quote(value)} is not an ISO-8601 date-time"
             raise ValueError(msg)
         return str(normalised)
 

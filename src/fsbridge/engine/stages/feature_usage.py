@@ -58,4 +58,4 @@ class FeatureUsage:
         if envelope.source == segment.SOURCE:
             return self.rules.segment_user_id(envelope.payload)
         user = self.rules.fullstory_user(envelope)
-        return str(user) if user is not MISSING else envelope.resolved_user_id
+        return user if user is not MISSING else envelope.resolved_user_id

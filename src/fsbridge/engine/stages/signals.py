@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fsbridge.bounds import MAX_URL_CHARS, short_key
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.language import PathsRead
 from fsbridge.engine.mapping import stable_uuid
@@ -37,14 +38,18 @@ class Signals:
         if envelope.kind not in self.kinds:
             return True
         user = self.rules.fullstory_user(envelope)
-        user_id = str(user) if user is not MISSING else envelope.resolved_user_id
+        user_id = user if user is not MISSING else envelope.resolved_user_id
         if user_id:
             key = f"u:{user_id}"
         elif (session := SESSION.resolve(envelope)) is not MISSING:
             key = f"a:{stable_uuid('session', session)}"  # the anonymousId the frustration flow sends
         else:
             return True
+        # Kept in the user's state and sent in messages: a long session id is kept as its digest, and
+        # a URL longer than any replay link is left out.
         session_id = _text(SESSION_ID.resolve(envelope))
+        session_id = short_key(session_id) if session_id is not None else None
         url = _text(SESSION_URL.resolve(envelope))
+        url = url if url is not None and len(url) <= MAX_URL_CHARS else None
         result.signals.append(Signal(key, envelope.kind, envelope.received_at, session_id, url, envelope.event_id))
         return True

@@ -12,6 +12,9 @@ import orjson
 
 MAX_SESSIONS = 20  # the sessions whose counts are kept per user (the most recent)
 MAX_SIGNALS = 50  # the score's most recent signals kept per user, to explain it (all of them count)
+# A user's document is rewritten on each of their signals by the writer that intake shares: its size
+# is bounded where its parts enter (ids and URLs are capped by the signal stage) and once more here.
+MAX_STATE_BYTES = 16 * 1024
 
 
 class Sync(TypedDict):
@@ -67,31 +70,16 @@ class UserState:
         return record
 
     def to_json(self) -> str:
-        # The fields by name, in their order (the document `from_json` reads fast). Not
-        # `orjson.dumps(self)`: orjson reads a dataclass's instance dict, which the class compiled
-        # by mypyc (setup.py) does not have (it crashed the process).
-        return orjson.dumps(
-            {
-                "user_key": self.user_key,
-                "sessions": self.sessions,
-                "at_risk": self.at_risk,
-                "at_risk_since": self.at_risk_since,
-                "last_at_risk_at": self.last_at_risk_at,
-                "window_start": self.window_start,
-                "counts": self.counts,
-                "last_frustration_at": self.last_frustration_at,
-                "signals": self.signals,
-                "decay_sum": self.decay_sum,
-                "decay_at": self.decay_at,
-                "sync": self.sync,
-                "nps_suppressed": self.nps_suppressed,
-                "nps_outreach": self.nps_outreach,
-                "nps_cycle": self.nps_cycle,
-                "score": self.score,
-                "band": self.band,
-                "last_seen": self.last_seen,
-            }
-        ).decode()
+        """The stored document, at most MAX_STATE_BYTES: should it grow past that, the oldest
+        sessions and explained signals go first (the decayed sum still counts every signal)."""
+        document = orjson.dumps(self)
+        while len(document) > MAX_STATE_BYTES and (len(self.sessions) > 1 or len(self.signals) > 1):
+            self.signals = self.signals[len(self.signals) // 2 :]
+            if len(self.sessions) > 1:
+                newest = sorted(self.sessions.items(), key=lambda item: item[1][3], reverse=True)
+                self.sessions = dict(newest[: len(newest) // 2])
+            document = orjson.dumps(self)
+        return document.decode()
 
     @classmethod
     def from_json(cls, user_key: str, text: str | None) -> UserState:
@@ -100,14 +88,8 @@ class UserState:
         data = orjson.loads(text)
         if data.keys() != FIELDS:
             return cls._from_document(user_key, data)
-        # The document `to_json` writes (it is read for every signal): its records are `Sync` dicts,
-        # used as they are.
-        return cls(
-            user_key, data["sessions"], data["at_risk"], data["at_risk_since"], data["last_at_risk_at"],
-            data["window_start"], data["counts"], data["last_frustration_at"], data["signals"], data["decay_sum"],
-            data["decay_at"], data["sync"], data["nps_suppressed"], data["nps_outreach"], data["nps_cycle"],
-            data["score"], data["band"], data["last_seen"],
-        )  # fmt: skip
+        data["user_key"] = user_key
+        return cls(**data)
 
     @classmethod
     def _from_document(cls, user_key: str, data: dict[str, Any]) -> UserState:
