@@ -9,7 +9,7 @@ import pytest
 from fsbridge.config import FsbridgeConfig
 from fsbridge.flows.aggregations.health_score import HealthScore
 from fsbridge.flows.aggregations.outbox import Outbox
-from fsbridge.flows.aggregations.state import FIELDS, MAX_SIGNALS, Sync, UserState
+from fsbridge.flows.aggregations.state import FIELDS, MAX_SIGNALS, MAX_STATE_BYTES, Sync, UserState
 from fsbridge.store import Signal
 
 NOW = 1_795_000_000.0
@@ -49,8 +49,6 @@ def a_state() -> UserState:
 def test_a_state_reads_back_as_it_was_written(monkeypatch: pytest.MonkeyPatch) -> None:
     """to_json then from_json gives the same state, Sync records included, without the path for other shapes."""
     state = a_state()
-    # The fast path reads a document whose keys are the fields; compiled, a method patched on the
-    # class is not what its own methods call, so the keys are checked as well.
     assert orjson.loads(state.to_json()).keys() == FIELDS
     monkeypatch.setattr(UserState, "_from_document", None)  # the fast path must not need it
     assert state == UserState.from_json("u:ada", state.to_json())
@@ -87,3 +85,14 @@ def test_the_score_keeps_its_most_recent_signals_to_explain() -> None:
     assert MAX_SIGNALS == len(state.signals)
     assert NOW + 7 == state.signals[0][1]
     assert (MAX_SIGNALS + 7) * 2 > state.decay_sum > MAX_SIGNALS * 2
+
+
+def test_a_state_stays_under_its_byte_bound_whatever_it_holds() -> None:
+    """A state grown past MAX_STATE_BYTES (huge session keys written by an older version) is cut to fit."""
+    state = a_state()
+    state.sessions = {f"{n}" + "s" * 4096: [1, NOW + n, 0, NOW + n] for n in range(20)}
+    document = state.to_json()
+    assert len(document) <= MAX_STATE_BYTES
+    kept = UserState.from_json("u:ada", document)
+    assert kept.sessions
+    assert all(at >= NOW + 20 - len(kept.sessions) for _, _, _, at in kept.sessions.values())  # the newest stay

@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 from fsbridge.cli import app
 from fsbridge.config import FsbridgeConfig, parse_config
 from fsbridge.errors import ConfigError
-from tests.conftest import OPS_TOKEN, Bridge, make_settings, start_bridge
+from fsbridge.testing import fullstory_signed_headers
+from tests.conftest import OPS_TOKEN, WEBHOOK_SECRET, Bridge, make_settings, start_bridge
 
 NOW = 1_795_000_000.0
 HOUR, DAY = 3600.0, 86400.0
@@ -293,3 +295,39 @@ async def test_a_dispatch_killed_after_the_decision_sends_the_transition_once(
     assert 1 == len(sent(bridge, "Experience At Risk"))
     await clicks(bridge, click(9))
     assert 1 == len(sent(bridge, "Experience At Risk"))
+
+
+async def test_one_signed_click_replayed_to_other_stream_names_counts_once(bridge: Bridge) -> None:
+    """A signed click posted to 5 stream names is one event: stored once, counted once (3 needed for at-risk)."""
+    body = orjson.dumps(click(1))
+    headers = fullstory_signed_headers(body, WEBHOOK_SECRET, int(bridge.clock.now()))
+    answers = [
+        (await bridge.client.post(f"/webhooks/fullstory/streams/s{n}", content=body, headers=headers)).json()
+        for n in range(5)
+    ]
+    assert [False, True, True, True, True] == [a.get("duplicate", False) for a in answers]
+    await bridge.drain()
+    assert [] == sent(bridge, "Experience At Risk")
+
+
+async def test_a_streams_user_id_with_spaces_is_the_segment_user(bridge: Bridge, tmp_path: Path) -> None:
+    """Streams keeps surrounding spaces, Segment trims them: both name one user, in state and in messages."""
+    await clicks(bridge, click(1, user=" u_1 "), click(2, user="u_1"), click(3, user="u_1\t"))
+    [track] = sent(bridge, "Experience At Risk")
+    assert "u_1" == track["userId"]
+    assert {"u_1"} == {m["userId"] for m in sent(bridge, "Rage Click Detected")}
+    with sqlite3.connect(tmp_path / "fsbridge.db") as conn:
+        assert [("u:u_1",)] == conn.execute("SELECT user_key FROM user_state").fetchall()
+
+
+async def test_hostile_session_ids_keep_the_state_small(bridge: Bridge, tmp_path: Path) -> None:
+    """Clicks with 1 MiB session ids and URLs: the user's state stays a few KiB, and the session still counts."""
+    huge = "s" * (1024 * 1024)
+    await clicks(bridge, *(click(n, session=f"{n % 3}{huge}") for n in range(9)))
+    with sqlite3.connect(tmp_path / "fsbridge.db") as conn:
+        [(size,)] = conn.execute("SELECT LENGTH(state) FROM user_state").fetchall()
+    assert size < 4096
+    tracks = sent(bridge, "Experience At Risk")
+    assert 3 == len(tracks)
+    assert all(t["properties"]["session_id"].startswith("sha256:") for t in tracks)
+    assert all(t["properties"].get("session_url") is None for t in tracks)

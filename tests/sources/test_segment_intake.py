@@ -215,3 +215,28 @@ class TestBounds:
 
 def sign(body: bytes) -> str:
     return hmac.new(SEGMENT_SECRET.encode(), body, hashlib.sha1).hexdigest()
+
+
+class TestHostileMessages:
+    async def test_a_deep_message_without_message_id_is_quarantined_not_a_500(self, bridge: Bridge) -> None:
+        """A message nested past 254 levels without a messageId is quarantined; its batch's others are stored."""
+        deep = b'{"type":"track","event":"x","userId":"u","properties":' + b'{"a":' * 300 + b"1" + b"}" * 300 + b"}"
+        good = orjson.dumps(identify(1))
+        response = await bridge.client.post(
+            "/webhooks/segment",
+            content=b"[" + good + b"," + deep + b"]",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {SEGMENT_TOKEN}"},
+        )
+        assert 422 == response.status_code, response.text
+        assert 1 == len(response.json()["error"]["accepted_ids"])
+        [item] = await bridge.runtime.store.list_quarantine(10)
+        assert "nests too deeply" in item.error
+
+    async def test_a_quarantine_reason_quotes_a_short_prefix_of_a_long_type(self, bridge: Bridge) -> None:
+        """A 4 MiB `type` is quarantined with a reason of a few hundred characters, not the value."""
+        response = await bridge.post_segment({"type": "t" * (4 * 1024 * 1024), "userId": "u1"})
+        assert 422 == response.status_code
+        assert len(response.text) < 1000
+        [item] = await bridge.runtime.store.list_quarantine(10)
+        assert len(item.error) < 300
+        assert "ttt" in item.error

@@ -159,6 +159,9 @@ def _element_bytes(message: Any, payload: Any, body: bytes) -> bytes:
         return body
 
 
+MAX_STREAM_NAME_CHARS = 100
+
+
 class Receiver:
     """Holds what every inbound endpoint needs; one method per endpoint."""
 
@@ -192,6 +195,10 @@ class Receiver:
         )
 
     async def fullstory_stream(self, headers: Headers, receive: Receive, stream: str) -> Reply:
+        if len(stream) > MAX_STREAM_NAME_CHARS:
+            return error_reply(
+                400, "invalid_stream", f"A stream name has at most {MAX_STREAM_NAME_CHARS} characters: name it shorter."
+            )
         if not self.settings.fullstory_stream_tokens and not self.settings.fullstory_webhook_secrets:
             return _not_configured("FSBRIDGE_FULLSTORY_STREAM_TOKENS", "Fullstory Streams")
         return await self._receive(
@@ -265,7 +272,9 @@ class Receiver:
             log.info("inbox.rejected", source=source, status=exc.status, code=exc.code, reason=exc.message)
             return error_reply(exc.status, exc.code, exc.message)
 
-        endpoint = f"{source}/{stream}"
+        # A signature covers the body, not the URL: a signed event replayed to other stream names is
+        # the same event, stored (and counted) once.
+        endpoint = f"{source}/" if method == "signature" else f"{source}/{stream}"
         received_at = self.clock.now()
         try:
             if len(items) == 1:
