@@ -27,7 +27,6 @@ from fsbridge.testing import FakeUpstream, bearer_headers, fullstory_signed_head
 from tests.fullstory_spec import validate_fullstory_requests
 from tests.postgres_server import PostgresServer, throwaway_server
 
-
 WEBHOOK_SECRET = "whsec-current-0123456789"
 OLD_WEBHOOK_SECRET = "whsec-previous-9876543210"
 STREAM_TOKEN = "stream-token-abcdefghijkl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,12 +53,8 @@ def test_unique_long_timestamps_and_event_types_are_not_kept() -> None:
     for n in range(5):
         huge = f"{n}" + "2" * (2 * 1024 * 1024)
         assert MISSING == as_iso_timestamp(huge)
-        try:
+        with pytest.raises(ShapeError, match=r"^.{1,300}$"):
             stream_kind({"event": {"event_type": huge}})
-        except ShapeError as exc:
-            assert len(str(exc)) < 300
-        else:
-            raise AssertionError("a 2 MiB event type was accepted")
     assert before == (signal_name.cache_info().currsize, as_iso_timestamp_cache_size())
 
 

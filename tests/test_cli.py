@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from fsbridge.cli import GENERATED_ENV, app
@@ -194,3 +195,68 @@ def test_jobs_list_and_run(workdir: Path) -> None:
     assert "outcome=ok" in runner.invoke(app, ["jobs", "list"]).output
     unknown = runner.invoke(app, ["jobs", "run", "nope"])
     assert 2 == unknown.exit_code
+
+
+def test_backtest_runs_a_disabled_aggregation_flow_on_a_copy_of_state(workdir: Path) -> None:
+    """backtest experience_at_risk, disabled in the configuration, prints the at-risk track and identify that
+    three rage clicks in one session would send, and changes nothing in the store."""
+    config_path = workdir / "config" / "fsbridge.yaml"
+    text = config_path.read_text()
+    config_path.write_text(
+        text.replace("    enabled: true\n    signals: [rage_click]", "    enabled: false\n    signals: [rage_click]")
+    )
+    assert not load_config(config_path).flows.experience_at_risk.enabled
+
+    async def receive() -> None:
+        b = await start_bridge(workdir, config=load_config(config_path), database_url=f"sqlite:///{workdir / 'cli.db'}")
+        try:
+            for n in range(3):
+                await b.post_stream({**RAGE_CLICK, "event": {**RAGE_CLICK["event"], "n": n}})
+            await b.drain()
+        finally:
+            await b.client.aclose()
+            await b.runtime.stop()
+
+    asyncio.run(receive())
+    before = table_counts(workdir / "cli.db")
+    result = runner.invoke(app, ["backtest", "experience_at_risk", "--since", "2000-01-01"])
+    assert 0 == result.exit_code, result.output
+    assert "experience_at_risk over 3 stored events since 2000-01-01: would send 2" in result.output
+    assert "would send Experience At Risk: 1" in result.output
+    assert "would send identify experience_at_risk, experience_at_risk_since: 1" in result.output
+    assert before == table_counts(workdir / "cli.db")
+
+
+def test_backtest_of_feature_adoption_counts_history_for_everyone(workdir: Path) -> None:
+    """backtest feature_adoption (disabled) decides each closed window over stored uses: a drop alerts."""
+    config_path = workdir / "config" / "fsbridge.yaml"
+    document = yaml.safe_load(config_path.read_text())
+    document["flows"]["feature_adoption"] |= {
+        "enabled": False, "window": "10s", "baseline_windows": 3, "min_baseline": 2, "drop_below": 0.5,
+        "features": {"report_export": {"source": "segment", "event": "Report Exported"}},
+    }  # fmt: skip
+    config_path.write_text(yaml.safe_dump(document))
+
+    async def receive() -> None:
+        b = await start_bridge(workdir, config=load_config(config_path), database_url=f"sqlite:///{workdir / 'cli.db'}")
+        try:
+            for window, uses in enumerate([4, 4, 4, 1]):
+                for n in range(uses):
+                    message = {
+                        "type": "track",
+                        "event": "Report Exported",
+                        "userId": "u1",
+                        "messageId": f"{window}-{n}",
+                    }
+                    assert 202 == (await b.post_segment(message)).status_code
+                b.clock.advance(10)
+            await b.drain()
+        finally:
+            await b.client.aclose()
+            await b.runtime.stop()
+
+    asyncio.run(receive())
+    result = runner.invoke(app, ["backtest", "feature_adoption", "--since", "2000-01-01"])
+    assert 0 == result.exit_code, result.output
+    assert "feature_adoption over 13 stored events" in result.output
+    assert "would send slack.message: 1" in result.output

@@ -360,29 +360,45 @@ def replay(
 
 @app.command()
 def backtest(
-    flow: Annotated[str, typer.Argument(help="The flow's name; it need not be enabled.")],
+    flow: Annotated[str, typer.Argument(help="The flow's name (an aggregation flow too); it need not be enabled.")],
     since: Annotated[str, typer.Option(help="ISO-8601 time, or an age such as 30m, 6h, 7d.")] = "7d",
     limit: Annotated[int, typer.Option(help="At most this many stored events.")] = 100_000,
 ) -> None:
     """Run a flow over the stored raw events and print what it would have sent. Reads only."""
     from fsbridge.engine.backtest import backtest_flow
-    from fsbridge.flows import build_flow
+    from fsbridge.engine.dispatch import envelope_of
+    from fsbridge.flows import build_flow, flow_specs
+    from fsbridge.flows.aggregations.backtest import PER_USER_FLOWS, backtest_feature_adoption, backtest_user_flow
 
     started = _parse_since(since)
 
     async def run(runtime: Runtime) -> None:
-        chosen = build_flow(runtime.config, flow)
-        if chosen is None:
-            raise _fail([f"No flow is called {flow!r}."])
-
-        result = await backtest_flow(
-            runtime.store,
-            chosen,
-            started,
-            resolve_identities=runtime.worker.resolve_identities,
-            limits=runtime.router.destinations[chosen.target.destination],
-            limit=limit,
-        )
+        if flow in (*PER_USER_FLOWS, "feature_adoption"):
+            stored = [envelope_of(e) for e in await runtime.store.list_inbox(started, limit)]
+            envelopes = await runtime.worker.resolve_identities(stored)
+            flows, identity = runtime.config.flows, runtime.config.identity
+            if flow == "feature_adoption":
+                result = backtest_feature_adoption(flows.feature_adoption, identity, envelopes, time.time())
+                target = "alert"
+                if not flows.feature_adoption.cohorts.counts_all:
+                    typer.echo("Cohorts are backtested as `all`: their members are known as of today, not then.")
+            else:
+                result = backtest_user_flow(flows, identity, flow, envelopes)
+                target = "segment"
+        else:
+            chosen = build_flow(runtime.config, flow)
+            if chosen is None:
+                known = ", ".join([*PER_USER_FLOWS, "feature_adoption", *flow_specs(runtime.config)])
+                raise _fail([f"No flow is called {flow!r}; flows: {known}."])
+            result = await backtest_flow(
+                runtime.store,
+                chosen,
+                started,
+                resolve_identities=runtime.worker.resolve_identities,
+                limits=runtime.router.destinations[chosen.target.destination],
+                limit=limit,
+            )
+            target = f"{chosen.target.destination}.{chosen.target.action}"
         sent = result.would_send.total()
         typer.echo(f"{flow} over {result.events} stored events since {since}: would send {sent}, "
                    f"hold back {result.held_back.total()}, fail {result.errors.total()}.")  # fmt: skip
@@ -392,7 +408,7 @@ def backtest(
         for error, count in result.errors.most_common(5):
             typer.echo(f"  error ({count}): {error}")
         for n, example in enumerate(result.examples, 1):
-            typer.echo(f"example {n}, {chosen.target.destination}.{chosen.target.action}:")
+            typer.echo(f"example {n}, {target}:")
             typer.echo(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
 
     _with_runtime(run)

@@ -302,10 +302,16 @@ class FeatureSpec(_Strict):
 
 
 class CohortsSpec(_Strict):
-    """The cohorts counted besides `all`: audience members, and users with a trait's value."""
+    """The cohorts counted: audience members, and users with a trait's value. The cohort `all`
+    (every user) is counted when none is configured, or with `include_all: true`."""
 
     audiences: list[str] = Field(default_factory=list)
     traits: TraitValues = Field(default_factory=dict)
+    include_all: bool = False
+
+    @property
+    def counts_all(self) -> bool:
+        return self.include_all or not (self.audiences or self.traits)
 
 
 Notify = Literal["slack", "jira"]

@@ -13,11 +13,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsbridge.config import FsbridgeConfig
 from fsbridge.flows.aggregations import UserAggregations
 from fsbridge.flows.aggregations.coalescing import AWAITING
-from fsbridge.flows.aggregations.pending import PendingIdentifies
+from fsbridge.flows.aggregations.pending import PendingRenderer
 from fsbridge.flows.feature_adoption import FeatureAdoption
 from fsbridge.store import Delivery, NewDelivery, Signal
 from fsbridge.store.feature_counts import ALL, AdoptionState
@@ -49,7 +51,8 @@ def run_adoption(case: dict[str, Any]) -> list[NewDelivery]:
             sent += queued
             continue
         window = (now // config.window) * config.window
-        for cohort in (ALL, *step["use"]["cohorts"]):
+        everyone = [ALL] if adoption.rules.counts_all else []
+        for cohort in (*everyone, *step["use"]["cohorts"]):
             series = counts.setdefault((step["use"]["feature"], cohort), {})
             series[window] = series.get(window, 0) + 1
     return sent
@@ -61,7 +64,7 @@ def run(case: dict[str, Any]) -> list[NewDelivery]:
     aggregations = UserAggregations(
         FsbridgeConfig.model_validate({"flows": case["config"]}).flows, segment_dry_run=False
     )
-    renderer = PendingIdentifies(None, segment_dry_run=False)  # type: ignore[arg-type]
+    renderer = PendingRenderer(segment_dry_run=False)
     states: dict[str, str | None] = {}
     waiting: list[NewDelivery] = []
     sent: list[NewDelivery] = []
@@ -112,3 +115,26 @@ def test_every_aggregation_flow_has_a_sequence() -> None:
     """Each of the five aggregation flows has at least one golden sequence."""
     flows = {"experience_at_risk", "frustration_traits", "health_score", "nps_follow_up", "feature_adoption"}
     assert flows == {c.parent.name for c in CASES}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["rage_click", "dead_click", "error_click", "tick"]), st.integers(0, 6 * 3600)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(1, 20),
+)
+def test_the_first_score_sent_carries_both_traits(steps: list[tuple[str, int]], min_change: int) -> None:
+    """Whatever the signals and ticks, the first health-score identify carries the score and the band."""
+    sequence = [
+        {"at": at, "tick": True}
+        if kind == "tick"
+        else {"at": at, "signal": {"user_key": "u:u_1", "kind": kind, "session": "s1"}}
+        for kind, at in sorted(steps, key=lambda s: s[1])
+    ]
+    sent = run({"config": {"health_score": {"min_change": min_change}}, "steps": sequence})
+    scores = [orjson.loads(d.body)["traits"] for d in sent if d.flow == "health_score"]
+    if scores:
+        assert {"fullstory_health_score", "fullstory_health_band"} <= scores[0].keys()

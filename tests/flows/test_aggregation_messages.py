@@ -48,3 +48,14 @@ def test_times_read_as_datetime_writes_them() -> None:
     times = [*edges, *spread, *(round(AT + rng.random(), 3) for _ in range(5000))]
     for seconds in sorted(times) + times:  # in order (the kept second is reused) and in no order
         assert iso(seconds) == reference(seconds), seconds
+
+
+def test_a_message_over_segments_limit_is_a_dead_letter_not_sent() -> None:
+    """An aggregation message over 32 KiB is queued dead with the reason, as any flow's would be."""
+    out = Outbox(segment_dry_run=False)
+    state = UserState("u:" + "u" * 40_000)
+    out.identify("health_score", state, {"fullstory_health_score": 80}, AT, "x")
+    out.identify("health_score", UserState("u:u_1"), {"fullstory_health_score": 80}, AT, "y")
+    big, small = out.deliveries
+    assert ("dead", "pending") == (big.status, small.status)
+    assert "over segment's limit of 32,768 bytes" in (big.last_error or "")

@@ -40,7 +40,8 @@ def config(**adoption: Any) -> FsbridgeConfig:
 async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
     upstream = FakeUpstream()
     b = await start_bridge(
-        tmp_path, upstream, config=config(), slack_webhook_url=SecretStr(SLACK), jira_url="https://acme.atlassian.net",
+        tmp_path, upstream, config=config(cohorts={"audiences": ["vip"], "include_all": True}),
+        slack_webhook_url=SecretStr(SLACK), jira_url="https://acme.atlassian.net",
         jira_email="ops@acme.io", jira_api_token=SecretStr("token-1234"),
     )  # fmt: skip
     yield b
@@ -73,7 +74,8 @@ async def run_job(b: Bridge) -> dict[str, Any]:
 
 async def test_a_drop_alerts_once_and_a_recovery_is_announced_once(bridge: Bridge) -> None:
     """Three windows of 4 uses, then 1 (below half the mean of 4): one Slack alert and one Jira issue per cohort
-    (all, and the vip audience); the job run again sends nothing; a window back at 4 sends one recovery."""
+    (all, with include_all, and the vip audience); the job run again sends nothing; a window back at 4 sends one
+    recovery."""
     await bridge.post_segment({"type": "track", "userId": "u_1", "messageId": "vip", "event": "Audience Entered",
                                "properties": {"audience_key": "vip"}})  # fmt: skip
     await bridge.drain()
@@ -95,6 +97,27 @@ async def test_a_drop_alerts_once_and_a_recovery_is_announced_once(bridge: Bridg
     assert 2 == len(jira(bridge))  # recoveries go to Slack only
     await uses(bridge, 4, 5)
     assert 0 == (await run_job(bridge))["alerts"]
+
+
+async def test_a_configured_cohort_alone_opens_one_issue_per_drop(tmp_path: Path) -> None:
+    """With a cohort configured and no include_all, `all` is not counted: one drop, one Slack alert, one Jira issue."""
+    b = await start_bridge(
+        tmp_path, config=config(), slack_webhook_url=SecretStr(SLACK), jira_url="https://acme.atlassian.net",
+        jira_email="ops@acme.io", jira_api_token=SecretStr("token-1234"),
+    )  # fmt: skip
+    try:
+        await b.post_segment({"type": "track", "userId": "u_1", "messageId": "vip", "event": "Audience Entered",
+                              "properties": {"audience_key": "vip"}})  # fmt: skip
+        await b.drain()
+        for window in range(3):
+            await uses(b, 4, window)
+        await uses(b, 1, 3)
+        assert 2 == (await run_job(b))["alerts"]
+        assert ["Feature adoption dropped: report_export (audience:vip)"] == slack(b)
+        assert 1 == len(jira(b))
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
 
 
 async def test_a_small_baseline_never_alerts(tmp_path: Path) -> None:

@@ -44,13 +44,16 @@ async def backtest_flow(
         elif rendering.error is not None or rendering.body is None:
             result.errors[rendering.error or "nothing rendered"] += 1
         elif rendering.awaiting_lookups:  # a backtest asks nothing: it shows the plan
-            result.would_send["(after look-ups)"] += 1
-            if len(result.examples) < EXAMPLES:
-                result.examples.append(orjson.loads(rendering.body))
+            record_example(result, "(after look-ups)", orjson.loads(rendering.body))
         else:
             message = orjson.loads(rendering.body)
             name = message.get("event") if isinstance(message, dict) else None
-            result.would_send[str(name or flow.target.action)] += 1
-            if len(result.examples) < EXAMPLES:
-                result.examples.append(message)
+            record_example(result, str(name or flow.target.action), message)
     return result
+
+
+def record_example(result: Backtest, label: str, message: Any) -> None:
+    """Count a message the flow would send under `label`, keeping the first few as examples."""
+    result.would_send[label] += 1
+    if len(result.examples) < EXAMPLES:
+        result.examples.append(message)

@@ -15,7 +15,7 @@ from fsbridge.config import FeatureAdoptionConfig
 from fsbridge.flows.aggregations.outbox import iso
 from fsbridge.flows.targets import TARGETS
 from fsbridge.store import NewDelivery
-from fsbridge.store.feature_counts import AdoptionState, CountingRules
+from fsbridge.store.feature_counts import ALL, AdoptionState, CountingRules
 from fsbridge.store.records import DeliveryStatus
 
 NAME = "feature_adoption"
@@ -34,7 +34,8 @@ class FeatureAdoption:
     def __init__(self, config: FeatureAdoptionConfig, *, dry_run: dict[str, bool]) -> None:
         self.config = config
         self.dry_run = dry_run
-        self.rules = CountingRules(config.window, tuple(config.cohorts.audiences), dict(config.cohorts.traits))
+        cohorts = config.cohorts
+        self.rules = CountingRules(config.window, tuple(cohorts.audiences), dict(cohorts.traits), cohorts.counts_all)
 
     def since(self, now: float) -> float:
         """The oldest window a decision still reads (the baseline of the window just closed)."""
@@ -48,7 +49,10 @@ class FeatureAdoption:
         current = (now // window) * window  # the window still open
         changed: dict[tuple[str, str], AdoptionState] = {}
         out: list[NewDelivery] = []
-        for pair in sorted(set(counts) | set(states)):
+        pairs = set(counts) | set(states)
+        if not self.rules.counts_all:  # counts of `all` kept from a configuration without cohorts
+            pairs = {pair for pair in pairs if pair[1] != ALL}
+        for pair in sorted(pairs):
             series = counts.get(pair, {})
             state = states.get(pair)
             if state is None:  # first seen: decide from the first window with a full baseline

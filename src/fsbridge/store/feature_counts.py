@@ -26,6 +26,7 @@ class CountingRules:
     window: float
     audiences: tuple[str, ...] = ()
     traits: dict[str, list[Any]] = field(default_factory=dict)
+    counts_all: bool = True  # the cohort `all` too (Part 2: when none is configured, or include_all)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def count(conn: Connection, uses: Sequence[FeatureUse], rules: CountingRules) ->
     totals: collections.Counter[tuple[str, str, float]] = collections.Counter()
     for use in uses:
         window = (use.at // rules.window) * rules.window
-        for cohort in (ALL, *(cohorts.get(use.user_id, []) if use.user_id else [])):
+        everyone = (ALL,) if rules.counts_all else ()
+        for cohort in (*everyone, *(cohorts.get(use.user_id, []) if use.user_id else [])):
             totals[use.feature, cohort, window] += 1
     conn.executemany(
         "INSERT INTO feature_counts (feature, cohort, window_start, count) VALUES (?, ?, ?, ?)"

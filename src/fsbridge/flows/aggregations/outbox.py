@@ -17,7 +17,7 @@ import orjson
 from fsbridge.flows.aggregations.state import UserState
 from fsbridge.store import NewDelivery
 from fsbridge.store.records import DeliveryStatus
-from fsbridge.targets.segment import LIBRARY
+from fsbridge.targets.segment import LIBRARY, MAX_MESSAGE_BYTES
 
 
 def _iso_keeping_the_second() -> Callable[[float], str]:
@@ -78,9 +78,13 @@ class Outbox:
         self, flow: str, kind: str, body: bytes, mid: str, not_before: float | None = None, awaiting: str | None = None
     ) -> NewDelivery:
         status: DeliveryStatus = "dry_run" if self.segment_dry_run else "pending"
+        error = None
+        if len(body) > MAX_MESSAGE_BYTES:  # Segment would refuse it: a dead letter, as any flow's would be
+            status = "dead"
+            error = f"the message is {len(body):,} bytes, over segment's limit of {MAX_MESSAGE_BYTES:,} bytes a message"
         return NewDelivery(
-            flow, "segment", mid, body, status, action=kind, not_before=not_before, event_id=self.event_id,
-            awaiting=awaiting,
+            flow, "segment", mid, body, status, last_error=error, action=kind, not_before=not_before,
+            event_id=self.event_id, awaiting=awaiting,
         )  # fmt: skip
 
     def track(

@@ -19,16 +19,15 @@ from fsbridge.store import Delivery, IdentityConflict
 
 
 class PendingStore(Protocol):
-    async def render_pending(self, deliveries: list[Delivery], renderer: PendingIdentifies) -> list[Enriched]: ...
+    async def render_pending(self, deliveries: list[Delivery], renderer: PendingRenderer) -> list[Enriched]: ...
 
 
-class PendingIdentifies:
-    def __init__(self, store: PendingStore, segment_dry_run: bool) -> None:
-        self.store = store
+class PendingRenderer:
+    """Renders claimed coalesced identifies against their users' states (no store of its own:
+    the store calls it inside its transaction, and a backtest on states held in memory)."""
+
+    def __init__(self, segment_dry_run: bool) -> None:
         self.segment_dry_run = segment_dry_run
-
-    async def enrich(self, deliveries: list[Delivery]) -> tuple[list[Enriched], list[IdentityConflict]]:
-        return await self.store.render_pending(deliveries, self), []
 
     @staticmethod
     def user_key(delivery: Delivery) -> str:
@@ -57,3 +56,14 @@ class PendingIdentifies:
         delivery.awaiting = None
         record["sent"], record["sent_at"] = values, due
         return Enriched(delivery, "ready"), state.to_json()
+
+
+class PendingIdentifies(PendingRenderer):
+    """The delivery loop's enricher for coalesced identifies: the store renders them in one transaction."""
+
+    def __init__(self, store: PendingStore, segment_dry_run: bool) -> None:
+        super().__init__(segment_dry_run)
+        self.store = store
+
+    async def enrich(self, deliveries: list[Delivery]) -> tuple[list[Enriched], list[IdentityConflict]]:
+        return await self.store.render_pending(deliveries, self), []
