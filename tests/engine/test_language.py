@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from fsbridge.engine.language import LanguageError, compile_filters, compile_mapping
 from fsbridge.engine.mapping import resolve
 from fsbridge.envelope import MISSING, Envelope
+from fsbridge.targets.slack import escape_mrkdwn
 
 PAYLOAD: dict[str, Any] = {
     "data": {
@@ -157,7 +158,7 @@ def test_cast_chain() -> None:
         ({"a": {"lookupp": "x"}}, "mapping.a: unknown directive 'lookupp' (did you mean 'lookup'?)"),
         (
             {"a": {"path": "x", "table": {}}},
-            "mapping.a.table: 'table' is not an option of path (options: cast, default, drop, rename, unless)",
+            "mapping.a.table: 'table' is not an option of path (options: cast, default, drop, rename, trusted, unless)",
         ),
         (
             {"a": {"path": "x", "cast": "float"}},
@@ -259,3 +260,61 @@ class TestFilters:
         with pytest.raises(LanguageError) as caught:
             compile_filters([spec])
         assert [message] == [f"{'.'.join(map(str, loc))}: {m}" for loc, m in caught.value.problems]
+
+
+class TestMarkupEscaping:
+    HOSTILE: ClassVar[dict[str, Any]] = {
+        "name": "<!channel> & <@U123>",
+        "link": "<https://evil.example|Click here>",
+        "blocks": [{"text": "<!here>", "url": "https://x.example/?a=1&b=2"}],
+    }
+
+    def escaped(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        compiled = compile_mapping(mapping, {"blocks": lambda e: e.payload["blocks"]}, escape=escape_mrkdwn)
+        return resolve(compiled, env(self.HOSTILE))
+
+    def test_values_from_the_event_are_escaped_in_every_directive(self) -> None:
+        """path, first, function and template placeholders are escaped for a markup target; URLs under url keys,
+        constants and the template's own text are not."""
+        result = self.escaped(
+            {
+                "a": {"path": "name"},
+                "b": {"first": [{"path": "missing"}, {"path": "link"}]},
+                "c": {"template": "<{link}|*{name}*> &"},
+                "d": {"function": "blocks"},
+                "e": "<!channel>",
+            }
+        )
+        assert "&lt;!channel&gt; &amp; &lt;@U123&gt;" == result["a"]
+        assert "&lt;https://evil.example|Click here&gt;" == result["b"]
+        assert "<&lt;https://evil.example|Click here&gt;|*&lt;!channel&gt; &amp; &lt;@U123&gt;*> &" == result["c"]
+        assert [{"text": "&lt;!here&gt;", "url": "https://x.example/?a=1&b=2"}] == result["d"]
+        assert "<!channel>" == result["e"]
+
+    def test_trusted_turns_escaping_off_for_one_directive(self) -> None:
+        """`trusted: true` keeps a value as it is; its neighbours stay escaped."""
+        result = self.escaped(
+            {
+                "a": {"path": "link", "trusted": True},
+                "b": {"path": "link"},
+                "c": {"first": [{"path": "link"}], "trusted": True},
+            }
+        )
+        assert "<https://evil.example|Click here>" == result["c"]
+        assert ("<https://evil.example|Click here>", "&lt;https://evil.example|Click here&gt;") == (
+            result["a"],
+            result["b"],
+        )
+        assert ["mapping.a.trusted: trusted takes true or false"] == [
+            f"{'.'.join(map(str, loc))}: {m}" for loc, m in _problems({"a": {"path": "link", "trusted": "yes"}})
+        ]
+
+    def test_targets_without_markup_are_not_escaped(self) -> None:
+        """Without a target escaping (Segment, Fullstory, Jira), values pass unchanged."""
+        assert {"a": "<!channel> & <@U123>"} == resolve(compile_mapping({"a": {"path": "name"}}, {}), env(self.HOSTILE))
+
+
+def _problems(mapping: dict[str, Any]) -> list[tuple[Any, str]]:
+    with pytest.raises(LanguageError) as caught:
+        compile_mapping(mapping, {}, escape=escape_mrkdwn)
+    return list(caught.value.problems)

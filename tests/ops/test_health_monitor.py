@@ -152,3 +152,12 @@ async def test_without_slack_alerts_are_recorded_as_dry_run(tmp_path: Path) -> N
     finally:
         await b.client.aclose()
         await b.runtime.stop()
+
+
+async def test_alert_details_are_escaped_for_slack(monitored: Bridge) -> None:
+    """A parked reason quoting a destination's answer cannot mention @channel or hide a link in the alert."""
+    monitored.runtime.monitor.parked = lambda: {"segment": "Segment answered 401: <!channel> <https://evil.example|x>"}
+    assert "segment: parked" in await check(monitored)
+    [alert] = await slack_messages(monitored)
+    assert "<!channel>" not in orjson.dumps(alert).decode()
+    assert "Segment answered 401: &lt;!channel&gt; &lt;https://evil.example|x&gt;" == alert["blocks"][1]["text"]["text"]

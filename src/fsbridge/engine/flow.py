@@ -7,7 +7,7 @@ configuration. Flows never touch HTTP: a look-up is named here and made by the e
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class TargetAction:
     id_field: str | None = None
     exclude_none: bool = False
     scope_field: str | None = None
+    escape: Callable[[str], str] | None = None  # how text read from the event is escaped (markup targets)
 
     def render(self, output: dict[str, Any], message_id: str) -> bytes:
         """Validate the mapped output into the request model and serialise it; MappingError if invalid."""

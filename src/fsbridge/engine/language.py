@@ -15,6 +15,11 @@ Modifiers on any directive: `cast` (one name or a list: string, integer, number,
 timestamp, lowercase, uppercase, trim, email, email_sha256), `default` (when missing), `unless`
 (only when that value is missing). On `path`: `rename` {old: new} and `drop` [keys] for objects.
 
+A target whose text is markup (Slack's mrkdwn) escapes what the event puts into it: every value a
+path, first, function or template placeholder reads is escaped (`&`, `<`, `>` for Slack), except
+under `url` keys; constants and the template's own text are not. `trusted: true` on a directive
+turns that off for it, for values an operator vouches for.
+
 Filters (`when`) are a list; each is a predicate on one value, or a combination:
 
     {path: x, equals: v}  {path: x, one_of: [..]}  {path: x, matches: regex}  {path: x, exists: true}
@@ -54,13 +59,13 @@ Problem = tuple[Loc, str]
 
 DIRECTIVES = ("path", "const", "template", "lookup", "first", "stable_id", "function")
 MODIFIERS = {
-    "path": {"cast", "default", "unless", "rename", "drop"},
+    "path": {"cast", "default", "unless", "rename", "drop", "trusted"},
     "const": set(),
-    "template": {"cast", "default", "unless"},
+    "template": {"cast", "default", "unless", "trusted"},
     "lookup": {"table", "cast", "default", "unless"},
-    "first": {"cast", "default", "unless"},
+    "first": {"cast", "default", "unless", "trusted"},
     "stable_id": {"namespace", "cast", "default", "unless"},
-    "function": {"cast", "default", "unless"},
+    "function": {"cast", "default", "unless", "trusted"},
 }
 ALL_MODIFIERS = set().union(*MODIFIERS.values())
 ENRICHED_PREFIX = "$enriched."  # what the flow's enrich steps found: $enriched.<step>.<field>
@@ -213,13 +218,40 @@ class Reshape:
 @dataclass(frozen=True)
 class Template:
     text: str
+    escape: Callable[[str], str] | None = None  # applied to each placeholder's value, not to the text
 
     def resolve(self, envelope: Envelope) -> Any:
+        escape = self.escape
+
         def fill(match: re.Match[str]) -> str:
             value = PathRead(match.group(1).strip()).resolve(envelope)
-            return "" if value is MISSING else str(value)
+            text = "" if value is MISSING else str(value)
+            return escape(text) if escape is not None else text
 
         return _PLACEHOLDER.sub(fill, self.text)
+
+
+URL_KEYS = frozenset({"url", "image_url"})  # link targets, not text: escaping would break them
+
+
+@dataclass(frozen=True)
+class Escaped:
+    """A value from the event, with every string in it escaped for a markup target."""
+
+    inner: Directive
+    escape: Callable[[str], str]
+
+    def resolve(self, envelope: Envelope) -> Any:
+        return self._escaped(self.inner.resolve(envelope))
+
+    def _escaped(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.escape(value)
+        if isinstance(value, dict):
+            return {k: v if k in URL_KEYS else self._escaped(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._escaped(v) for v in value]
+        return value
 
 
 @dataclass(frozen=True)
@@ -260,9 +292,16 @@ Functions = Mapping[str, Callable[[Envelope], Any]]
 
 
 class _Compiler:
-    def __init__(self, functions: Functions, enrich_steps: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        functions: Functions,
+        enrich_steps: tuple[str, ...] | None = None,
+        escape: Callable[[str], str] | None = None,
+    ) -> None:
         self.functions = functions
         self.enrich_steps = enrich_steps  # None: any `$enriched.<step>` is accepted
+        self.escape = escape  # the target's markup escaping, for values read from the event
+        self.operand_depth = 0  # inside a lookup key, stable_id, unless or a trusted value: nothing is escaped
         self.problems: list[Problem] = []
 
     def fail(self, loc: Loc, message: str) -> Directive:
@@ -318,14 +357,26 @@ class _Compiler:
             "stable_id": self._stable_id,
             "function": self._function,
         }
-        inner = builders[name](node[name], node, (*loc, name))
+        trusted = node.get("trusted", False)
+        if not isinstance(trusted, bool):
+            return self.fail((*loc, "trusted"), "trusted takes true or false")
+        self.operand_depth += trusted  # a trusted `first` vouches for its options too
+        try:
+            inner = builders[name](node[name], node, (*loc, name))
+        finally:
+            self.operand_depth -= trusted
         if name == "const":
             return inner
+        # Escaped where a value is output, not where it is an operand (a lookup's key, an `unless`),
+        # and once: `first` escapes through its options.
+        escape = self.escape if not trusted and not self.operand_depth else None
+        if escape is not None and isinstance(inner, Template):
+            inner = Template(inner.text, escape)
         casts = self._casts(node.get("cast"), (*loc, "cast"))
         unless = self._operand(node["unless"], (*loc, "unless")) if "unless" in node else None
-        if not casts and "default" not in node and unless is None:
-            return inner
-        return Modified(inner, casts, node.get("default", MISSING), unless)
+        if casts or "default" in node or unless is not None:
+            inner = Modified(inner, casts, node.get("default", MISSING), unless)
+        return Escaped(inner, escape) if escape is not None and name in ("path", "function") else inner
 
     def _casts(self, node: Any, loc: Loc) -> tuple[str, ...]:
         if node is None:
@@ -341,7 +392,11 @@ class _Compiler:
         if isinstance(node, str):
             return self._read(node, loc)
         if isinstance(node, dict):
-            return self.directive(node, loc)
+            self.operand_depth += 1
+            try:
+                return self.directive(node, loc)
+            finally:
+                self.operand_depth -= 1
         return self.fail(loc, "expected a path or a directive")
 
     def _read(self, path: str, loc: Loc) -> Directive:
@@ -540,10 +595,16 @@ PREDICATES: dict[str, Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]
 
 
 def compile_mapping(
-    node: Any, functions: Functions, loc: Loc = ("mapping",), *, enrich_steps: tuple[str, ...] | None = None
+    node: Any,
+    functions: Functions,
+    loc: Loc = ("mapping",),
+    *,
+    enrich_steps: tuple[str, ...] | None = None,
+    escape: Callable[[str], str] | None = None,
 ) -> MappingSpec:
-    """`enrich_steps`: the flow's enrich step names, the only ones `$enriched.<step>` may read."""
-    compiler = _Compiler(functions, enrich_steps)
+    """`enrich_steps`: the flow's enrich step names, the only ones `$enriched.<step>` may read;
+    `escape`: the target's escaping of text read from the event (Slack's mrkdwn), if it has one."""
+    compiler = _Compiler(functions, enrich_steps, escape)
     if not isinstance(node, dict) or not node:
         raise LanguageError([(loc, "a mapping is an object of output fields")])
     compiled = compiler.value(node, loc)

@@ -245,7 +245,7 @@ def high_value_session_spec() -> FlowSpec:
         target="slack.message",
         mapping={
             "text": {"template": "New Fullstory session of a high-value user {user_id}: {session_url}"},
-            "blocks": {"function": "high_value_session_blocks"},
+            "blocks": {"function": "high_value_session_blocks", "trusted": True},  # it escapes its values
             "unfurl_links": False,
         },
     )

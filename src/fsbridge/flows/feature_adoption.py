@@ -17,6 +17,7 @@ from fsbridge.flows.targets import TARGETS
 from fsbridge.store import NewDelivery
 from fsbridge.store.feature_counts import ALL, AdoptionState, CountingRules
 from fsbridge.store.records import DeliveryStatus
+from fsbridge.targets.slack import escape_mrkdwn
 
 NAME = "feature_adoption"
 HEADER_CHARS, SECTION_CHARS = 150, 3000
@@ -85,6 +86,7 @@ class FeatureAdoption:
         return f"{feature} was used {used} times in cohort {cohort} in the window from {iso(start)} ({baseline})"
 
     def _slack(self, mid: str, title: str, text: str) -> NewDelivery:
+        title, text = escape_mrkdwn(title), escape_mrkdwn(text)  # cohorts name trait values
         blocks = [
             {"type": "header", "text": {"type": "plain_text", "text": _cut(title, HEADER_CHARS)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": _cut(text, SECTION_CHARS)}},

@@ -12,6 +12,7 @@ from fsbridge.engine.identity import IdentityRules
 from fsbridge.envelope import MISSING, Envelope, lookup
 from fsbridge.log import get_logger
 from fsbridge.targets.fullstory import user_properties
+from fsbridge.targets.slack import escape_mrkdwn
 
 log = get_logger(__name__)
 
@@ -95,19 +96,33 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _safe(value: Any, limit: int) -> str:
+    """A value from outside in Slack mrkdwn: escaped, then cut to Slack's limit (an entity the cut
+    would split is left out whole)."""
+    text = escape_mrkdwn(str(value))
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    entity = cut.rfind("&")
+    if entity != -1 and ";" not in cut[entity:]:
+        cut = cut[:entity]
+    return cut + "…"
+
+
 def high_value_session_blocks(envelope: Envelope) -> Any:
     """The Block Kit message for a new session of a high-value user: who (name, email, company,
-    plan, when known), when it started, and a button to the replay; within Slack's limits."""
+    plan, when known), when it started, and a button to the replay; within Slack's limits, with
+    every value from the profile escaped (the flow marks this function `trusted`: it escapes itself)."""
     payload = envelope.payload if isinstance(envelope.payload, dict) else {}
     who = str(payload.get("name") or payload.get("email") or payload.get("user_id") or "A high-value user")
     fields = [
-        {"type": "mrkdwn", "text": _cut(f"*{label}*\n{payload[key]}", FIELD_CHARS)}
+        {"type": "mrkdwn", "text": f"*{label}*\n" + _safe(payload[key], FIELD_CHARS - len(label) - 3)}
         for label, key in (("Email", "email"), ("Company", "company"), ("Plan", "plan"), ("User", "user_id"),
                            ("Started", "started_at"))
         if payload.get(key)
     ]  # fmt: skip
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(f"New session: {who}", HEADER_CHARS)}},
+        {"type": "header", "text": {"type": "plain_text", "text": "New session: " + _safe(who, HEADER_CHARS - 13)}},
     ]
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})

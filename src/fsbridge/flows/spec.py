@@ -56,7 +56,8 @@ def compile_flow(name: str, spec: FlowSpec, functions: dict[str, Callable[[Envel
     when_enriched: tuple[Filter, ...] = ()
     steps = tuple(spec.enrich)
     try:
-        mapping = compile_mapping(spec.mapping, functions, ("mapping",), enrich_steps=steps)
+        escape = TARGETS[spec.target].escape if spec.target in TARGETS else None
+        mapping = compile_mapping(spec.mapping, functions, ("mapping",), enrich_steps=steps, escape=escape)
     except LanguageError as exc:
         problems += exc.problems
     try:

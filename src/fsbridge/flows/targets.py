@@ -6,7 +6,7 @@ from fsbridge.engine.flow import TargetAction
 from fsbridge.targets.fullstory import FullstoryCreateEvent, FullstoryCreateUser, FullstoryDeleteUser
 from fsbridge.targets.jira import JiraIssue
 from fsbridge.targets.segment import SegmentIdentify, SegmentTrack
-from fsbridge.targets.slack import SlackMessage
+from fsbridge.targets.slack import SlackMessage, escape_mrkdwn
 
 TARGETS: dict[str, TargetAction] = {
     "segment.track": TargetAction("segment", "track", SegmentTrack, id_field="messageId"),
@@ -16,6 +16,6 @@ TARGETS: dict[str, TargetAction] = {
         "fullstory", "users.create", FullstoryCreateUser, exclude_none=True, scope_field="uid"
     ),
     "fullstory.delete_user": TargetAction("fullstory", "users.delete", FullstoryDeleteUser),
-    "slack.message": TargetAction("slack", "message", SlackMessage, exclude_none=True),
+    "slack.message": TargetAction("slack", "message", SlackMessage, exclude_none=True, escape=escape_mrkdwn),
     "jira.issue": TargetAction("jira", "issue", JiraIssue, id_field="messageId"),
 }

@@ -29,6 +29,7 @@ from fsbridge.store import NewDelivery
 from fsbridge.store.dispatch import DispatchStore
 from fsbridge.store.ops_reads import OpsReads
 from fsbridge.store.ops_state import AlertStore
+from fsbridge.targets.slack import escape_mrkdwn
 
 log = get_logger(__name__)
 FLOW = "health_monitor"
@@ -164,12 +165,14 @@ class HealthMonitor:
 
     def _message(self, condition: Condition, title: str, now: float) -> NewDelivery:
         emoji = ":rotating_light:" if condition.active else ":white_check_mark:"
+        # Details quote destinations' answers and errors: escaped, so they cannot mention or link.
+        title, detail, key = escape_mrkdwn(title), escape_mrkdwn(condition.detail), escape_mrkdwn(condition.key)
         body: dict[str, Any] = {
-            "text": f"{emoji} fsbridge: {title}. {condition.detail}",
+            "text": f"{emoji} fsbridge: {title}. {detail}",
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": f"fsbridge: {title}"[:150]}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": condition.detail}},
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"condition `{condition.key}`"}]},
+                {"type": "section", "text": {"type": "mrkdwn", "text": detail}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"condition `{key}`"}]},
             ],
         }
         key = hashlib.sha256(f"{condition.key}\n{condition.active}\n{now}".encode()).hexdigest()[:40]

@@ -18,6 +18,13 @@ from fsbridge.targets import SendResult, response_result, transport_failure
 NAME = "slack"
 
 
+def escape_mrkdwn(text: str) -> str:
+    """Text from outside, safe in Slack's text and mrkdwn: `<!channel>`, `<@U123>` and
+    `<https://evil.example|Click here>` stay text, not mentions or disguised links (Slack's rule:
+    escape `&`, `<` and `>`, nothing else)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
