@@ -24,7 +24,8 @@ from fsbridge.log import configure_logging
 from fsbridge.ops.users import explain_user
 from fsbridge.runtime import Role, Runtime
 from fsbridge.samples import SAMPLES
-from fsbridge.settings import Settings
+from fsbridge.settings import Settings, load_settings
+from fsbridge.store.base import store_problem
 
 app = typer.Typer(help="fsbridge: Fullstory ⇄ Segment bridge.", no_args_is_help=True, add_completion=False)
 dlq = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
@@ -49,6 +50,21 @@ def _fail(lines: list[str], code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _settings() -> Settings:
+    """The environment's settings, checked: a wrong variable stops the command with one line each."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise _fail(exc.problems) from exc
+
+
+def _reachable(settings: Settings) -> None:
+    """Stop with one line, not a traceback, when the store cannot be reached (exit 3: try again later)."""
+    problem = store_problem(settings.database_url)
+    if problem is not None:
+        raise _fail([f"FSBRIDGE_DATABASE_URL: {problem}"], code=3)
+
+
 def _load(settings: Settings, path: Path | None = None) -> FsbridgeConfig:
     try:
         return load_config(path or settings.config)
@@ -69,7 +85,7 @@ def serve(
 
     if role not in ("all", "api", "worker"):
         raise _fail([f"--role must be all, api or worker, not {role!r}."])
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings.log_format, settings.secret_values(), cache=True)
     config = _load(settings)
     try:
@@ -77,6 +93,7 @@ def serve(
     except (ConfigError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         raise _fail(problems) from exc
+    _reachable(settings)
     # uvicorn's own default, applied behind the webhook fast path instead of in front of it.
     app = create_app(runtime, trusted_proxies=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
     bind = host or settings.host
@@ -112,7 +129,7 @@ def check_config(
     path: Annotated[Path | None, typer.Argument(help="Default: FSBRIDGE_CONFIG.")] = None,
 ) -> None:
     """Validate the flow configuration; exit 0, or print every problem with its line."""
-    settings = Settings()
+    settings = _settings()
     config = _load(settings, path)
     try:
         Runtime(settings, config)
@@ -129,7 +146,7 @@ def send_sample(
     """Post a correctly signed sample webhook to a running fsbridge."""
     if name not in SAMPLES:
         raise _fail([f"Unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}."])
-    settings = Settings()
+    settings = _settings()
     request = SAMPLES[name](settings, time.time())
     try:
         response = httpx.post(url.rstrip("/") + request.path, content=request.body, headers=request.headers, timeout=10)
@@ -244,9 +261,10 @@ def _moment(value: float | None) -> str:
 
 
 def _with_runtime(action: Callable[[Runtime], Awaitable[None]]) -> None:
-    settings = Settings()
+    settings = _settings()
     configure_logging("console", settings.secret_values(), level=30)
     runtime = Runtime(settings, _load(settings))
+    _reachable(settings)
 
     async def main() -> None:
         await runtime.store.open()
@@ -275,7 +293,7 @@ def preview_mapping(
     from fsbridge.sources.envelopes import envelope_for
     from fsbridge.sources.fullstory import ShapeError
 
-    settings = Settings()
+    settings = _settings()
     flows = {f.name: f for f in build_flows(_load(settings, config))}
     if flow not in flows:
         raise _fail([f"No enabled flow is called {flow!r}; flows: {', '.join(flows) or 'none'}."])

@@ -1,13 +1,18 @@
 """Process settings: every `FSBRIDGE_*` environment variable of the contract, read from the
-environment and from `.env` in the working directory (real environment variables win)."""
+environment and from `.env` in the working directory (real environment variables win, an empty one
+included: it means "not set"). `load_settings` checks them all at start-up, as `check-config` checks
+the configuration file: each problem is one line naming the variable, what is wrong and the fix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fsbridge.errors import ConfigError
 
 DESTINATIONS = ("segment", "fullstory", "slack", "jira")
 
@@ -20,7 +25,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FSBRIDGE_",
         env_file=".env",
-        env_ignore_empty=True,
+        env_ignore_empty=False,
         extra="ignore",
     )
 
@@ -52,6 +57,14 @@ class Settings(BaseSettings):
     retry_horizon_seconds: float = Field(default=86400.0, ge=0)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, values: Any) -> Any:
+        # An empty variable overrides .env and means "not set": the field's default.
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        return values
+
     @field_validator(
         "fullstory_webhook_secrets",
         "fullstory_stream_tokens",
@@ -62,13 +75,33 @@ class Settings(BaseSettings):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            parts = [part.strip() for part in value.split(",")]
+            if not all(parts):
+                msg = "has an empty item (two commas in a row, or one at an end): remove it"
+                raise ValueError(msg)
+            return tuple(parts)
         return value
 
     @field_validator("segment_api_url", "fullstory_api_url", "jira_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else value
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            msg = f"must be an http(s) URL with a host, such as https://api.example.com, not {value.strip()[:80]!r}"
+            raise ValueError(msg)
+        return value.strip().rstrip("/")
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _slack_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = urlsplit(value.get_secret_value().strip())
+            if parts.scheme != "https" or not parts.hostname:
+                msg = "must be the https URL of a Slack incoming webhook (https://hooks.slack.com/services/...)"
+                raise ValueError(msg)
+        return value
 
     def credentials_for(self, destination: str) -> SecretStr | None:
         """The credential that lets fsbridge send to `destination`, if configured."""
@@ -107,3 +140,25 @@ class Settings(BaseSettings):
 
 
 ENV_VARIABLES = tuple(f"FSBRIDGE_{name.upper()}" for name in Settings.model_fields)
+
+_HINTS = {
+    "bool_parsing": "write true or false",
+    "int_parsing": "write a whole number",
+    "float_parsing": "write a number",
+    "literal_error": "write one of the values named",
+}
+
+
+def load_settings() -> Settings:
+    """The settings, or ConfigError with one line per wrong variable (never its value if secret)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            variable = f"FSBRIDGE_{field.upper()}"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            hint = _HINTS.get(error["type"])
+            problems.append(f"{variable}: {message}" + (f"; {hint}." if hint else "."))
+        raise ConfigError(problems) from None

@@ -6,6 +6,7 @@ are in `store/records.py`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from fsbridge.store.deliveries import DeadLetterStore, DeliveryStore
@@ -73,3 +74,20 @@ def open_store(database_url: str) -> Store:
         return PostgresStore(database_url)
     msg = f"FSBRIDGE_DATABASE_URL must start with sqlite:/// or postgresql://, not {database_url.split(':')[0]!r}."
     raise ValueError(msg)
+
+
+def store_problem(database_url: str) -> str | None:
+    """Why the store at `database_url` cannot be used now, in one sentence (None: it can). Checked
+    before serving, so an unreachable database is one line, not a traceback from inside the server."""
+    if database_url.startswith("sqlite:///"):
+        folder = Path(database_url.removeprefix("sqlite:///")).resolve().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the folder {folder} for the SQLite file ({exc.strerror}): choose a writable path."
+        return None
+    if database_url.startswith(("postgresql://", "postgres://")):
+        from fsbridge.store.postgres import unreachable
+
+        return unreachable(database_url)
+    return f"must start with sqlite:/// or postgresql://, not {database_url.split(':')[0][:40]!r}."

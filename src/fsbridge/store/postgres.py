@@ -53,6 +53,17 @@ def postgres_schema(sqlite_schema: str) -> str:
     )
 
 
+def unreachable(url: str) -> str | None:
+    """Why PostgreSQL at `url` cannot be reached now (None: it answered), naming the server without
+    the password."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS):
+            return None
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach PostgreSQL at {url.split('@')[-1]} ({reason[:200]}): start it, or correct the URL."
+
+
 class PostgresEngine:
     name = "postgresql"
     exclusive = False
