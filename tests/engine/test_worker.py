@@ -270,3 +270,23 @@ class TestIdleWait:
         assert 1.0 == await worker.wait_before_next_round("segment")
         bridge.clock.advance(0.25)
         assert 0.75 == await worker.wait_before_next_round("segment")
+
+
+async def test_a_dead_letter_refused_for_its_size_stays_dead_when_replayed_in_dry_run(tmp_path: Path) -> None:
+    """In dry-run, replaying a message over Segment's 32 KiB limit records it dead again with its reason,
+    not dry_run with the error cleared."""
+    b = await start_bridge(tmp_path, segment_write_key=None)
+    try:
+        assert 202 == (await b.post_stream(click(1, target_text="x" * 40_000))).status_code
+        await b.drain()
+        dead = await only_delivery(b)
+        assert ("dead", True) == (dead.status, "limit" in (dead.last_error or ""))
+        replayed = await b.client.post(f"/ops/api/deliveries/{dead.id}/replay", headers=b.ops_headers())
+        assert 202 == replayed.status_code
+        await b.drain()
+        again = await only_delivery(b)
+        assert "dead" == again.status
+        assert "over segment's limit of 32,768 bytes" in (again.last_error or "")
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()

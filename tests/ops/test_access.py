@@ -86,6 +86,17 @@ class TestLoopbackMode:
                 assert 401 == (await outsider.get(path, headers=forged)).status_code
             assert 200 == (await outsider.get("/healthz")).status_code  # the public routes still answer
 
+    @pytest.mark.parametrize(
+        "header", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}, {"X-Real-IP": "203.0.113.9"}]
+    )
+    async def test_a_request_a_local_proxy_relays_is_not_local(
+        self, open_bridge: Bridge, header: dict[str, str]
+    ) -> None:
+        """Without an ops token, a loopback peer under Host 127.0.0.1 that carries any proxy header gets nothing."""
+        for path in ("/ops/api/stats", "/metrics", "/ops"):
+            assert 401 == (await open_bridge.client.get(path, headers=header)).status_code
+        assert 200 == (await open_bridge.client.get("/ops/api/stats")).status_code
+
     async def test_names_are_not_addresses(self, open_bridge: Bridge) -> None:
         """A client reported as `localhost` or `testclient` is not a loopback peer."""
         inner = create_app(open_bridge.runtime, manage_runtime=False)
@@ -167,15 +178,30 @@ class TestSessions:
             assert secure == ("Secure" in login.headers["set-cookie"]), trusted
             assert 202 == event.status_code
 
-    async def test_wrong_tokens_are_limited(self, bridge: Bridge) -> None:
-        """After ten wrong tokens in a minute from one client, even the right token waits (429)."""
+    async def test_wrong_tokens_are_limited_and_the_right_one_never_is(self, bridge: Bridge) -> None:
+        """Past ten wrong tokens in a minute a client's next wrong ones get 429; the right token still passes,
+        on the API, /metrics and the sign-in form."""
+        wrong = {"Authorization": "Bearer no"}
         for _ in range(10):
-            assert (
-                401 == (await bridge.client.get("/ops/api/stats", headers={"Authorization": "Bearer no"})).status_code
-            )
-        blocked = await bridge.client.get("/ops/api/stats", headers=bridge.ops_headers())
-        assert 429 == blocked.status_code
-        assert 429 == (await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})).status_code
+            assert 401 == (await bridge.client.get("/ops/api/stats", headers=wrong)).status_code
+        assert 429 == (await bridge.client.get("/ops/api/stats", headers=wrong)).status_code
+        assert 200 == (await bridge.client.get("/ops/api/stats", headers=bridge.ops_headers())).status_code
+        assert 200 == (await bridge.client.get("/metrics", headers=bridge.ops_headers())).status_code
+        assert 303 == (await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})).status_code
+
+    async def test_behind_a_trusted_proxy_the_limit_is_per_forwarded_client(self, bridge: Bridge) -> None:
+        """Behind a same-host proxy, one client's wrong guesses do not lock out another client."""
+        app = create_app(bridge.runtime, manage_runtime=False, trusted_proxies="127.0.0.1")
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as proxy:
+            guesser = {"Authorization": "Bearer no", "X-Forwarded-For": "198.51.100.7"}
+            for _ in range(11):
+                await proxy.get("/ops/api/stats", headers=guesser)
+            assert 429 == (await proxy.get("/ops/api/stats", headers=guesser)).status_code
+            wrong_elsewhere = {"Authorization": "Bearer no", "X-Forwarded-For": "198.51.100.8"}
+            assert 401 == (await proxy.get("/ops/api/stats", headers=wrong_elsewhere)).status_code
+            right = {**bridge.ops_headers(), "X-Forwarded-For": "198.51.100.7"}
+            assert 200 == (await proxy.get("/ops/api/stats", headers=right)).status_code
 
 
 class TestPages:

@@ -231,12 +231,26 @@ class TestDashboard:
         assert 401 == response.status_code
         assert "set-cookie" not in response.headers
 
-    async def test_query_token_sets_the_cookie_and_leaves_the_url(self, bridge: Bridge) -> None:
-        """?token= signs in and redirects to /ops without the token in the address."""
+    async def test_a_token_in_the_url_signs_nobody_in(self, bridge: Bridge) -> None:
+        """?token= is not a way in (it would reach logs and history): 401 with the form, no cookie."""
         response = await bridge.client.get(f"/ops?token={OPS_TOKEN}")
-        assert 303 == response.status_code
-        assert "/ops" == response.headers["location"]
-        assert "Newest dead letters" in (await bridge.client.get("/ops")).text
+        assert 401 == response.status_code
+        assert "set-cookie" not in response.headers
+
+    async def test_the_ops_token_as_bearer_opens_the_dashboard(self, bridge: Bridge) -> None:
+        """GET /ops with Authorization: Bearer <ops token> shows the page, and sets no cookie; a wrong one is 401."""
+        response = await bridge.client.get("/ops", headers=bridge.ops_headers())
+        assert 200 == response.status_code
+        assert "Newest dead letters" in response.text
+        assert "set-cookie" not in response.headers
+        assert 401 == (await bridge.client.get("/ops", headers={"Authorization": "Bearer nope"})).status_code
+
+    async def test_the_signed_in_session_reads_the_json_api(self, bridge: Bridge) -> None:
+        """The dashboard's links to /ops/api (a user's record) work with the session cookie; changes still need
+        the token."""
+        await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
+        assert 200 == (await bridge.client.get("/ops/api/stats")).status_code
+        assert 401 == (await bridge.client.post("/ops/api/deliveries/replay", json={"status": "dead"})).status_code
 
     async def test_forms_need_the_csrf_token(self, bridge: Bridge) -> None:
         """A replay posted without the page's CSRF token is refused."""
@@ -277,3 +291,24 @@ async def test_a_deeply_nested_event_has_a_story_page(bridge: Bridge, depth: int
     page = await bridge.client.get(f"/ops/events/{event_id}")
     assert 200 == page.status_code
     assert "HIDDEN" not in page.text
+
+
+async def test_a_user_id_with_a_slash_can_be_read(bridge: Bridge) -> None:
+    """/ops/api/users/{id} reads ids that contain `/` (the dashboard links them as path segments)."""
+    await bridge.post_segment(
+        {"type": "identify", "userId": "org/42/ada", "messageId": "m-slash", "traits": {"plan": "pro"}}
+    )
+    await bridge.drain()
+    response = await bridge.client.get("/ops/api/users/org/42/ada", headers=bridge.ops_headers())
+    assert 200 == response.status_code, response.text
+    assert "org/42/ada" == response.json()["user_id"]
+
+
+async def test_ops_actions_are_logged_with_the_client(bridge: Bridge, capsys: pytest.CaptureFixture[str]) -> None:
+    """A replay or pause through the API logs one ops.action line with the client address, never the token."""
+    response = await bridge.client.post("/ops/api/destinations/slack/pause", headers=bridge.ops_headers())
+    assert 200 == response.status_code
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if "ops.action" in line]
+    assert "client=127.0.0.1" in line or '"client": "127.0.0.1"' in line
+    assert OPS_TOKEN not in out

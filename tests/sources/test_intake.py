@@ -313,3 +313,14 @@ class TestConnection:
         assert "req-7f3a" == response.headers["x-request-id"]
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
         assert [("inbox.rejected", "req-7f3a")] == [(line["event"], line.get("request_id")) for line in lines]
+
+
+async def test_a_wrong_signature_on_the_streams_endpoint_says_so(bridge: Bridge) -> None:
+    """A Streams request with a wrong Fullstory-Signature (and no bearer token) is told about its signature."""
+    body = orjson.dumps(RAGE_CLICK)
+    headers = fullstory_signed_headers(body, "not-the-secret", int(bridge.clock.now()))
+    response = await bridge.client.post(STREAM, content=body, headers=headers)
+    assert_error(response, 401, "unauthenticated")
+    message = response.json()["error"]["message"]
+    assert "ignature" in message
+    assert "Bearer" not in message

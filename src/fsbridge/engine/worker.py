@@ -266,10 +266,11 @@ class Worker:
                 guard.breaker.cancel_probe()
             return 0
         if destination.dry_run:
-            await self.store.record_updates(
-                [DeliveryUpdate(d.id, "dry_run", d.next_attempt_at, None) for d in deliveries]
-            )
-            self.metrics.deliveries.labels(name, "dry_run").inc(len(deliveries))
+            updates = [self._dry_run(destination, d) for d in deliveries]
+            await self.store.record_updates(updates)
+            for status in ("dry_run", "dead"):
+                if count := sum(u.status == status for u in updates):
+                    self.metrics.deliveries.labels(name, status).inc(count)
             log.info("delivery.dry_run", destination=name, deliveries=len(deliveries))
             return len(deliveries)
         claimed = len(deliveries)
@@ -290,6 +291,16 @@ class Worker:
 
         await asyncio.gather(*(send(batch) for batch in batches))
         return claimed
+
+    @staticmethod
+    def _dry_run(destination: Destination, delivery: Delivery) -> DeliveryUpdate:
+        """Recorded as it would be sent; a message the destination would refuse for its size (a dead
+        letter replayed as it was) stays dead, with its reason."""
+        limit = destination.max_message_bytes
+        if limit is not None and not delivery.awaiting and len(delivery.body) > limit:
+            error = f"the message is {len(delivery.body):,} bytes, over {destination.name}'s limit of {limit:,} bytes"
+            return DeliveryUpdate(delivery.id, "dead", delivery.next_attempt_at, None, last_error=error)
+        return DeliveryUpdate(delivery.id, "dry_run", delivery.next_attempt_at, None)
 
     async def _enrich(self, name: str, deliveries: list[Delivery]) -> list[Delivery]:
         """Make the look-ups of the deliveries that wait for them; returns what can be sent now,

@@ -1,13 +1,16 @@
 """Access control for the operator surface (`/ops`, `/ops/api`, `/metrics`): who gets in, and what a
 browser may do there.
 
-- With `FSBRIDGE_OPS_TOKEN` set: a bearer token (scripts) or a signed-in session (people).
+- With `FSBRIDGE_OPS_TOKEN` set: a bearer token (scripts, and `GET /ops`) or a signed-in session
+  (people; it also reads the JSON API, which the dashboard links to).
 - Without it (loopback-only mode): only clients whose *socket* peer is a loopback address, judged
-  on the address the connection came from and never on proxy headers, and only under a loopback
-  `Host` (so a DNS-rebinding page on another name cannot read anything).
+  on the address the connection came from, under a loopback `Host` (so a DNS-rebinding page on
+  another name cannot read anything), and carrying no proxy header at all (`Forwarded`,
+  `X-Forwarded-For`, `X-Real-IP`): a request a proxy on this machine relays is not a local one.
 - Every state-changing request must come from the same origin (`Origin`, `Sec-Fetch-Site`), and
   every dashboard form carries its session's CSRF token.
-- Failed token guesses are limited per client address.
+- Wrong tokens are limited per client (behind a trusted proxy, `FORWARDED_ALLOW_IPS`, the
+  forwarded client): only failures count, and the right token is never refused.
 
 Sessions live in the store, so signing out ends them on every replica, and they expire.
 """
@@ -47,6 +50,20 @@ def peer_address(request: Request) -> str:
     """The socket's peer: fsbridge's protocol records it before uvicorn applies proxy headers."""
     peer = request.scope.get(PEER) or request.scope.get("client")
     return str(peer[0]) if peer else ""
+
+
+def client_address(request: Request) -> str:
+    """Who the client is: the forwarded client behind a trusted proxy (the app applies the proxy
+    headers only for FORWARDED_ALLOW_IPS), else the socket's peer. For limits and logs."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else peer_address(request)
+
+
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def relayed(request: Request) -> bool:
+    return any(name in request.headers for name in PROXY_HEADERS)
 
 
 def peer_is_loopback(request: Request) -> bool:
@@ -94,7 +111,7 @@ class GuessLimiter:
     def check(self, client: str, now: float) -> None:
         recent = [t for t in self._failures.get(client, []) if now - t < 60]
         self._failures[client] = recent
-        if len(recent) >= self.per_minute:
+        if len(recent) > self.per_minute:
             wait = int(60 - (now - recent[0])) + 1
             raise IntakeError(429, "too_many_attempts", f"Too many wrong tokens; try again in {wait} s.")
 
@@ -102,18 +119,19 @@ class GuessLimiter:
         if len(self._failures) > 10_000:  # bounded: forget the quietest clients first
             self._failures = dict(sorted(self._failures.items(), key=lambda kv: kv[1][-1])[-5_000:])
         self._failures.setdefault(client, []).append(now)
+        del self._failures[client][: -self.per_minute - 1]  # bounded: only the recent ones matter
 
 
 def check_token(request: Request, given: str) -> bool:
-    """Compare a presented ops token, counting failures against the client's guess budget (one
-    limiter per app, kept in `app.state.guesses`)."""
+    """Compare a presented ops token. The right one always passes; a wrong one counts against the
+    client's budget, and past it the answer is 429 (one limiter per app, in `app.state.guesses`)."""
     token = runtime_of(request).settings.ops_token
-    guesses: GuessLimiter = request.app.state.guesses
-    client, now = peer_address(request), time.monotonic()
-    guesses.check(client, now)
     if token is not None and hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         return True
+    guesses: GuessLimiter = request.app.state.guesses
+    client, now = client_address(request), time.monotonic()
     guesses.failed(client, now)
+    guesses.check(client, now)
     return False
 
 
@@ -135,7 +153,7 @@ def warn_if_open_beyond_loopback(ops_token: SecretStr | None, host: str) -> bool
 
 
 def require_loopback(request: Request) -> None:
-    if not peer_is_loopback(request):
+    if not peer_is_loopback(request) or relayed(request):
         raise IntakeError(401, "unauthenticated", "Set FSBRIDGE_OPS_TOKEN to reach /ops from other hosts.")
     if not host_is_loopback(request):
         raise IntakeError(
@@ -143,15 +161,35 @@ def require_loopback(request: Request) -> None:
         )
 
 
-def require_ops_access(request: Request) -> None:
-    """The JSON ops API and /metrics: the bearer token; without one configured, loopback only."""
+def bearer_token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+async def require_ops_access(request: Request) -> None:
+    """The JSON ops API and /metrics: the bearer token, or (for reading) the dashboard's signed-in
+    session; without a token configured, loopback only."""
     require_same_origin(request)
     if runtime_of(request).settings.ops_token is None:
         require_loopback(request)
+        log_action(request, "loopback")
         return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not check_token(request, value.strip()):
-        raise IntakeError(401, "unauthenticated", "Send Authorization: Bearer <FSBRIDGE_OPS_TOKEN>.")
+    given = bearer_token(request)
+    if given is not None:
+        if check_token(request, given):
+            log_action(request, "token")
+            return
+    elif request.method in SAFE_METHODS and await current_session(request) is not None:
+        return
+    raise IntakeError(401, "unauthenticated", "Send Authorization: Bearer <FSBRIDGE_OPS_TOKEN>.")
+
+
+def log_action(request: Request, how: str) -> None:
+    """One line for each change an operator makes (replay, pause, resume), with who asked from where."""
+    if request.method not in SAFE_METHODS:
+        log.info(
+            "ops.action", method=request.method, path=request.url.path[:200], client=client_address(request), by=how
+        )
 
 
 # -- dashboard sessions -----------------------------------------------------------------------------

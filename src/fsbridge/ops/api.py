@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from fsbridge.bounds import quote
 from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.ops.users import explain_user
@@ -322,13 +323,13 @@ USER_DELIVERY_FIELDS = ("id", "event_id", "flow", "destination", "status", "atte
                         "last_error", "created_at", "next_attempt_at")  # fmt: skip
 
 
-@ops.get("/users/{user_id}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
+@ops.get("/users/{user_id:path}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
 async def user(request: Request, user_id: str) -> Response:
     runtime = runtime_of(request)
     record = await runtime.store.user_record(user_id)
     explained = await explain_user(runtime, user_id)
     if record is None and explained is None:
-        return error_response(404, "not_found", f"fsbridge holds nothing about user {user_id}.")
+        return error_response(404, "not_found", f"fsbridge holds nothing about user {quote(user_id)}.")
     uid = runtime.router.identity.fullstory_uid(user_id)
     events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY)
     return json_response(

@@ -3,15 +3,17 @@ flow, destination and source over the last hour and day, queue depths, breaker a
 the newest dead letters and quarantined events with replay buttons, an event's whole story, and
 small inline SVG charts.
 
-Access (`ops.access`): the ops token, given once in a sign-in form or as `?token=`; fsbridge then
-sets an HTTP-only, SameSite=Strict cookie holding a random session id that expires, and ends with
-sign-out. With no ops token configured, loopback clients under a loopback Host get a session on
+Access (`ops.access`): the ops token, given once in the sign-in form (never in a URL, where it
+would reach logs and history); fsbridge then sets an HTTP-only, SameSite=Strict cookie holding a
+random session id that expires, and ends with sign-out. A script may send the token as
+`Authorization: Bearer` instead. With no ops token configured, loopback clients under a loopback Host get a session on
 sight. Every form carries its session's CSRF token, and every POST must come from this origin.
 A page without a valid session answers 401 with the sign-in form.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -25,10 +27,12 @@ from fsbridge.ops.access import (
     COOKIE,
     SESSION_SECONDS,
     Session,
+    bearer_token,
     check_csrf,
     check_token,
     current_session,
     end_session,
+    log_action,
     new_session,
     require_loopback,
     require_same_origin,
@@ -78,6 +82,13 @@ async def _session(request: Request) -> Session | Response:
     session = await current_session(request)
     if session is not None:
         return session
+    given = bearer_token(request)
+    if configured is not None and given is not None:
+        try:
+            if check_token(request, given):  # a script: this request only, no cookie, no usable forms
+                return Session("", secrets.token_urlsafe(24))
+        except IntakeError as exc:
+            return _refusal(exc)
     if configured is None and request.method in ("GET", "HEAD"):
         # Loopback-only mode signs a local visitor in on sight, so that forms have a CSRF token; the
         # page carries the new cookie (see `_answer`).
@@ -104,11 +115,8 @@ def _back(anchor: str = "") -> RedirectResponse:
     summary="The dashboard (401 with the sign-in form until signed in)",
     responses={401: {"description": "Not signed in: the body is the sign-in form"}},
 )
-async def overview(request: Request, token: str | None = None) -> Response:
+async def overview(request: Request) -> Response:
     runtime = runtime_of(request)
-    configured = runtime.settings.ops_token
-    if token is not None and configured is not None:
-        return await _sign_in(request, token)
     session = await _session(request)
     if not isinstance(session, Session):
         return session
@@ -169,6 +177,7 @@ async def _form_session(request: Request, csrf: str) -> Session | Response:
         check_csrf(session, csrf)
     except IntakeError as exc:
         return _refusal(exc)
+    log_action(request, "session")
     return session
 
 

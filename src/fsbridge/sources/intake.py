@@ -234,16 +234,23 @@ class Receiver:
     def _stream_credentials(self, headers: Headers, body: bytes) -> str:
         tokens = self.settings.fullstory_stream_tokens
         return _either(
-            ("token", tokens, lambda: verify_bearer(headers.get("authorization"), tokens)),
-            ("signature", self.settings.fullstory_webhook_secrets, lambda: self._fullstory_signature(headers, body)),
+            headers,
+            ("token", tokens, "authorization", lambda: verify_bearer(headers.get("authorization"), tokens)),
+            (
+                "signature",
+                self.settings.fullstory_webhook_secrets,
+                "fullstory-signature",
+                lambda: self._fullstory_signature(headers, body),
+            ),
         )
 
     def _segment_credentials(self, headers: Headers, body: bytes) -> str:
         tokens = self.settings.segment_webhook_tokens
         secrets = self.settings.segment_webhook_secrets
         return _either(
-            ("token", tokens, lambda: verify_bearer(headers.get("authorization"), tokens)),
-            ("signature", secrets, lambda: verify_segment(body, headers.get("x-signature"), secrets)),
+            headers,
+            ("token", tokens, "authorization", lambda: verify_bearer(headers.get("authorization"), tokens)),
+            ("signature", secrets, "x-signature", lambda: verify_segment(body, headers.get("x-signature"), secrets)),
         )
 
     async def _receive(
@@ -383,19 +390,20 @@ def _not_configured(variable: str, what: str) -> Reply:
     )
 
 
-def _either(*checks: tuple[str, tuple[SecretStr, ...], Callable[[], object]]) -> str:
-    """The name of the first configured check that passes; otherwise raise the first failure."""
-    failures: list[SignatureError] = []
-    for name, configured, check in checks:
+def _either(headers: Headers, *checks: tuple[str, tuple[SecretStr, ...], str, Callable[[], object]]) -> str:
+    """The name of the first configured check that passes; otherwise raise the failure of a
+    credential the request presented (a wrong signature is not a "missing bearer token")."""
+    failures: list[tuple[bool, SignatureError]] = []
+    for name, configured, header, check in checks:
         if not configured:
             continue
         try:
             check()
         except SignatureError as exc:
-            failures.append(exc)
+            failures.append((header in headers, exc))
         else:
             return name
-    raise failures[0]
+    raise next((exc for presented, exc in failures if presented), failures[0][1])
 
 
 def _require_json_content_type(headers: Headers) -> None:
