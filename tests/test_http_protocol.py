@@ -189,6 +189,9 @@ LIMITS = ConnectionLimits(
 )
 
 
+SERVERS: list[uvicorn.Server] = []  # the running limited servers, newest last (their connections can be watched)
+
+
 @contextlib.asynccontextmanager
 async def limited_server(limits: ConnectionLimits) -> AsyncIterator[tuple[str, int]]:
     sock = socket.socket()
@@ -197,9 +200,11 @@ async def limited_server(limits: ConnectionLimits) -> AsyncIterator[tuple[str, i
     config = uvicorn.Config(app, log_level="warning", http=limited_protocol(limits), lifespan="off")
     served = uvicorn.Server(config)
     task = asyncio.create_task(served.serve(sockets=[sock]))
+    SERVERS.append(served)
     try:
         yield sock.getsockname()
     finally:
+        SERVERS.remove(served)
         served.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -260,17 +265,58 @@ async def test_an_idle_connection_is_closed() -> None:
     assert after_one.startswith(b"HTTP/1.1 204")
 
 
-async def test_connections_beyond_the_cap_are_refused() -> None:
-    """With the cap reached, one more connection is answered 503 and closed; the others still work."""
+async def test_a_full_server_closes_its_longest_idle_connection_for_a_new_one() -> None:
+    """With the cap reached by idle connections, a new one (a health probe) is served and the connection idle
+    longest is closed; the others still work."""
     async with limited_server(dataclasses.replace(LIMITS, idle_timeout_seconds=30)) as address:
         held = [await asyncio.open_connection(*address) for _ in range(4)]
         try:
             await asyncio.sleep(0)  # not a wait for time: lets the server accept the four
-            answer, _ = await exchange(address)
-            assert (503, "too_many_connections") == status_and_code(answer)
-            reader, writer = held[0]
+            answer, _ = await exchange(address, b"GET /empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 204")
+            assert b"" == await asyncio.wait_for(held[0][0].read(), timeout=5)  # the oldest was closed
+            reader, writer = held[1]
             writer.write(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await asyncio.wait_for(reader.readline(), timeout=5)).startswith(b"HTTP/1.1 204")
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
+async def test_connections_beyond_the_cap_are_refused_when_none_is_idle() -> None:
+    """With the cap reached by connections mid-request, one more is answered 503 and closed."""
+    async with limited_server(
+        dataclasses.replace(LIMITS, idle_timeout_seconds=30, header_timeout_seconds=30)
+    ) as address:
+        held = [await asyncio.open_connection(*address) for _ in range(4)]
+        try:
+            for _, writer in held:
+                writer.write(b"GET /empty HTTP/1.1\r\n")  # headers begun, not ended: busy, not idle
+                await writer.drain()
+            async with asyncio.timeout(5):  # until the server has read the four partial requests
+                connections = SERVERS[-1].server_state.connections
+                while sum(getattr(c, "_phase", "") == "headers" for c in connections) < 4:  # noqa: ASYNC110 - no event to await
+                    await asyncio.sleep(0)
+            answer, _ = await exchange(address)
+            assert (503, "too_many_connections") == status_and_code(answer)
+        finally:
+            for _, writer in held:
+                writer.close()
+
+
+async def test_one_client_gets_only_its_share_of_the_connections() -> None:
+    """Past its share, a client's next connection is refused; another address is still served."""
+    limits = dataclasses.replace(LIMITS, idle_timeout_seconds=30, max_connections_per_client=2)
+    async with limited_server(limits) as address:
+        held = [await asyncio.open_connection(*address) for _ in range(2)]
+        try:
+            await asyncio.sleep(0)
+            answer, _ = await exchange(address)
+            assert (503, "too_many_connections") == status_and_code(answer)
+            reader, writer = await asyncio.open_connection(*address, local_addr=("127.0.0.2", 0))
+            writer.write(b"GET /empty HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readline(), timeout=5)).startswith(b"HTTP/1.1 204")
+            writer.close()
         finally:
             for _, writer in held:
                 writer.close()

@@ -81,7 +81,9 @@ class ServerConfig(_Strict):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)  # from a request's first byte to its last header
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # from the last header to the body's end
     idle_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # a connection with no request in progress
-    max_connections: int = Field(default=1000, ge=1, le=100_000)  # more are answered 503 and closed
+    max_connections: int = Field(default=1000, ge=1, le=100_000)  # past it the longest-idle one is closed
+    # One peer address's share: more are answered 503 (behind a proxy every client is the proxy).
+    max_connections_per_client: int = Field(default=500, ge=1, le=100_000)
 
 
 class BreakerConfig(_Strict):

@@ -7,8 +7,10 @@ turn of the event loop is held and leaves at the end of that turn, as one write;
 longer than that turn, and closing or ending the stream sends what is held first.
 
 `LimitedHttpToolsProtocol` adds the bounds every connection is held to before authentication
-(header size and count, header and body timeouts, idle time, a connection cap), and records the
-socket's peer address in the scope, so loopback is judged on the socket, never on proxy headers.
+(header size and count, header and body timeouts, idle time, a connection cap and each client's
+share of it), and records the socket's peer address in the scope, so loopback is judged on the
+socket, never on proxy headers. A full server makes room by closing its longest-idle connection,
+so a client holding idle connections cannot keep a health probe out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -80,6 +82,7 @@ class ConnectionLimits:
     body_timeout_seconds: float = 30.0
     idle_timeout_seconds: float = 5.0
     max_connections: int = 1000
+    max_connections_per_client: int = 500  # one peer address's share (behind a proxy: the proxy's)
 
 
 PEER = "fsbridge.peer"  # the socket's peer address, kept in the scope before any proxy header rewrites it
@@ -99,6 +102,7 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     malformed requests (400), which uvicorn would answer in plain text."""
 
     limits = ConnectionLimits()
+    by_client: ClassVar[dict[str, int]] = {}  # open connections per peer (each limited_protocol class has its own)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,10 +113,18 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._header_size = 0  # request line and headers as parsed
         self._deadline: asyncio.TimerHandle | None = None
         self._armed_for = ""  # the phase whose deadline is armed ("": none)
+        self._peer = ""
+        self._idle_since = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        self._peer = str(self.client[0]) if self.client else ""
+        self._idle_since = self.loop.time()
+        held = self.by_client[self._peer] = self.by_client.get(self._peer, 0) + 1
+        if held > self.limits.max_connections_per_client:
+            self._refuse(503, "too_many_connections", "This client holds its share of fsbridge's connections; retry.")
+            return
+        if len(self.connections) > self.limits.max_connections and not self._close_longest_idle():
             self._refuse(503, "too_many_connections", "fsbridge holds as many connections as it takes; retry.")
             return
         # uvicorn arms its keep-alive timer only after a response: a client that never speaks is idle too.
@@ -122,7 +134,20 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        if (left := self.by_client.get(self._peer, 0) - 1) > 0:
+            self.by_client[self._peer] = left
+        else:
+            self.by_client.pop(self._peer, None)
         super().connection_lost(exc)
+
+    def _close_longest_idle(self) -> bool:
+        """Make room for a new connection by closing the one idle longest; False when none is idle."""
+        idle = [c for c in self.connections if c is not self and getattr(c, "_phase", "") == "idle"]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: cast(LimitedHttpToolsProtocol, c)._idle_since)
+        cast(LimitedHttpToolsProtocol, oldest).transport.close()
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "refused":
@@ -180,11 +205,14 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         # An app may answer before the body ends (415, 413): then the next request starts from idle.
         answered = self.cycle is not None and self.cycle.response_complete
         self._phase = "idle" if answered else "app"
+        if answered:
+            self._idle_since = self.loop.time()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         if self._phase == "app" and not self.pipeline:
             self._phase = "idle"
+            self._idle_since = self.loop.time()
         super().on_response_complete()
 
     def on_message_begin(self) -> None:
@@ -230,4 +258,4 @@ class LimitedHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
 def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection, with these limits."""
-    return type("FsbridgeHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    return type("FsbridgeHttpProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "by_client": {}})
