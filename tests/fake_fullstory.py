@@ -5,7 +5,9 @@ pre-signed location), fails on demand (scripted per path), and records every req
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,9 @@ class FakeFullstory(FakeUpstream):
     exports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # segment id: rows
     operation_states: list[str] = field(default_factory=list)  # served first, then COMPLETED
     cut_files: bool = False  # serve each export file cut in half
+    raw_files: dict[str, bytes] = field(default_factory=dict)  # segment id: the file's exact bytes
+    location: str | None = None  # the results' location, instead of the files host
+    stall_files: bool = False  # send the first bytes of each file, then nothing more (a trickle that stops)
     started: list[dict[str, Any]] = field(default_factory=list)  # bodies of POST /segments/v1/exports
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
@@ -82,10 +87,23 @@ class FakeFullstory(FakeUpstream):
             return httpx.Response(200, json=answer)
         if path.startswith("/search/v1/exports/"):
             export = path.split("/")[4]
-            return httpx.Response(200, json={"location": f"https://{FILES_HOST}/{export}.ndjson.gz", "expires": "x"})
+            location = self.location or f"https://{FILES_HOST}/{export}.ndjson.gz"
+            return httpx.Response(200, json={"location": location, "expires": "x"})
         segment = path.strip("/").removesuffix(".ndjson.gz").split("-", 2)[2]
-        data = gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in self.exports.get(segment, [])))
+        data = (
+            self.raw_files[segment]
+            if segment in self.raw_files
+            else gzip.compress(b"".join(orjson.dumps(row) + b"\n" for row in self.exports.get(segment, [])))
+        )
+        if self.stall_files:
+            return httpx.Response(200, content=_stalled(data[:10]))
         return httpx.Response(200, content=data[: len(data) // 2] if self.cut_files else data)
 
     def lookups(self, path: str) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == "GET" and r.url.path.startswith(path)]
+
+
+async def _stalled(first: bytes) -> AsyncIterator[bytes]:
+    yield first
+    await asyncio.Event().wait()  # never set: the rest never comes
+    yield b""

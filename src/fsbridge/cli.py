@@ -219,13 +219,25 @@ def jobs_list() -> None:
 
 
 @jobs.command("run")
-def jobs_run(name: Annotated[str, typer.Argument(help="The job's name (see `fsbridge jobs list`).")]) -> None:
+def jobs_run(
+    name: Annotated[str, typer.Argument(help="The job's name (see `fsbridge jobs list`).")],
+    allow_mass_exit: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-exit",
+            help="fullstory_segment_audiences: apply this run even if more than max_exit_fraction of a segment leaves.",
+        ),
+    ] = False,
+) -> None:
     """Run one job now, here, unless a run of it is already in progress somewhere."""
+    from fsbridge.jobs.fullstory_segment_audiences import ALLOW_MASS_EXIT
+
+    options = frozenset({ALLOW_MASS_EXIT}) if allow_mass_exit else frozenset()
 
     async def run(runtime: Runtime) -> None:
         if name not in runtime.scheduler.jobs:
             raise _fail([f"No job is called {name!r}; jobs: {', '.join(sorted(runtime.scheduler.jobs))}."])
-        result = await runtime.scheduler.run_now(name)
+        result = await runtime.scheduler.run_now(name, options)
         if not result.ran:
             raise _fail([f"{name} is running elsewhere right now; try again when it has finished."], code=1)
         counts = " ".join(f"{k}={v}" for k, v in (result.counts or {}).items())

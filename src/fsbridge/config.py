@@ -13,6 +13,7 @@ import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
@@ -486,7 +487,11 @@ class SegmentAudiencesJobConfig(JobConfig):
     segments: list[FullstorySegment] = Field(default_factory=list)
     send_tracks: bool = True
     poll_every: Duration = 5.0  # between polls of the export's operation
-    max_wait: Duration = 1800.0  # an export not done by then fails the run
+    max_wait: Duration = 1800.0  # an export not done (or a file not downloaded) by then fails the run
+    # A run in which more than this share of a segment's members would leave at once changes nothing
+    # and fails (a broken or empty file would otherwise remove everyone); --allow-mass-exit applies one.
+    max_exit_fraction: float = Field(default=0.5, ge=0, le=1)
+    max_export_bytes: ByteSize = Field(default=ByteSize(2 * 1024**3), gt=0)  # "2GiB": an export inflating past it fails
 
     @model_validator(mode="after")
     def _keys_are_unique(self) -> SegmentAudiencesJobConfig:

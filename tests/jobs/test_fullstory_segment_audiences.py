@@ -5,6 +5,7 @@ changes nothing; a run killed while applying is finished by the next, with no ch
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from fsbridge.config import FsbridgeConfig
 from fsbridge.engine.scheduler import RUN_FOR_SECONDS, Scheduler
+from fsbridge.jobs.fullstory_segment_audiences import ALLOW_MASS_EXIT
 from fsbridge.store import fullstory_jobs
 from tests.conftest import Bridge, start_bridge
 from tests.fake_fullstory import FILES_HOST, FakeFullstory
@@ -103,9 +105,9 @@ async def test_a_member_leaving_and_an_unchanged_export(bridge: Bridge, fullstor
 async def test_a_failed_export_changes_nothing(bridge: Bridge, fullstory: FakeFullstory, failure: str) -> None:
     """A FAILED operation or a file cut short fails the run; nothing is sent; the next run diffs against
     the last successful membership."""
-    fullstory.exports["seg_power"] = rows("u_1")
+    fullstory.exports["seg_power"] = rows("u_1", "u_3", "u_4")
     await run(bridge)
-    fullstory.exports["seg_power"] = rows("u_2")
+    fullstory.exports["seg_power"] = rows("u_2", "u_3", "u_4")
     if failure == "failed_operation":
         fullstory.operation_states = ["PENDING", "FAILED"]
     else:
@@ -118,7 +120,103 @@ async def test_a_failed_export_changes_nothing(bridge: Bridge, fullstory: FakeFu
     fullstory.cut_files = False
     outcome, counts = await run(bridge)
     assert ("ok", 1, 1) == (outcome, counts["entered"], counts["exited"])
-    assert [("u_1", True), ("u_2", True), ("u_1", False)] == traits(bridge)
+    assert [("u_1", True), ("u_3", True), ("u_4", True), ("u_2", True), ("u_1", False)] == traits(bridge)
+
+
+def gzipped(text: bytes) -> bytes:
+    return gzip.compress(text)
+
+
+@pytest.mark.parametrize(
+    ("file", "reason"),
+    [
+        (b"", "the export file is empty"),
+        (b'{"Uid": "app-u_2"}\n', "the export file is not gzip"),
+        (gzipped(b'{"Uid": "app-u_2"}\n')[:-8] + b"\0" * 8, "not valid gzip"),
+        (gzipped(b'{"Uid": "app-u_2"}\n["not", "an object"]\n'), "line 2 of the export file is not a JSON object"),
+        (gzipped(b'{"Uid": "' + b"x" * (1024 * 1024 + 1) + b'"}\n'), "line 1 of the export file is longer than 1 MiB"),
+        (gzipped(b"\n" * (3 * 1024 * 1024)), "inflates past max_export_bytes (2,097,152 bytes)"),
+    ],
+    ids=["empty", "not gzip", "bad trailer", "not an object", "long line", "bomb"],
+)
+async def test_an_export_that_is_not_whole_gzip_ndjson_changes_nothing(
+    tmp_path: Path, fullstory: FakeFullstory, file: bytes, reason: str
+) -> None:
+    """Empty, not gzip, a bad gzip trailer, a line that is no JSON object or is over 1 MiB, or a file that inflates
+    past max_export_bytes: the run fails with the reason, and no member exits."""
+    b = await start_bridge(tmp_path, fullstory, config=config(max_export_bytes="2MiB"))
+    try:
+        fullstory.exports["seg_power"] = rows("u_1", "u_2")
+        assert "ok" == (await run(b))[0]
+        fullstory.raw_files["seg_power"] = file
+        sent = len(b.upstream.messages())
+        outcome, _ = await run(b)
+        assert outcome.startswith("failed: ExportFailedError"), outcome
+        assert reason in outcome
+        assert sent == len(b.upstream.messages())
+        jobs = (await b.client.get("/ops/api/jobs", headers=b.ops_headers())).json()["items"]
+        assert reason in next(j for j in jobs if j["name"] == JOB)["last_outcome"]
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
+
+
+async def test_a_mass_exit_is_refused_unless_allowed(bridge: Bridge, fullstory: FakeFullstory) -> None:
+    """More than max_exit_fraction of the members leaving at once (an export of nobody) changes nothing; the
+    CLI's --allow-mass-exit option applies that run."""
+    fullstory.exports["seg_power"] = rows("u_1", "u_2", "u_3")
+    await run(bridge)
+    fullstory.exports["seg_power"] = rows(nobody=1)
+    outcome, _ = await run(bridge)
+    assert "3 of the 3 members of fs_power_users would leave at once" in outcome
+    assert "--allow-mass-exit" in outcome
+    assert [] == [t for t in traits(bridge) if t[1] is False]
+    result = await bridge.runtime.scheduler.run_now(JOB, frozenset({ALLOW_MASS_EXIT}))
+    await bridge.drain()
+    assert ("ok", 3) == (result.outcome, (result.counts or {})["exited"])
+    assert 3 == len([t for t in traits(bridge) if t[1] is False])
+
+
+@pytest.mark.parametrize(
+    ("location", "fetched"),
+    [
+        ("http://files.example.com/x.ndjson.gz", False),
+        ("ftp://files.example.com/x.ndjson.gz", False),
+        ("https://user:pw@files.example.com/x.ndjson.gz", False),
+        ("http://127.0.0.1:9/x.ndjson.gz", True),
+    ],
+)
+async def test_only_https_or_loopback_locations_are_fetched(
+    bridge: Bridge, fullstory: FakeFullstory, location: str, fetched: bool
+) -> None:
+    """A results location that is not https (or http to loopback) is never fetched, and the run fails."""
+    fullstory.location = location
+    outcome, _ = await run(bridge)
+    assert outcome.startswith("failed:")
+    assert fetched == any(str(r.url) == location for r in fullstory.requests)
+    if not fetched:
+        assert "location" in outcome
+
+
+async def test_a_stalled_download_fails_after_max_wait_and_delays_no_other_job(
+    tmp_path: Path, fullstory: FakeFullstory
+) -> None:
+    """A download that stops arriving fails at max_wait; meanwhile the scheduler's other jobs run."""
+    b = await start_bridge(tmp_path, fullstory, config=config(max_wait=2))
+    try:
+        fullstory.exports["seg_power"] = rows("u_1")
+        fullstory.stall_files = True
+        scheduler = b.runtime.scheduler
+        export = asyncio.create_task(scheduler.run_now(JOB))
+        while not any(r.url.host == FILES_HOST for r in fullstory.requests):  # noqa: ASYNC110 - no event to await
+            await asyncio.sleep(0)
+        other = await scheduler.run_now("retention")
+        assert ("ok", False) == (other.outcome, export.done())
+        result = await export
+        assert "took longer than max_wait (2 s)" in result.outcome
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
 
 
 async def test_a_run_killed_while_applying_is_finished_once(

@@ -28,11 +28,15 @@ RUN_FOR_SECONDS = 600.0
 
 
 class JobContext:
-    """What a running job gets: the cursor the last run left, and a way to save a new one."""
+    """What a running job gets: the cursor the last run left, a way to save a new one, and the
+    options an operator gave a run started by hand (`fsbridge jobs run NAME --allow-mass-exit`)."""
 
-    def __init__(self, store: JobStore, name: str, owner: str, cursor: str | None) -> None:
+    def __init__(
+        self, store: JobStore, name: str, owner: str, cursor: str | None, options: frozenset[str] = frozenset()
+    ) -> None:
         self._store, self._name, self._owner = store, name, owner
         self.cursor = cursor
+        self.options = options
 
     async def checkpoint(self, cursor: str | None) -> None:
         await self._store.save_job_cursor(self._name, self._owner, cursor)
@@ -80,33 +84,37 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.run_for = run_for
         self._task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[RunResult]] = {}
 
-    async def run_due(self) -> list[RunResult]:
-        """Run every enabled job that is due and that this process claims."""
-        results = []
-        # A read first, so a tick with nothing due takes no write from intake's writer.
+    async def due(self) -> list[ScheduledJob]:
+        """The enabled jobs that are due now."""
+        # A read, so a tick with nothing due takes no write from intake's writer.
         states, now = await self.store.job_states(), self.clock.now()
+        found = []
         for scheduled in self.jobs.values():
             state = states.get(scheduled.job.name)
             # Due, or a run that never finished (its runner died) whose claim has expired: it resumes now.
             unfinished = state is not None and state.running_until is not None and state.running_until < now
             if scheduled.enabled and (state is None or state.next_run_at <= now or unfinished):
-                result = await self._run(scheduled, force=False)
-                if result.ran:
-                    results.append(result)
-        return results
+                found.append(scheduled)
+        return found
 
-    async def run_now(self, name: str) -> RunResult:
+    async def run_due(self) -> list[RunResult]:
+        """Run every enabled job that is due and that this process claims, side by side."""
+        results = await asyncio.gather(*(self._run(scheduled, force=False) for scheduled in await self.due()))
+        return [result for result in results if result.ran]
+
+    async def run_now(self, name: str, options: frozenset[str] = frozenset()) -> RunResult:
         """Run one job now, unless a run of it is in progress somewhere (`fsbridge jobs run`)."""
-        return await self._run(self.jobs[name], force=True)
+        return await self._run(self.jobs[name], force=True, options=options)
 
-    async def _run(self, scheduled: ScheduledJob, *, force: bool) -> RunResult:
+    async def _run(self, scheduled: ScheduledJob, *, force: bool, options: frozenset[str] = frozenset()) -> RunResult:
         name = scheduled.job.name
         now = self.clock.now()
         claimed = await self.store.claim_job_run(name, self.owner, now, scheduled.every, self.run_for, force=force)
         if claimed is None:
             return RunResult(name, ran=False)
-        context = JobContext(self.store, name, self.owner, claimed.cursor)
+        context = JobContext(self.store, name, self.owner, claimed.cursor, options)
         try:
             counts = await scheduled.job.run(context)
         except Exception as exc:  # a job's failure is its outcome; the scheduler goes on
@@ -143,16 +151,26 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="fsbridge-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
+        self._running.clear()
 
     async def _loop(self) -> None:
+        """Each due job runs in its own task, so a slow one (a long download) delays no other; a job
+        still running here is not started again."""
         while True:
             try:
-                await self.run_due()
+                for scheduled in await self.due():
+                    name = scheduled.job.name
+                    if name not in self._running:
+                        task = asyncio.create_task(self._run(scheduled, force=False), name=f"fsbridge-job-{name}")
+                        self._running[name] = task
+                        task.add_done_callback(lambda _, name=name: self._running.pop(name, None))  # type: ignore[misc]
             except Exception as exc:  # the store is unreachable: try again next tick
                 log.error("scheduler.failed", error=str(exc))
             await asyncio.sleep(self.poll_interval)

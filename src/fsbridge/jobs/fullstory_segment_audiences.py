@@ -8,8 +8,12 @@ users who entered or left become `fullstory_api` `segment.membership` events in 
 by chunk, each chunk in one transaction with the membership change. The built-in flows turn them
 into identify traits `fs_<key>: true|false` and `Audience Entered` / `Audience Exited` tracks.
 
-- An export that fails (a FAILED operation, an error, a file cut short) fails the run before
-  anything is applied: nothing changes, and the next run starts over from the last membership.
+- An export that fails (a FAILED operation, an error, a file that is not whole gzip NDJSON, a
+  location that is not https, a download past `max_wait`) fails the run before anything is applied:
+  nothing changes, and the next run starts over from the last membership.
+- So does a run in which more than `max_exit_fraction` of a segment's members would leave at once
+  (a broken export looks like everyone leaving); `fsbridge jobs run fullstory_segment_audiences
+  --allow-mass-exit` applies such a run on purpose.
 - A run killed while applying leaves its cursor at the apply phase; the next run applies the same
   staged export again, and the diff skips what was already applied: no change twice, none missed.
 """
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 NAME = "fullstory_segment_audiences"
+ALLOW_MASS_EXIT = "allow_mass_exit"  # a run option: apply a run that removes most members
 DEFAULT_EVERY = 3600.0
 TURN_PATIENCE_SECONDS = 60.0
 
@@ -64,6 +69,8 @@ class SegmentAudiencesJob:
                     counts["rows"] += rows
                     counts["unmatched"] += unmatched
                     counts["members"] += await self.store.staged_count(run, audience.key)
+                if ALLOW_MASS_EXIT not in context.options:
+                    await self._refuse_mass_exit(run)
             except ExportFailedError:
                 await self.store.discard_staging(run)
                 await context.checkpoint(None)
@@ -83,6 +90,18 @@ class SegmentAudiencesJob:
         await context.checkpoint(None)
         return counts
 
+    async def _refuse_mass_exit(self, run: str) -> None:
+        limit = self.config.max_exit_fraction
+        for audience in self.audiences:
+            members = await self.store.member_count(audience.key)
+            leaving = await self.store.exit_count(run, audience.key) if members else 0
+            if members and leaving / members > limit:
+                raise ExportFailedError(
+                    f"{leaving:,} of the {members:,} members of {audience.key} would leave at once, over "
+                    f"max_exit_fraction ({limit:g}); nothing was changed. If that is right, run "
+                    f"`fsbridge jobs run {NAME} --allow-mass-exit`"
+                )
+
     def _exports(self) -> SegmentExports:
         api = self.runtime.fullstory_api
         if api is None:
@@ -101,9 +120,11 @@ class SegmentAudiencesJob:
                     raise ExportFailedError("the fullstory destination's rate limit or breaker held the export back")
                 await asyncio.sleep(wait)
 
+        config = self.config
         return SegmentExports(
-            api, api.client, wait_turn=wait_turn, poll_every=self.config.poll_every, max_wait=self.config.max_wait
-        )
+            api, api.client, wait_turn=wait_turn, poll_every=config.poll_every, max_wait=config.max_wait,
+            max_export_bytes=int(config.max_export_bytes),
+        )  # fmt: skip
 
     async def _stage(self, exports: SegmentExports, segment_id: str, audience: Audience, run: str) -> tuple[int, int]:
         """Read one segment's export into the staging table; returns (rows, rows naming nobody)."""

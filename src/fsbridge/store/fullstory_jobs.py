@@ -56,6 +56,10 @@ class FullstoryJobStore(Protocol):
 
     async def discard_staging(self, run: str) -> None: ...
     async def member_count(self, audience_key: str) -> int: ...
+    async def exit_count(self, run: str, audience_key: str) -> int:
+        """How many members of the audience are not staged in `run`: those the run would remove."""
+        ...
+
     async def high_value_candidates(
         self, audiences: list[str], traits: dict[str, list[Any]], limit: int
     ) -> list[SessionCheck]:
@@ -86,6 +90,16 @@ def staged_count(conn: Connection, run: str, key: str) -> int:
 
 def member_count(conn: Connection, key: str) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM segment_members WHERE audience_key = ?", (key,)).fetchone()[0])
+
+
+def exit_count(conn: Connection, run: str, key: str) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM segment_members m WHERE m.audience_key = ? AND NOT EXISTS"
+        " (SELECT 1 FROM export_staging s WHERE s.run = ? AND s.audience_key = m.audience_key"
+        " AND s.user_id = m.user_id)",
+        (key, run),
+    ).fetchone()
+    return int(row[0])
 
 
 def _membership_body(audience: Audience, user_id: str, member: bool, run: str) -> bytes:

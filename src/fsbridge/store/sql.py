@@ -415,6 +415,9 @@ class SqlStore:
     async def member_count(self, audience_key: str) -> int:
         return await self._read(lambda conn: fullstory_jobs_sql.member_count(conn, audience_key))
 
+    async def exit_count(self, run: str, audience_key: str) -> int:
+        return await self._read(lambda conn: fullstory_jobs_sql.exit_count(conn, run, audience_key))
+
     async def apply_entered(self, run: str, audience: Audience, after: str, now: float) -> tuple[int, str | None]:
         return await self._write(
             lambda conn: fullstory_jobs_sql.apply_changes(
