@@ -34,6 +34,8 @@ jobs = typer.Typer(help="Scheduled jobs: list them, run one now.", no_args_is_he
 app.add_typer(jobs, name="jobs")
 score = typer.Typer(help="The behavioural health score (flows.health_score).", no_args_is_help=True)
 app.add_typer(score, name="score")
+users = typer.Typer(help="What fsbridge holds about a user: forget it for good.", no_args_is_help=True)
+app.add_typer(users, name="users")
 
 GENERATED_ENV = (
     "FSBRIDGE_FULLSTORY_WEBHOOK_SECRETS",
@@ -244,6 +246,24 @@ def jobs_run(
         typer.echo(f"{name}: {result.outcome} {counts}".rstrip())
         if result.outcome != "ok":
             raise typer.Exit(1)
+
+    _with_runtime(run)
+
+
+@users.command("forget")
+def users_forget(
+    user_id: Annotated[str, typer.Argument(help="The Segment userId (surrounding spaces are ignored).")],
+) -> None:
+    """Remove everything fsbridge holds that names the user, and keep only a tombstone (a keyed hash)
+    so that nothing more is sent about them, as a Segment deletion request does. Fullstory's own copy
+    is deleted by the segment_delete_to_fullstory_user flow when the request comes from Segment."""
+    if not user_id.strip():
+        raise _fail(["Name the userId to forget."])
+
+    async def run(runtime: Runtime) -> None:
+        counts = await runtime.store.forget_user(user_id, runtime.clock.now())
+        removed = ", ".join(f"{kind}={count}" for kind, count in counts.items())
+        typer.echo(f"Forgotten: {removed}; a tombstone keeps anything more being sent about this user.")
 
     _with_runtime(run)
 

@@ -533,6 +533,7 @@ class RetentionConfig(_Strict):
     delivered: Duration = 30 * 86400.0  # delivered deliveries and their attempts
     dead: Duration = 90 * 86400.0  # dead letters and their attempts
     filtered: Duration = 7 * 86400.0  # the record of what a flow held back
+    tombstones: Duration = 30 * 86400.0  # a deleted user's keyed hash, which keeps anything more being sent
 
 
 class FsbridgeConfig(_Strict):

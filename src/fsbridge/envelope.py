@@ -38,6 +38,7 @@ class Envelope:
     # What the flow's enrich steps found, by step name (read as `$enriched.<name>.<field>`); None
     # until a delivery is enriched.
     enriched: Any = None
+    user_deleted: bool = False  # the user it names was deleted (a tombstone): nothing is routed
 
     def get(self, path: str) -> Any:
         """The payload's value at `path`, or MISSING (see `lookup`)."""

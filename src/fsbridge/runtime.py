@@ -80,6 +80,7 @@ class Runtime:
         self.aggregations = UserAggregations(config.flows, segment_dry_run=self.destinations["segment"].dry_run)
         if self.aggregations.enabled:
             self.store.user_states = self.aggregations  # decided in the dispatch transaction
+        self.store.keep_tombstones_for(config.retention.tombstones)
         adoption = config.flows.feature_adoption
         self.adoption = (
             FeatureAdoption(adoption, dry_run={name: d.dry_run for name, d in self.destinations.items()})

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from fsbridge.store.profiles import DELETED
 from tests.conftest import Bridge
 
 PER_USER_TABLES = ("profiles", "identity_links", "identity_conflicts", "group_members", "audience_membership",
@@ -31,7 +30,7 @@ def message(kind: str, n: int, user: str = "u1", **fields: Any) -> dict[str, Any
 
 async def test_a_profile_is_kept_and_a_deletion_removes_everything(bridge: Bridge, tmp_path: Path) -> None:
     """Traits merge across identify calls, a group call sets the account; after a deletion the user
-    page answers 404, no per-user table names the user, and a queued upsert for them dies."""
+    page answers 404, no table names the user, and a queued upsert for them is gone."""
     await bridge.post_segment(message("identify", 1, traits={"email": "Ada@Example.com", "plan": "pro"}))
     await bridge.post_segment(message("identify", 2, traits={"seats": 12}))
     await bridge.post_segment(message("group", 3, groupId="acme"))
@@ -54,8 +53,9 @@ async def test_a_profile_is_kept_and_a_deletion_removes_everything(bridge: Bridg
     assert 404 == (await bridge.client.get("/ops/api/users/u1", headers=bridge.ops_headers())).status_code
     assert {} == rows_naming(tmp_path / "fsbridge.db", '"u1"', "'u1'", "create:u1", "ada@example.com")
     assert rows_naming(tmp_path / "fsbridge.db", "'u2'")  # the other user is untouched
-    dead = await bridge.runtime.store.list_deliveries("dead", "segment_identify_to_fullstory_user", 10)
-    assert [DELETED] == [d.last_error for d in dead]
+    # The upsert still queued for them is gone, not kept as a dead letter naming them.
+    queued = await bridge.runtime.store.list_deliveries(None, "segment_identify_to_fullstory_user", 10)
+    assert [] == [d for d in queued if b'"u1"' in d.body]
 
     await bridge.runtime.resume_destination("fullstory")
     await bridge.drain()

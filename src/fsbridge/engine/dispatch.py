@@ -21,6 +21,7 @@ from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
 from fsbridge.store.records import AWAITING_ENRICHMENT, UNRENDERED
 
 log = get_logger(__name__)
+DELETED_USER = "deleted: the user was deleted (a tombstone keeps anything more being sent about them)"
 
 
 def envelope_of(event: InboxEvent) -> Envelope:
@@ -63,6 +64,9 @@ class Router:
         fails on it becomes a dead letter of that flow; what a stage raises fails the event alone,
         and the worker counts it."""
         result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
+        if envelope.user_deleted and envelope.kind != "delete":  # a repeated deletion request still runs
+            result.filtered += [FlowSkip(f.name, DELETED_USER) for f in self.flows if f.trigger.matches(envelope)]
+            return result
         stages = self._stages_of.get(envelope.source)
         if stages is None:
             stages = self._stages_of[envelope.source] = tuple(s for s in self.stages if envelope.source in s.sources)

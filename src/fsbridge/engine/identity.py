@@ -50,6 +50,16 @@ class IdentityRules:
             self._last_user = (envelope, user)
         return user
 
+    def named_user(self, envelope: Envelope) -> str | None:
+        """The userId an event is about, as far as the event itself (and its identity links) says:
+        what a deletion's tombstone is checked against."""
+        if envelope.source == "segment":
+            return self.segment_user_id(envelope.payload)
+        if envelope.source == "fullstory_api":
+            return _text(lookup(envelope.payload, "user_id"))
+        user = self.fullstory_user(envelope)
+        return user if isinstance(user, str) else envelope.resolved_user_id
+
     def segment_user_id(self, message: Any) -> str | None:
         return _text(lookup(message, self.config.segment_user_id_path))
 

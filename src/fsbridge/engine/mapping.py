@@ -16,7 +16,6 @@ nested object that ends up empty. The output is validated into the target's requ
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,8 +23,7 @@ from typing import Any, Literal, Protocol
 
 from fsbridge.bounds import memo_of_short
 from fsbridge.envelope import MISSING, Envelope, read_segments
-
-_NAMESPACE = uuid.UUID("4f1c5d0e-8a57-4a3b-9c1e-6f7b2d9e0a11")
+from fsbridge.user_keys import stable_uuid
 
 
 def _as_email(value: Any) -> Any:
@@ -190,11 +188,6 @@ class StableId:
         if value is MISSING:
             return MISSING
         return stable_uuid(self.namespace, value)
-
-
-def stable_uuid(namespace: str, value: Any) -> str:
-    """The UUID `{stable_id: ..., namespace: ...}` derives from a value."""
-    return str(uuid.uuid5(_NAMESPACE, f"{namespace}:{value}"))
 
 
 MappingSpec = Mapping[str, "Directive | MappingSpec"]

@@ -31,6 +31,7 @@ from fsbridge.store import (
     DispatchResult,
     IdentityConflict,
 )
+from fsbridge.store.deletion import DELETION_CALL
 from fsbridge.store.deliveries import DeliveryStore
 from fsbridge.store.dispatch import DispatchStore
 from fsbridge.store.identity import IdentityStore
@@ -40,9 +41,10 @@ log = get_logger(__name__)
 
 
 class WorkerStore(DispatchStore, DeliveryStore, IdentityStore, Protocol):
-    """The store roles the worker uses: routing, sending, and the identity links dispatch reads."""
+    """The store roles the worker uses: routing, sending, the identity links and tombstones dispatch reads."""
 
     async def ping(self) -> None: ...
+    async def tombstoned(self, user_ids: list[str], now: float) -> set[str]: ...
 
 
 class Worker:
@@ -120,6 +122,7 @@ class Worker:
             else:
                 raws[event.id] = event.body
         envelopes = await self._resolve_isolated(envelopes, failures)
+        envelopes = await self._mark_deleted_users(envelopes)
         results = []
         for envelope in envelopes:
             try:
@@ -169,6 +172,14 @@ class Worker:
                 identifier_sha256=hashlib.sha256(conflict.value.encode()).hexdigest()[:16],
                 kept="first claim",
             )
+
+    async def _mark_deleted_users(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Events about a user with a tombstone (deleted) are routed nowhere."""
+        named = {e.event_id: user for e in envelopes if (user := self.router.identity.named_user(e))}
+        deleted = await self.store.tombstoned(sorted(set(named.values())), self.clock.now()) if named else set()
+        if not deleted:
+            return envelopes
+        return [replace(e, user_deleted=True) if named.get(e.event_id) in deleted else e for e in envelopes]
 
     async def _resolve_isolated(self, envelopes: list[Envelope], failures: list[DispatchFailure]) -> list[Envelope]:
         """`resolve_identities` for the batch; when it raises, event by event, so only the events
@@ -300,7 +311,9 @@ class Worker:
         if limit is not None and not delivery.awaiting and len(delivery.body) > limit:
             error = f"the message is {len(delivery.body):,} bytes, over {destination.name}'s limit of {limit:,} bytes"
             return DeliveryUpdate(delivery.id, "dead", delivery.next_attempt_at, None, last_error=error)
-        return DeliveryUpdate(delivery.id, "dry_run", delivery.next_attempt_at, None)
+        return DeliveryUpdate(
+            delivery.id, "dry_run", delivery.next_attempt_at, None, ends_deletion=delivery.action == DELETION_CALL
+        )
 
     async def _enrich(self, name: str, deliveries: list[Delivery]) -> list[Delivery]:
         """Make the look-ups of the deliveries that wait for them; returns what can be sent now,
@@ -461,6 +474,7 @@ class Worker:
                 attempt,
                 last_status_code=code,
                 may_have_snapshot=delivery.sync_scope is not None,
+                ends_deletion=delivery.action == DELETION_CALL,
             )
         if verdict is Verdict.PARK:
             return DeliveryUpdate(delivery.id, "parked", now, attempt, last_status_code=code, last_error=error)

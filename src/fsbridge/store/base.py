@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from fsbridge.store.deletion import DeletionStore
 from fsbridge.store.deliveries import DeadLetterStore, DeliveryStore
 from fsbridge.store.dispatch import DispatchStore
 from fsbridge.store.feature_counts import AdoptionStore
@@ -24,6 +25,7 @@ from fsbridge.store.user_state import UserStateStore
 
 
 class Store(
+    DeletionStore,
     IntakeStore,
     InboxReads,
     DispatchStore,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from fsbridge.store import deletion as deletion_sql
 from fsbridge.store.engine import Connection, in_chunks
 from fsbridge.store.intake import new_id
 from fsbridge.store.records import UNRENDERED, AttemptRecord, Delivery, DeliveryUpdate, NewDelivery
@@ -131,6 +132,8 @@ def record_updates(conn: Connection, updates: list[DeliveryUpdate]) -> None:
             " response_excerpt) VALUES (?, ?, ?, ?, ?, ?)",
             attempts,
         )
+    if done := [u.delivery_id for u in updates if u.ends_deletion]:
+        deletion_sql.finish_deletion_calls(conn, done)
 
 
 def next_due_at(conn: Connection, destination: str, now: float) -> float | None:

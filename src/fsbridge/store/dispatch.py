@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from fsbridge.store import aggregates as aggregates_sql
+from fsbridge.store import deletion as deletion_sql
 from fsbridge.store import feature_counts as feature_counts_sql
 from fsbridge.store import identity as identity_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store import user_state as user_state_sql
+from fsbridge.store.deletion import DeletionRules
 from fsbridge.store.deliveries import insert_deliveries
 from fsbridge.store.engine import Connection
 from fsbridge.store.feature_counts import CountingRules
@@ -71,6 +73,7 @@ def record_dispatch(
     counting: CountingRules | None,
     decider: UserStateDecider | None,
     for_update: str,
+    deletion: DeletionRules | None = None,
 ) -> list[IdentityConflict]:
     missing = [r.inbox_id for r in results if r.received_at is None]
     received = {
@@ -114,11 +117,23 @@ def record_dispatch(
     # After the batch's claims and profiles, so a deletion leaves nothing of what came before it.
     for result in results:
         for user in result.forget:
-            profiles_sql.forget(conn, user)
+            if deletion is None:
+                profiles_sql.forget(conn, user)
+            else:
+                deletion_sql.forget_everything(conn, user, now, deletion, request_id=result.inbox_id)
     conn.executemany(
         "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
         [(now, r.inbox_id) for r in results],
     )
+    # A deletion request that queued no Fullstory call names the user for nothing: it goes now (one
+    # that did goes once its call is done: deletion.finish_deletion_calls).
+    finished = [
+        r.inbox_id
+        for r in results
+        if r.forget and deletion is not None and not any(d.action == deletion_sql.DELETION_CALL for d in r.deliveries)
+    ]
+    if finished:
+        deletion_sql.delete_events(conn, finished)
     return conflicts
 
 

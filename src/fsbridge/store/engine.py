@@ -56,6 +56,10 @@ class Engine(Protocol):
         """A condition: the stored bytes of `column` contain the bytes of the next parameter."""
         ...
 
+    def contains_folded(self, column: str) -> str:
+        """A condition: the text of `column`, lower-cased, contains the next parameter (lower case)."""
+        ...
+
     def is_busy(self, exc: BaseException) -> bool:
         """The write failed only because another process holds a lock: worth retrying."""
         ...

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from fsbridge.store import tombstones as tombstones_sql
 from fsbridge.store.engine import Connection, in_chunks
 
 CHUNK = 5000  # rows a statement stages or applies at once, so no write holds the writer for long
@@ -137,6 +138,9 @@ def apply_changes(
     id read, or None when the chunk was the last)."""
     rows = conn.execute(_ENTERED if member else _EXITED, (run, audience.key, after, CHUNK)).fetchall()
     changed = [user_id for user_id, other in rows if other is None]
+    if member and changed:  # a deleted user listed by an export Fullstory has not updated yet stays out
+        deleted, _ = tombstones_sql.tombstoned(conn, changed, now)
+        changed = [user_id for user_id in changed if user_id not in deleted]
     _change(conn, insert, run, audience, changed, member=member, now=now)
     return len(changed), (rows[-1][0] if len(rows) == CHUNK else None)
 

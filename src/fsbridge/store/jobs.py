@@ -13,6 +13,7 @@ import orjson
 
 from fsbridge.store import aggregates as aggregates_sql
 from fsbridge.store import lookups as lookups_sql
+from fsbridge.store import tombstones as tombstones_sql
 from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.engine import Connection
 
@@ -176,4 +177,5 @@ PRUNERS: dict[str, Callable[[Connection, float, RetentionPeriods], int]] = {
     "aggregate_state": lambda conn, now, _: aggregates_sql.prune_expired(conn, now, PRUNE_CHUNK),
     "lookup_cache": lambda conn, now, _: lookups_sql.prune_expired(conn, now),
     "user_state": lambda conn, now, _: user_state_sql.prune_expired(conn, now, PRUNE_CHUNK),
+    "tombstones": lambda conn, now, _: tombstones_sql.prune_expired(conn, now),
 }

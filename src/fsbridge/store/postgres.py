@@ -107,6 +107,9 @@ class PostgresEngine:
     def contains(self, column: str) -> str:
         return f"position(?::bytea in {column}) > 0"
 
+    def contains_folded(self, column: str) -> str:
+        return f"position(? in lower(convert_from({column}, 'UTF8'))) > 0"
+
     def is_busy(self, exc: BaseException) -> bool:
         # Serialization failures and deadlocks are worth an immediate retry of the whole group.
         return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)

@@ -231,6 +231,7 @@ class DeliveryUpdate:
     send_alone: bool = False
     last_status_code: int | None = None
     last_error: str | None = None
+    ends_deletion: bool = False  # it is a deletion request's call, now done: the call and the request go
     # False when the delivery has no sync scope, so there is no snapshot to record on success
     # (most deliveries: a per-row look-up for nothing costs the drain several per cent).
     may_have_snapshot: bool = True

@@ -117,6 +117,10 @@ MIGRATIONS: dict[int, str] = {
     " WHERE status = 'pending' AND attempts > 0",
     35: "CREATE INDEX IF NOT EXISTS deliveries_stuck ON deliveries (status, destination)"
     " WHERE status IN ('dead', 'parked')",
+    # Deletion is final (Part 3): a deleted user is remembered only as a keyed hash of the userId,
+    # until retention.tombstones; the key is random, made once per store.
+    36: "CREATE TABLE IF NOT EXISTS store_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    37: "CREATE TABLE IF NOT EXISTS tombstones (key_hash TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import orjson
 
 from fsbridge.errors import StoreUnavailableError
 from fsbridge.log import get_logger
+from fsbridge.store import deletion as deletion_sql
 from fsbridge.store import deliveries as deliveries_sql
 from fsbridge.store import dispatch as dispatch_sql
 from fsbridge.store import feature_counts as feature_counts_sql
@@ -30,13 +32,15 @@ from fsbridge.store import lookups as lookups_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import ops_state as ops_state_sql
 from fsbridge.store import profiles as profiles_sql
+from fsbridge.store import tombstones as tombstones_sql
 from fsbridge.store import user_state as user_state_sql
+from fsbridge.store.deletion import DEFAULT_TOMBSTONE_SECONDS, DeletionRules
 from fsbridge.store.engine import Connection, Engine
 from fsbridge.store.feature_counts import AdoptionDecider, CountingRules
 from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
-from fsbridge.store.profiles import UserRecord
+from fsbridge.store.profiles import ForgetUser, UserRecord
 from fsbridge.store.records import (
     Accepted,
     AttemptRecord,
@@ -58,6 +62,7 @@ from fsbridge.store.user_state import PendingRenderer, UserStateDecider
 from fsbridge.store.writer import GroupCommitWriter
 
 T = TypeVar("T")
+NO_TOMBSTONES_RECHECK_SECONDS = 1.0
 log = get_logger(__name__)
 
 
@@ -77,6 +82,15 @@ class SqlStore:
         self.user_states: UserStateDecider | None = None
         # How feature uses are counted (flows.feature_adoption), when it is enabled.
         self.feature_counting: CountingRules | None = None
+        self.deletion = DeletionRules(DEFAULT_TOMBSTONE_SECONDS, engine.contains, engine.contains_folded)
+        self._no_tombstones_until = 0.0  # monotonic time until which the store is known to hold none
+
+    def keep_tombstones_for(self, seconds: float) -> None:
+        """How long a deleted user's tombstone lasts (`retention.tombstones`)."""
+        self.deletion = DeletionRules(seconds, self.engine.contains, self.engine.contains_folded)
+
+    async def after_deletion(self) -> None:
+        """What the engine does once a deletion has committed (SQLite truncates its WAL)."""
 
     @property
     def transactions(self) -> int:
@@ -200,12 +214,40 @@ class SqlStore:
         )
 
     async def record_dispatch(self, results: list[DispatchResult], now: float) -> list[IdentityConflict]:
-        counting, decider, for_update = self.feature_counting, self.user_states, self.engine.for_update
-        return await self._write(
+        counting, decider, for_update, deletion = (
+            self.feature_counting, self.user_states, self.engine.for_update, self.deletion
+        )  # fmt: skip
+        conflicts = await self._write(
             lambda conn: dispatch_sql.record_dispatch(
-                conn, results, now, counting=counting, decider=decider, for_update=for_update
+                conn, results, now, counting=counting, decider=decider, for_update=for_update, deletion=deletion
             )
         )
+        if any(r.forget for r in results):
+            self._no_tombstones_until = 0.0
+            await self.after_deletion()
+        return conflicts
+
+    # -- deletion (store/deletion.py) and tombstones (store/tombstones.py) ----------------------------
+
+    async def forget_user(self, user_id: str, now: float) -> dict[str, int]:
+        """Everything about `user_id` goes now, and a tombstone stays (`fsbridge users forget`)."""
+        deletion = self.deletion
+        forgotten = await self._write(
+            lambda conn: deletion_sql.forget_everything(conn, ForgetUser(user_id.strip()), now, deletion)
+        )
+        self._no_tombstones_until = 0.0
+        await self.after_deletion()
+        return forgotten.counts
+
+    async def tombstoned(self, user_ids: list[str], now: float) -> set[str]:
+        # Dispatch asks for every batch: while the store holds no tombstone at all, it asks the
+        # database at most once a second (a deletion on another replica is seen within that second).
+        if not user_ids or time.monotonic() < self._no_tombstones_until:
+            return set()
+        found, any_exist = await self._read(lambda conn: tombstones_sql.tombstoned(conn, user_ids, now))
+        if not any_exist:
+            self._no_tombstones_until = time.monotonic() + NO_TOMBSTONES_RECHECK_SECONDS
+        return found
 
     async def record_dispatch_failures(
         self, failures: list[DispatchFailure], now: float, max_attempts: int, retry_in: float

@@ -41,6 +41,8 @@ class SQLiteEngine:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # Deletion is final: what a delete frees is overwritten, so no free page keeps a deleted user.
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # Checkpoints run in the background (SQLiteStore), so no commit waits for one.
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -92,6 +94,9 @@ class SQLiteEngine:
 
     def contains(self, column: str) -> str:
         return f"instr({column}, ?) > 0"
+
+    def contains_folded(self, column: str) -> str:
+        return f"instr(lower(CAST({column} AS TEXT)), ?) > 0"
 
     def is_busy(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
@@ -152,6 +157,18 @@ class SQLiteStore(SqlStore):
         finally:
             conn.close()
 
+    async def after_deletion(self) -> None:
+        """Deletion is final: the WAL, which still holds the deleted rows' old pages, is copied into
+        the database and truncated, by the writer between two transactions (the two empty writes
+        make sure it has run when this returns)."""
+        self._writer.between_transactions(self._truncate_wal)
+        for _ in range(2):
+            await self._writer.submit(_nothing)
+
+    def _truncate_wal(self, conn: Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
     def _restart_wal(self, conn: Connection) -> None:
         """On the write connection, between transactions: copy the frames the passive pass left and
         start the WAL over (cutting a file grown past WAL_SIZE_LIMIT back to it). It waits for
@@ -162,6 +179,10 @@ class SQLiteStore(SqlStore):
             conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+def _nothing(conn: Connection) -> None:
+    """An empty write: its commit gives the writer a moment between transactions."""
 
 
 def _statements(script: str) -> list[str]:

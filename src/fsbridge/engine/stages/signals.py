@@ -11,10 +11,10 @@ from typing import Any
 from fsbridge.bounds import MAX_URL_CHARS, short_key
 from fsbridge.engine.identity import IdentityRules
 from fsbridge.engine.language import PathsRead
-from fsbridge.engine.mapping import stable_uuid
 from fsbridge.envelope import MISSING, Envelope
 from fsbridge.sources.fullstory import SESSION_PATHS, SESSION_URL_PATHS, STREAM_SOURCE
 from fsbridge.store import DispatchResult, Signal
+from fsbridge.user_keys import anonymous_key, user_key
 
 # Read as a mapping's `{path: [...]}` reads them, so the key matches the frustration flow's anonymousId.
 SESSION = PathsRead(SESSION_PATHS)
@@ -40,9 +40,9 @@ class Signals:
         user = self.rules.fullstory_user(envelope)
         user_id = user if user is not MISSING else envelope.resolved_user_id
         if user_id:
-            key = f"u:{user_id}"
+            key = user_key(user_id)
         elif (session := SESSION.resolve(envelope)) is not MISSING:
-            key = f"a:{stable_uuid('session', session)}"  # the anonymousId the frustration flow sends
+            key = anonymous_key(session)  # the anonymousId the frustration flow sends
         else:
             return True
         # Kept in the user's state and sent in messages: a long session id is kept as its digest, and
