@@ -261,7 +261,9 @@ def users_forget(
         raise _fail(["Name the userId to forget."])
 
     async def run(runtime: Runtime) -> None:
-        counts = await runtime.store.forget_user(user_id, runtime.clock.now())
+        from fsbridge.engine.stages.profiles import forget_request
+
+        counts = await runtime.store.forget_user(forget_request(user_id, runtime.router.identity), runtime.clock.now())
         removed = ", ".join(f"{kind}={count}" for kind, count in counts.items())
         typer.echo(f"Forgotten: {removed}; a tombstone keeps anything more being sent about this user.")
 

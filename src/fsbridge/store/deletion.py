@@ -50,8 +50,8 @@ class DeletionRules:
 
 
 class DeletionStore(Protocol):
-    async def forget_user(self, user_id: str, now: float) -> dict[str, int]:
-        """Everything about `user_id` goes now, and a tombstone stays; what was removed, by kind."""
+    async def forget_user(self, user: ForgetUser, now: float) -> dict[str, int]:
+        """Everything about the user goes now, and a tombstone stays; what was removed, by kind."""
         ...
 
     async def tombstoned(self, user_ids: list[str], now: float) -> set[str]:
@@ -104,6 +104,8 @@ def forget_everything(
         for i in sorted(ids)
     )
     conn.execute("DELETE FROM export_staging WHERE user_id = ?", (user_id,))
+    for i in sorted(ids):  # what a sync scope names (the uid of an upsert)
+        conn.execute("DELETE FROM sync_snapshots WHERE scope LIKE ? ESCAPE '!'", (_like(i),))
     tombstones_sql.bury(conn, user_id, now, rules.keep_tombstone_for)
     return Forgotten(counts)
 

@@ -229,12 +229,10 @@ class SqlStore:
 
     # -- deletion (store/deletion.py) and tombstones (store/tombstones.py) ----------------------------
 
-    async def forget_user(self, user_id: str, now: float) -> dict[str, int]:
-        """Everything about `user_id` goes now, and a tombstone stays (`fsbridge users forget`)."""
+    async def forget_user(self, user: ForgetUser, now: float) -> dict[str, int]:
+        """Everything about the user goes now, and a tombstone stays (`fsbridge users forget`)."""
         deletion = self.deletion
-        forgotten = await self._write(
-            lambda conn: deletion_sql.forget_everything(conn, ForgetUser(user_id.strip()), now, deletion)
-        )
+        forgotten = await self._write(lambda conn: deletion_sql.forget_everything(conn, user, now, deletion))
         self._no_tombstones_until = 0.0
         await self.after_deletion()
         return forgotten.counts
@@ -295,6 +293,8 @@ class SqlStore:
     async def record_updates(self, updates: list[DeliveryUpdate]) -> None:
         if updates:
             await self._write(lambda conn: deliveries_sql.record_updates(conn, updates))
+            if any(u.ends_deletion for u in updates):  # a deletion request and its call went
+                await self.after_deletion()
 
     async def next_due_at(self, destination: str, now: float) -> float | None:
         return await self._read(lambda conn: deliveries_sql.next_due_at(conn, destination, now))

@@ -42,7 +42,11 @@ def forgotten(envelope: Envelope, rules: IdentityRules) -> list[ForgetUser]:
     if envelope.kind != "delete" or not isinstance(envelope.payload, dict):
         return []
     user_id = rules.segment_user_id(envelope.payload)
-    if user_id is None:
-        return []
-    uid = rules.fullstory_uid(user_id)
-    return [ForgetUser(user_id, sync_scopes=(f"fullstory.users.create:{uid}",), identifiers=(uid,))]
+    return [] if user_id is None else [forget_request(user_id, rules)]
+
+
+def forget_request(user_id: str, rules: IdentityRules) -> ForgetUser:
+    """What deleting `user_id` covers besides the id itself: its Fullstory uid, and the sync state of
+    the upserts that would re-create it."""
+    uid = rules.fullstory_uid(user_id.strip())
+    return ForgetUser(user_id.strip(), sync_scopes=(f"fullstory.users.create:{uid}",), identifiers=(uid,))
