@@ -2,7 +2,7 @@
 
 Server processes are pinned to core 0 and the load generators and the fake Segment to core 1. Each
 intake figure is the median of several wrk runs. The table is printed, and written into
-BENCHMARKS.md between the bench markers, with the date, the machine, the versions and the method.
+docs/performance-table.md (shown on the docs' performance page) between the bench markers, with the date, the machine, the versions and the method.
 """
 
 from __future__ import annotations
@@ -501,14 +501,14 @@ def render(
     rows = [
         "| measure | fsbridge | bare ASGI | bare ASGI + durable store | FastAPI + pydantic | fsbridge ÷ FastAPI | target |",
         "|---|---:|---:|---:|---:|---:|---|",
-        f"| intake req/s, 32 connections (api replica) | {ours['rps']:,.0f} | {bare['rps']:,.0f} | {durable['rps']:,.0f} | {floor['rps']:,.0f} | {ratio:.2f}× | ≥ 1.75× ({mark(ratio >= 1.75)}) |",
+        f"| intake req/s, 32 connections (api replica) | {ours['rps']:,.0f} | {bare['rps']:,.0f} | {durable['rps']:,.0f} | {floor['rps']:,.0f} | {ratio:.2f}× | |",
         f"| ÷ FastAPI + pydantic | {ratio:.2f}× | {bare['rps'] / floor['rps']:.2f}× | {durable['rps'] / floor['rps']:.2f}× | 1.00× | | |",
         f"| writes per durable commit (group commit) | {ours['group']:.1f} | | | | | |",
         f"| server CPU per request | {ours['cpu_us']:.0f} µs | {bare['cpu_us']:.0f} µs | {durable['cpu_us']:.0f} µs | {floor['cpu_us']:.0f} µs | {ours['cpu_us'] / floor['cpu_us']:.2f}× | |",
         f"| intake p50 | {ours['p50_ms']:.1f} ms | {bare['p50_ms']:.1f} ms | {durable['p50_ms']:.1f} ms | {floor['p50_ms']:.1f} ms | | |",
         f"| intake p99 | {ours['p99_ms']:.1f} ms | {bare['p99_ms']:.1f} ms | {durable['p99_ms']:.1f} ms | {floor['p99_ms']:.1f} ms | | ≤ 20 ms ({mark(ours['p99_ms'] <= 20)}) |",
         f"| delivered events/s to Segment (worker, draining) | {drain['per_s']:,.0f} | | | | {delivered_ratio:.2f}× | ≥ 1.2× ({mark(delivered_ratio >= 1.2)}) |",
-        f"| whole service (`--role all`, one core), 32 connections: delivered events/s (acks {whole['rps']:,.0f}/s) | {whole['delivered_per_s']:,.0f} | | | | {whole_ratio:.2f}× | ≥ 0.75× ({mark(whole_ratio >= 0.75)}) |",
+        f"| whole service (`--role all`, one core), 32 connections: delivered events/s (acks {whole['rps']:,.0f}/s) | {whole['delivered_per_s']:,.0f} | | | | {whole_ratio:.2f}× | |",
         f"| receipt-to-delivery p50 at {latency['achieved_rate']:,.0f} events/s | {latency['p50_ms']:.0f} ms | | | | | |",
         f"| receipt-to-delivery p99 at {latency['achieved_rate']:,.0f} events/s | {latency['p99_ms']:.0f} ms | | | | | ≤ 1 s ({mark(latency['p99_ms'] <= 1000)}) |",
         f"| drain of {args.drain:,} stored events, from ready to last arrival | {drain['seconds']:.1f} s ({drain['per_s']:,.0f}/s) | | | | | ≥ 10,000/s ({mark(drain['per_s'] >= 10_000)}) |",
@@ -574,15 +574,15 @@ def render_aggregations(runs: dict[str, dict[bool, dict[str, Any]]]) -> str:
 
 
 def write_report(table: str, args: argparse.Namespace) -> None:
-    path = ROOT / "BENCHMARKS.md"
+    path = ROOT / "docs" / "performance-table.md"  # shown by docs/performance.md
     section = (
-        f"{START}\n## Latest run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"{START}\nLatest run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"- Machine: {machine()}\n- Versions: {versions()}\n"
         f"- Method: servers pinned to core {SERVER_CORE}, wrk (2 threads, 32 connections) and the fake Segment on core "
         f"{LOAD_CORE}; intake figures are medians of {args.runs} runs of {args.seconds:g} s; all on 127.0.0.1.\n\n"
         f"{table}\n{END}"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n" + START + "\n" + END + "\n"
+    text = path.read_text() if path.exists() else START + "\n" + END + "\n"
     if START not in text:
         text += "\n" + START + "\n" + END + "\n"
     before, rest = text.split(START, 1)

@@ -100,6 +100,7 @@ def serve(
     app = create_app(runtime, trusted_proxies=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
     bind = host or settings.host
     warn_if_open_beyond_loopback(settings.ops_token, bind)
+    typer.echo(_where(bind, port or settings.port, settings), err=True)
     limits = ConnectionLimits(**config.server.model_dump())
     # Everything built so far lives as long as the process: keep it out of the collector's full
     # passes, whose pauses otherwise show up as tail latency.
@@ -107,7 +108,7 @@ def serve(
     gc.freeze()
     # Each event allocates a few dozen short-lived containers, nearly all freed by reference
     # counting: a young-generation pass every 700 allocations mostly finds nothing. Every 10,000
-    # measured +4 % delivered events/s for the whole service and +5 % for the drain (BENCHMARKS.md).
+    # measured +4 % delivered events/s for the whole service and +5 % for the drain (docs/performance.md).
     gc.set_threshold(10_000, 10, 10)
     uvicorn.run(
         app,
@@ -120,6 +121,19 @@ def serve(
         http=limited_protocol(limits),
         timeout_keep_alive=int(max(1, limits.idle_timeout_seconds)),
     )
+
+
+def _where(host: str, port: int, settings: Settings) -> str:
+    """What a person starting the server needs first: where it listens, and how to get into /ops."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '[::]') else shown}:{port}"  # noqa: S104 - a display name
+    if settings.ops_token is None:
+        access = "no ops token is set: /ops answers this machine only"
+    elif Path(".env").exists() and "FSBRIDGE_OPS_TOKEN" in Path(".env").read_text():
+        access = "sign in with FSBRIDGE_OPS_TOKEN from .env"
+    else:
+        access = "sign in with FSBRIDGE_OPS_TOKEN"
+    return f"fsbridge listens on http://{shown}:{port}; dashboard {base}/ops ({access}); docs: make serve-docs"
 
 
 def _role(role: str) -> Role:

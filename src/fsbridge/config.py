@@ -61,6 +61,8 @@ TraitValues = Annotated[dict[str, list[Any]], BeforeValidator(_values_as_lists)]
 
 
 class WorkerConfig(_Strict):
+    """How the worker claims and routes stored events."""
+
     poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     lease_seconds: float = Field(default=60.0, gt=0)
     dispatch_batch: int = Field(default=2000, ge=1, le=10_000)
@@ -78,7 +80,7 @@ class ServerConfig(_Strict):
     """Limits on every connection, enforced before a request reaches authentication."""
 
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)  # request line and headers
-    max_headers: int = Field(default=100, ge=8, le=10_000)
+    max_headers: int = Field(default=100, ge=8, le=10_000)  # more answer 431
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)  # from a request's first byte to its last header
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # from the last header to the body's end
     idle_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # a connection with no request in progress
@@ -124,17 +126,23 @@ class SlackDestinationConfig(_DestinationConfig):
 class JiraDestinationConfig(_DestinationConfig):
     """Jira Cloud (Part 2): issues in `project_key`, of `issue_type`, labelled `fsbridge`."""
 
-    project_key: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{1,9}$")
-    issue_type: str = Field(default="Task", min_length=1)
+    project_key: str | None = Field(
+        default=None, pattern=r"^[A-Z][A-Z0-9_]{1,9}$"
+    )  # the Jira project issues are opened in (such as OPS); required for the jira destination
+    issue_type: str = Field(default="Task", min_length=1)  # the type of the issues opened
     concurrency: int = Field(default=1, ge=1, le=8)
     rate_limit_per_second: float = Field(default=2.0, gt=0)
     burst: int = Field(default=5, ge=1)
 
 
 class DestinationsConfig(_Strict):
-    segment: SegmentDestinationConfig = Field(default_factory=SegmentDestinationConfig)
-    fullstory: FullstoryDestinationConfig = Field(default_factory=FullstoryDestinationConfig)
-    slack: SlackDestinationConfig = Field(default_factory=SlackDestinationConfig)
+    segment: SegmentDestinationConfig = Field(
+        default_factory=SegmentDestinationConfig
+    )  # Segment's Tracking API (batches to /v1/batch)
+    fullstory: FullstoryDestinationConfig = Field(
+        default_factory=FullstoryDestinationConfig
+    )  # Fullstory's server API (user upserts and deletions, events, look-ups)
+    slack: SlackDestinationConfig = Field(default_factory=SlackDestinationConfig)  # a Slack incoming webhook
     jira: JiraDestinationConfig = Field(default_factory=JiraDestinationConfig)
 
 
@@ -142,17 +150,19 @@ class HealthConfig(_Strict):
     """The health monitor: when to alert in Slack (once per condition, then once when it clears)."""
 
     enabled: bool = True
-    interval_seconds: float = Field(default=60.0, gt=0)
-    success_window_minutes: float = Field(default=15.0, gt=0)
-    success_rate_below: float = Field(default=0.95, gt=0, le=1)
-    success_min_attempts: int = Field(default=20, ge=1)
-    volume_window_minutes: float = Field(default=60.0, gt=0)
-    volume_compare_to: Literal["day", "week"] = "day"
-    volume_change_percent: float = Field(default=50.0, gt=0)
-    volume_min_events: int = Field(default=50, ge=1)
-    dead_letter_window_minutes: float = Field(default=15.0, gt=0)
-    dead_letters_above: int = Field(default=0, ge=0)
-    breaker_open_minutes: float = Field(default=5.0, ge=0)
+    interval_seconds: float = Field(default=60.0, gt=0)  # how often the conditions are checked
+    success_window_minutes: float = Field(default=15.0, gt=0)  # the window the delivery success rate is measured over
+    success_rate_below: float = Field(
+        default=0.95, gt=0, le=1
+    )  # alert when a destination's success rate falls below this
+    success_min_attempts: int = Field(default=20, ge=1)  # and only after this many attempts in the window
+    volume_window_minutes: float = Field(default=60.0, gt=0)  # the window inbound volume is counted over
+    volume_compare_to: Literal["day", "week"] = "day"  # compared with the same window a day or a week before
+    volume_change_percent: float = Field(default=50.0, gt=0)  # alert on a drop or a spike of at least this much
+    volume_min_events: int = Field(default=50, ge=1)  # and only when either window has at least this many events
+    dead_letter_window_minutes: float = Field(default=15.0, gt=0)  # the window new dead letters are counted over
+    dead_letters_above: int = Field(default=0, ge=0)  # alert when more dead letters than this appear in it
+    breaker_open_minutes: float = Field(default=5.0, ge=0)  # alert when a circuit breaker stays open this long
     undispatched_older_than_minutes: float = Field(default=10.0, gt=0)  # also a /readyz reason
 
 
@@ -161,7 +171,10 @@ class IdentityConfig(_Strict):
 
     segment_user_id_path: str = "userId"
     fullstory_user_id_paths: list[str] = Field(default_factory=lambda: ["user.user_id", "user.uid"], min_length=1)
-    fullstory_email_paths: list[str] = Field(default_factory=lambda: ["user.user_email", "user.email"])
+    fullstory_email_paths: list[str] = Field(
+        default_factory=lambda: ["user.user_email", "user.email"]
+    )  # where a Fullstory payload carries the user's email
+    # Where a Fullstory payload carries an anonymous id Segment may know.
     fullstory_anonymous_id_paths: list[str] = Field(
         default_factory=lambda: ["user.segmentAnonymousId", "user.segment_anonymous_id"]
     )
@@ -172,7 +185,10 @@ class IdentityConfig(_Strict):
 
 class FrustrationFlowConfig(_Strict):
     enabled: bool = True
-    signals: list[str] = Field(default_factory=lambda: list(FRUSTRATION_SIGNALS), min_length=1)
+    signals: list[str] = Field(
+        default_factory=lambda: list(FRUSTRATION_SIGNALS), min_length=1
+    )  # which signals become tracks (rage_click, dead_click, error_click)
+    # The Segment event name of each signal.
     event_names: dict[str, str] = Field(
         default_factory=lambda: {
             "rage_click": "Rage Click Detected",
@@ -207,8 +223,8 @@ class ExperienceAtRiskConfig(_Strict):
     without another at-risk session clears it (Part 2)."""
 
     enabled: bool = True
-    signals: list[str] = Field(default_factory=lambda: ["rage_click"], min_length=1)
-    threshold: int = Field(default=3, ge=1, le=1000)
+    signals: list[str] = Field(default_factory=lambda: ["rage_click"], min_length=1)  # the signals counted per session
+    threshold: int = Field(default=3, ge=1, le=1000)  # signals in one session that put the user at risk
     recover_after: Duration = 7 * 86400.0
 
     @field_validator("signals")
@@ -226,7 +242,7 @@ class FrustrationTraitsConfig(_Strict):
     when they change, at most once per `min_interval` (Part 2)."""
 
     enabled: bool = True
-    window: Duration = 7 * 86400.0
+    window: Duration = 7 * 86400.0  # the counting window; it names the traits (fullstory_rage_clicks_7d)
     min_interval: Duration = 900.0
 
 
@@ -246,13 +262,14 @@ class HealthScoreConfig(_Strict):
     """A behavioural health score per user: 100 minus the decayed weights of their signals (Part 2)."""
 
     enabled: bool = True
-    half_life: Duration = 7 * 86400.0
+    half_life: Duration = 7 * 86400.0  # a signal's weight halves every half_life
+    # Each signal's weight (and an at-risk session's).
     weights: dict[str, float] = Field(
         default_factory=lambda: {"rage_click": 5.0, "dead_click": 2.0, "error_click": 3.0, "at_risk_session": 10.0}
     )
     bands: ScoreBands = Field(default_factory=ScoreBands)
     min_change: int = Field(default=5, ge=1, le=100)
-    recompute_every: Duration = 3600.0
+    recompute_every: Duration = 3600.0  # how often every score is recomputed as signals age
 
     @field_validator("weights")
     @classmethod
@@ -308,9 +325,13 @@ class CohortsSpec(_Strict):
     """The cohorts counted: audience members, and users with a trait's value. The cohort `all`
     (every user) is counted when none is configured, or with `include_all: true`."""
 
-    audiences: list[str] = Field(default_factory=list)
-    traits: TraitValues = Field(default_factory=dict)
-    include_all: bool = False
+    audiences: list[str] = Field(
+        default_factory=list
+    )  # Segment audiences (or exported Fullstory segments) counted as cohorts
+    traits: TraitValues = Field(
+        default_factory=dict
+    )  # profile traits and the values that make a cohort, trait: [values]
+    include_all: bool = False  # count the cohort all (every user) beside the configured ones
 
     @property
     def counts_all(self) -> bool:
@@ -327,7 +348,7 @@ class FeatureAdoptionConfig(_Strict):
     enabled: bool = False
     features: dict[str, FeatureSpec] = Field(default_factory=dict)
     cohorts: CohortsSpec = Field(default_factory=CohortsSpec)
-    window: Duration = 86400.0
+    window: Duration = 86400.0  # the counting window
     baseline_windows: int = Field(default=7, ge=1, le=90)
     drop_below: float = Field(default=0.7, gt=0, lt=1)
     min_baseline: float = Field(default=20, ge=0)
@@ -338,6 +359,7 @@ class SessionUrlFlowConfig(_Strict):
     """CRM and support events get the user's latest session replay link (Part 2)."""
 
     enabled: bool = True
+    # The Segment tracks that get the latest session.
     trigger_events: list[str] = Field(
         default_factory=lambda: [
             "Opportunity Created",
@@ -347,6 +369,7 @@ class SessionUrlFlowConfig(_Strict):
         ],
         min_length=1,
     )
+    # The trigger's properties copied onto Fullstory Session Linked.
     carry_properties: list[str] = Field(
         default_factory=lambda: ["opportunity_id", "deal_id", "ticket_id", "conversation_id", "account_id", "stage"]
     )
@@ -358,8 +381,8 @@ class SessionUrlFlowConfig(_Strict):
 class KeyAccounts(_Strict):
     """Who counts as a key account: any of these (all empty: every known user)."""
 
-    audiences: list[str] = Field(default_factory=list)
-    group_ids: list[str] = Field(default_factory=list)
+    audiences: list[str] = Field(default_factory=list)  # members of these audiences are key accounts
+    group_ids: list[str] = Field(default_factory=list)  # users in these Segment groups are key accounts
     traits: TraitValues = Field(default_factory=dict)  # trait: accepted values
 
 
@@ -367,8 +390,8 @@ class FlaggedSessionFlowConfig(_Strict):
     """Sessions flagged in Fullstory (a note, or a Stream) for key accounts become outreach (Part 2)."""
 
     enabled: bool = True
-    notes: bool = True
-    streams: list[str] = Field(default_factory=list)
+    notes: bool = True  # Fullstory note.created webhooks flag sessions
+    streams: list[str] = Field(default_factory=list)  # events of these Streams flag sessions too
     key_accounts: KeyAccounts = Field(default_factory=KeyAccounts)
     include_note_text: bool = True
     event_name: str = Field(default="Session Flagged For Outreach", min_length=1)
@@ -485,7 +508,7 @@ class SegmentAudiencesJobConfig(JobConfig):
 
     enabled: bool = False
     segments: list[FullstorySegment] = Field(default_factory=list)
-    send_tracks: bool = True
+    send_tracks: bool = True  # also send Audience Entered / Audience Exited tracks
     poll_every: Duration = 5.0  # between polls of the export's operation
     max_wait: Duration = 1800.0  # an export not done (or a file not downloaded) by then fails the run
     # A run in which more than this share of a segment's members would leave at once changes nothing
@@ -511,7 +534,9 @@ class HighValueSessionsJobConfig(JobConfig):
     enabled: bool = False
     audiences: list[str] = Field(default_factory=list)
     traits: TraitValues = Field(default_factory=dict)  # trait: accepted values
-    max_users_per_run: int = Field(default=200, ge=1, le=100_000)
+    max_users_per_run: int = Field(
+        default=200, ge=1, le=100_000
+    )  # users checked a run, the least recently checked first
 
 
 class JobsConfig(_Strict):

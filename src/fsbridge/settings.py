@@ -29,33 +29,35 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    database_url: str = "sqlite:///var/fsbridge.db"
-    config: Path = Path("config/fsbridge.yaml")
+    host: str = "127.0.0.1"  # address `fsbridge serve` binds
+    port: int = Field(default=8000, ge=1, le=65535)  # port `fsbridge serve` listens on
+    database_url: str = "sqlite:///var/fsbridge.db"  # sqlite:///path/to/file.db or postgresql://user:pass@host:port/db
+    config: Path = Path("config/fsbridge.yaml")  # the flow configuration file
 
-    segment_write_key: SecretStr | None = None
-    segment_api_url: str = "https://api.segment.io"
-    fullstory_api_key: SecretStr | None = None
-    fullstory_api_url: str = "https://api.fullstory.com"
-    slack_webhook_url: SecretStr | None = None
+    segment_write_key: SecretStr | None = None  # Segment source write key for the Tracking API
+    segment_api_url: str = "https://api.segment.io"  # Tracking API base URL (EU: https://events.eu1.segmentapis.com)
+    fullstory_api_key: SecretStr | None = None  # Fullstory server API key
+    fullstory_api_url: str = "https://api.fullstory.com"  # Fullstory API base URL
+    slack_webhook_url: SecretStr | None = None  # Slack incoming-webhook URL for alerts
     jira_url: str | None = None  # https://<site>.atlassian.net
-    jira_email: str | None = None
-    jira_api_token: SecretStr | None = None
+    jira_email: str | None = None  # the Jira account's email (Basic auth with the API token)
+    jira_api_token: SecretStr | None = None  # the Jira account's API token
 
-    fullstory_webhook_secrets: SecretList = ()
-    fullstory_stream_tokens: SecretList = ()
-    segment_webhook_secrets: SecretList = ()
-    segment_webhook_tokens: SecretList = ()
-    ops_token: SecretStr | None = None
+    fullstory_webhook_secrets: SecretList = ()  # secrets for Fullstory-Signature (two or more during rotation)
+    fullstory_stream_tokens: SecretList = ()  # bearer tokens accepted on the Streams endpoint
+    segment_webhook_secrets: SecretList = ()  # shared secrets for Segment X-Signature
+    segment_webhook_tokens: SecretList = ()  # bearer tokens; required for batched (array) Segment deliveries
+    ops_token: SecretStr | None = None  # bearer token for /ops and /metrics; unset: loopback clients only
 
-    dry_run: bool | None = None
-    log_format: Literal["json", "console"] | None = None
+    dry_run: bool | None = None  # true: render and record deliveries but send nothing
+    log_format: Literal["json", "console"] | None = None  # json or console (json when stdout is not a terminal)
 
+    # First retry delay; later ones grow exponentially, with jitter.
     retry_base_seconds: float = Field(default=1.0, ge=0)
-    retry_max_seconds: float = Field(default=3600.0, ge=0)
+    retry_max_seconds: float = Field(default=3600.0, ge=0)  # the longest single wait between two attempts
+    # How long a delivery is retried before it becomes a dead letter.
     retry_horizon_seconds: float = Field(default=86400.0, ge=0)
-    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)  # largest inbound body accepted
 
     @model_validator(mode="before")
     @classmethod
