@@ -79,3 +79,12 @@ async def test_the_user_page_lists_the_users_latest_events_and_deliveries(bridge
     flows = sorted(d["flow"] for d in body["deliveries"])
     assert ["frustration_to_segment_track", "segment_identify_to_fullstory_user"] == flows
     assert {"delivered"} == {d["status"] for d in body["deliveries"]}
+
+
+async def test_the_user_page_leaves_out_events_that_merely_mention_the_id(bridge: Bridge) -> None:
+    """An event of another user whose properties happen to hold "u1" is not listed on u1's page."""
+    await bridge.post_segment(message("identify", 1, traits={"plan": "pro"}))
+    await bridge.post_segment(message("track", 2, user="u7", event="Referral Sent", properties={"referred_by": "u1"}))
+    await bridge.drain()
+    body = (await bridge.client.get("/ops/api/users/u1", headers=bridge.ops_headers())).json()
+    assert [("segment", "identify")] == [(e["source"], e["kind"]) for e in body["events"]]

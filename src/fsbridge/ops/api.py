@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from fsbridge.bounds import quote
+from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.ops.users import explain_user
@@ -331,7 +332,17 @@ async def user(request: Request, user_id: str) -> Response:
     if record is None and explained is None:
         return error_response(404, "not_found", f"fsbridge holds nothing about user {quote(user_id)}.")
     uid = runtime.router.identity.fullstory_uid(user_id)
-    events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY)
+    rules = runtime.router.identity
+
+    def about(source: str, kind: str, body: bytes) -> bool:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        envelope = Envelope("", source, "", kind, "", 0.0, payload, dotted_keys=has_dotted_keys(payload))
+        return rules.named_user(envelope) in (user_id, uid)
+
+    events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY, about)
     return json_response(
         200,
         {

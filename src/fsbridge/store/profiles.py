@@ -4,6 +4,7 @@ connection that both engines run as they are; readers depend on the narrow `Prof
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,13 +48,17 @@ class UserRecord:
     groups: list[str] = field(default_factory=list)
 
 
+# Whether a stored event (source, kind, body) is about the user a page is for.
+AboutUser = Callable[[str, str, bytes], bool]
+
+
 class ProfileStore(Protocol):
     async def user_record(self, user_id: str) -> UserRecord | None:
         """Everything fsbridge holds about one Segment user (None: nothing)."""
         ...
 
     async def user_activity(
-        self, identifiers: list[str], limit: int = 50
+        self, identifiers: list[str], limit: int = 50, about: AboutUser | None = None
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The newest `limit` stored events naming any of these identifiers (as JSON strings), as
         (id, source, stream, kind, received_at), and the newest deliveries made from them, as (id,
@@ -117,17 +122,20 @@ def forget(conn: Connection, user: ForgetUser) -> None:
 
 
 def user_activity(
-    conn: Connection, contains: str, needles: list[bytes], limit: int
+    conn: Connection, contains: str, needles: list[bytes], limit: int, about: AboutUser | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The newest stored events whose body names the user (any of `needles`, JSON strings), and the
-    newest deliveries made from them. A scan of the stored events: the inbox keeps no index by user,
-    so that intake and dispatch pay nothing for this page (retention bounds what is scanned)."""
+    """The newest stored events about the user, and the newest deliveries made from them. A scan of
+    the stored events for bodies holding any of `needles` (JSON strings): the inbox keeps no index
+    by user, so that intake and dispatch pay nothing for this page (retention bounds what is
+    scanned). `about` then keeps only the events that name the user where an id belongs (an event
+    that merely mentions the id elsewhere is left out)."""
     condition = " OR ".join([contains] * len(needles))
-    events = conn.execute(
-        f"SELECT id, source, stream, kind, received_at FROM inbox WHERE {condition}"  # noqa: S608 - fixed text
+    candidates = conn.execute(
+        f"SELECT id, source, stream, kind, received_at, body FROM inbox WHERE {condition}"  # noqa: S608 - fixed text
         " ORDER BY received_at DESC LIMIT ?",
-        (*needles, limit),
+        (*needles, limit * 4 if about else limit),
     ).fetchall()
+    events = [row[:5] for row in candidates if about is None or about(row[1], row[3], bytes(row[5]))][:limit]
     if not events:
         return [], []
     marks = ",".join("?" * len(events))

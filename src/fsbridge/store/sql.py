@@ -40,7 +40,7 @@ from fsbridge.store.feature_counts import AdoptionDecider, CountingRules
 from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
 from fsbridge.store.jobs import JobRun, JobState, RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
-from fsbridge.store.profiles import ForgetUser, UserRecord
+from fsbridge.store.profiles import AboutUser, ForgetUser, UserRecord
 from fsbridge.store.records import (
     Accepted,
     AttemptRecord,
@@ -276,11 +276,11 @@ class SqlStore:
         return await self._read(lambda conn: profiles_sql.user_record(conn, user_id))
 
     async def user_activity(
-        self, identifiers: list[str], limit: int = 50
+        self, identifiers: list[str], limit: int = 50, about: AboutUser | None = None
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         needles = [orjson.dumps(i) for i in sorted(set(identifiers))]
         contains = self.engine.contains("body")
-        return await self._read(lambda conn: profiles_sql.user_activity(conn, contains, needles, limit))
+        return await self._read(lambda conn: profiles_sql.user_activity(conn, contains, needles, limit, about))
 
     # -- deliveries and destinations (store/deliveries.py) ------------------------------------------
 
