@@ -60,10 +60,11 @@ def test_env_example_lists_every_setting() -> None:
     assert names - fsbridge_names == {"POSTGRES_PASSWORD"}
 
 
-def test_image_installs_with_the_readme_command() -> None:
-    """The Dockerfile installs with the same pip command the README gives, runs as non-root, and checks health."""
+def test_image_installs_with_the_documented_command() -> None:
+    """The Dockerfile installs with the same pip command the deployment page gives, runs as non-root, and checks
+    health."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()
     command = "pip install --constraint requirements.lock ."
     assert command in dockerfile.replace("--no-cache-dir ", "")
     assert command in readme
