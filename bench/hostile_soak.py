@@ -9,7 +9,7 @@ the event type, the session id, the user id and the session URL, in turn. The se
 before the hostile phase, after it (once the queue has drained) and at its peak. The loops are
 bounded in count and time and talk only to 127.0.0.1.
 
-    python bench/hostile_soak.py [--hostile 1000] [--rate 200]
+    python bench/hostile_soak.py [--hostile 1000] [--rate 200] [--hostile-rate N]
 """
 
 from __future__ import annotations
@@ -99,11 +99,15 @@ async def timed_posts(
     return latencies
 
 
-async def hostile_phase(port: int, count: int) -> int:
-    """Post the hostile clicks one connection at a time (as one careless sender would); statuses other than 202."""
+async def hostile_phase(port: int, count: int, rate: float | None) -> int:
+    """Post the hostile clicks over one connection (as one careless sender would), as fast as they are
+    answered or at `rate` a second; how many were answered other than 202."""
     refused = 0
+    start = time.monotonic()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         for n in range(count):
+            if rate and (delay := start + n / rate - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
             response = await client.post(
                 "/webhooks/fullstory/streams/soak",
                 content=hostile(n),
@@ -125,12 +129,12 @@ def undispatched(port: int) -> float:
     return float(stats.json()["undispatched"]["events"])
 
 
-async def soak(port: int, pid: int, count: int, rate: float) -> dict[str, float]:
+async def soak(port: int, pid: int, count: int, rate: float, hostile_rate: float | None) -> dict[str, float]:
     await timed_posts(port, rate, 5, ordinary)  # warm-up: the users' states exist
     before = await timed_posts(port, rate, 10, ordinary, offset=1000)
     rss_before, _ = rss_mb(pid)
     started = time.monotonic()
-    hostile_task = asyncio.create_task(hostile_phase(port, count))
+    hostile_task = asyncio.create_task(hostile_phase(port, count, hostile_rate))
     during: list[float] = []
     n = 10_000
     while not hostile_task.done() and time.monotonic() - started < 900:
@@ -160,13 +164,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hostile", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--hostile-rate", type=float, default=None, help="hostile clicks a second (default: no pause)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fsbridge-soak-"))
     try:
         shutil.copytree(ROOT / "config", workdir / "config")
         with uvicorn("fake_segment", free_port(), LOAD_CORE) as segment, fsbridge(workdir, segment.port) as server:
             assert server.handle is not None
-            result = asyncio.run(soak(server.port, server.handle.pid, args.hostile, args.rate))
+            result = asyncio.run(soak(server.port, server.handle.pid, args.hostile, args.rate, args.hostile_rate))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     growth = result["rss_after_mb"] - result["rss_before_mb"]

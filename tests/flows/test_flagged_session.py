@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fsbridge.config import FsbridgeConfig
+from fsbridge.store.profiles import ForgetUser
 from tests.conftest import RAGE_CLICK, Bridge, start_bridge
 from tests.fake_fullstory import FakeFullstory
 
@@ -206,3 +207,13 @@ async def test_the_author_is_never_logged(bridge: Bridge, capsys: pytest.Capture
     logged = capsys.readouterr().out
     assert "inbox.dispatched" in logged  # the log is captured here, so the next line can fail
     assert AUTHOR not in logged
+
+
+async def test_a_note_on_a_deleted_user_sends_nothing(bridge: Bridge, fullstory: FakeFullstory) -> None:
+    """A note whose Fullstory user the look-up resolves to a deleted userId is filtered (tombstone), not sent."""
+    await bridge.runtime.store.forget_user(ForgetUser("u_1842"), bridge.clock.now())
+    assert 202 == (await bridge.post_system(NOTE)).status_code
+    await bridge.drain()
+    assert [] == flagged(bridge)
+    [delivery] = await bridge.runtime.store.list_deliveries(None, "flagged_session_to_segment", 5)
+    assert ("filtered", "deleted") == (delivery.status, (delivery.last_error or "").split(":")[0]), delivery.last_error

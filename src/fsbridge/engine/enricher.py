@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from fsbridge.clock import Clock
-from fsbridge.engine.dispatch import envelope_of
+from fsbridge.engine.dispatch import DELETED_USER, envelope_of
 from fsbridge.engine.flow import EnrichStep, Flow
 from fsbridge.engine.isolation import BreakerState, Guard
 from fsbridge.engine.rendering import DestinationLimits, render_enriched
@@ -75,6 +75,7 @@ class DeliveryRenderer(Protocol):
 
 class EnricherStore(LookupStore, Protocol):
     async def inbox_events(self, event_ids: list[str]) -> dict[str, InboxEvent]: ...
+    async def tombstoned(self, user_ids: list[str], now: float) -> set[str]: ...
 
 
 def cache_key(lookup: str, arguments: Mapping[str, Any]) -> str:
@@ -153,7 +154,15 @@ class Enricher:
                     return Enriched(delivery, "filtered", answer.reason)
                 continue
             found[step.name] = answer.value
-            claims += lookup.claims(arguments, answer)
+            step_claims = lookup.claims(arguments, answer)
+            # A look-up that names a user (its claims, or the userId behind a Fullstory user) may name
+            # a deleted one: nothing more is sent about them, nor asked.
+            named = {claim.user_id for claim in step_claims}
+            if isinstance(answer.value, dict) and isinstance(answer.value.get("user_id"), str):
+                named.add(answer.value["user_id"])
+            if named and await self.store.tombstoned(sorted(named), self.clock.now()):
+                return Enriched(delivery, "filtered", DELETED_USER)
+            claims += step_claims
             envelope = replace(envelope, enriched=dict(found))
         rendering = render_enriched(flow, envelope, self.limits[flow.target.destination], delivery.message_id)
         if rendering.held_back is not None:
