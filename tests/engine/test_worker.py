@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from fsbridge.config import FsbridgeConfig
+from fsbridge.store import NewDelivery
 from fsbridge.testing import FakeUpstream
 from tests.conftest import RAGE_CLICK, Bridge, start_bridge
 
@@ -272,17 +273,36 @@ class TestIdleWait:
         assert 0.75 == await worker.wait_before_next_round("segment")
 
 
-async def test_a_dead_letter_refused_for_its_size_stays_dead_when_replayed_in_dry_run(tmp_path: Path) -> None:
-    """In dry-run, replaying a message over Segment's 32 KiB limit records it dead again with its reason,
-    not dry_run with the error cleared."""
+async def test_a_message_over_the_limit_keeps_an_excerpt_and_cannot_be_replayed_as_it_is(tmp_path: Path) -> None:
+    """A flow's message over Segment's 32 KiB is a dead letter keeping its first 2 KiB (the event is stored);
+    replaying it answers 409 (change the mapping, then replay the flow) and it stays dead with its reason."""
     b = await start_bridge(tmp_path, segment_write_key=None)
     try:
         assert 202 == (await b.post_stream(click(1, target_text="x" * 40_000))).status_code
         await b.drain()
         dead = await only_delivery(b)
-        assert ("dead", True) == (dead.status, "limit" in (dead.last_error or ""))
+        assert ("dead", 2048) == (dead.status, len(dead.body))
+        assert "over segment's limit of 32,768 bytes" in (dead.last_error or "")
         replayed = await b.client.post(f"/ops/api/deliveries/{dead.id}/replay", headers=b.ops_headers())
-        assert 202 == replayed.status_code
+        assert (409, "never_rendered") == (replayed.status_code, replayed.json()["error"]["code"])
+        assert "dead" == (await only_delivery(b)).status
+    finally:
+        await b.client.aclose()
+        await b.runtime.stop()
+
+
+async def test_a_dead_letter_over_the_limit_replayed_in_dry_run_stays_dead(tmp_path: Path) -> None:
+    """A dead letter whose body is over its destination's limit, replayed in dry-run, is recorded dead again
+    with the reason, not dry_run with its error cleared."""
+    b = await start_bridge(tmp_path, segment_write_key=None)
+    try:
+        body = b'{"type":"identify","userId":"u1","traits":{"x":"' + b"x" * 40_000 + b'"}}'
+        await b.runtime.store.enqueue([NewDelivery("health_score", "segment", "fsb-big", body, "dead", "too big",
+                                                   "identify")], b.clock.now())  # fmt: skip
+        dead = await only_delivery(b)
+        assert (
+            202 == (await b.client.post(f"/ops/api/deliveries/{dead.id}/replay", headers=b.ops_headers())).status_code
+        )
         await b.drain()
         again = await only_delivery(b)
         assert "dead" == again.status

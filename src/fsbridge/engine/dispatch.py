@@ -21,6 +21,7 @@ from fsbridge.store import DispatchResult, FlowSkip, InboxEvent, NewDelivery
 from fsbridge.store.records import AWAITING_ENRICHMENT, UNRENDERED
 
 log = get_logger(__name__)
+OVERSIZED_EXCERPT_BYTES = 2048
 DELETED_USER = "deleted: the user was deleted (a tombstone keeps anything more being sent about them)"
 
 
@@ -92,9 +93,11 @@ class Router:
         if rendering.error is not None:
             log.warning("flow.mapping_failed", flow=flow.name, event_id=envelope.event_id, error=rendering.error)
             # The dead letter keeps what the flow could not turn into a message: its body, or the event.
-            if rendering.body is not None:  # rendered, but over the size limit
-                return NewDelivery(flow.name, destination, rendering.message_id, rendering.body, "dead",
-                                   rendering.error, action)  # fmt: skip
+            if rendering.body is not None:  # rendered, but over the size limit: no replay could send it
+                # as it is, and the event is stored already: the dead letter keeps the message's start only.
+                excerpt = rendering.body[:OVERSIZED_EXCERPT_BYTES]
+                error = f"{rendering.error} (its first {len(excerpt):,} bytes are kept)"
+                return NewDelivery(flow.name, destination, rendering.message_id, excerpt, "dead", error, UNRENDERED)
             # The stored bytes, not a re-serialisation: a payload may nest deeper than orjson writes.
             return NewDelivery(flow.name, destination, rendering.message_id, raw, "dead", rendering.error, UNRENDERED)
         assert rendering.body is not None
