@@ -24,9 +24,11 @@ CONTRACT_VARIABLES = {
 
 
 def test_compose_has_api_worker_and_postgres() -> None:
-    """api and worker replicas of fsbridge over a PostgreSQL with a volume."""
+    """api and worker replicas of fsbridge over a PostgreSQL with a volume; Prometheus and Grafana only in the
+    monitoring profile."""
     services = COMPOSE["services"]
-    assert {"api", "worker", "postgres"} == set(services)
+    assert {"api", "worker", "postgres"} == {name for name, s in services.items() if "profiles" not in s}
+    assert {"prometheus", "grafana"} == {name for name, s in services.items() if s.get("profiles") == ["monitoring"]}
     assert ["serve", "--role", "api"] == services["api"]["command"]
     assert ["serve", "--role", "worker"] == services["worker"]["command"]
     assert any(volume.endswith(":/var/lib/postgresql/data") for volume in services["postgres"]["volumes"])

@@ -303,6 +303,16 @@ class Runtime:
             metrics.rate_limit.labels(name).set(guard.bucket.rate)
             metrics.paused.labels(name).set(int(name in self.worker.paused))
             metrics.parked.labels(name).set(int(name in self.worker.parked))
+        now = self.clock.now()
+        for job in await self.scheduler.states():
+            name, outcome = job["name"], job["last_outcome"] or ""
+            metrics.job_failed.labels(name).set(int(outcome.startswith("failed")))
+            due = job["next_run_at"]
+            metrics.job_overdue.labels(name).set(
+                max(0.0, now - due) if job["enabled"] and due and not job["running"] else 0.0
+            )
+            if outcome == "ok" and job["last_finished_at"]:
+                metrics.job_last_success.labels(name).set(job["last_finished_at"])
 
     async def pause_destination(self, name: str) -> None:
         """Stop sending to a destination; its deliveries keep queueing as pending."""
