@@ -76,10 +76,12 @@ class Metrics:
             "Age of the oldest stored event not routed yet (0 when there is none)",
             registry=r,
         )
-        self.job_failed = Gauge("fsbridge_job_last_run_failed", "1 when the job's last run failed", ["job_name"], registry=r)
+        self.job_failed = Gauge(
+            "fsbridge_job_last_run_failed", "1 when the job's last run failed", ["job_name"], registry=r
+        )
         self.job_overdue = Gauge(
-            "fsbridge_job_overdue_seconds", "How long an enabled job is past its next run (0 when on time)", ["job_name"],
-            registry=r,
+            "fsbridge_job_overdue_seconds", "How long an enabled job is past its next run (0 when on time)",
+            ["job_name"], registry=r,
         )  # fmt: skip
         self.job_last_success = Gauge(
             "fsbridge_job_last_success_timestamp_seconds", "When the job's last successful run finished", ["job_name"],
