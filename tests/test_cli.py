@@ -260,3 +260,14 @@ def test_backtest_of_feature_adoption_counts_history_for_everyone(workdir: Path)
     assert 0 == result.exit_code, result.output
     assert "feature_adoption over 13 stored events" in result.output
     assert "would send slack.message: 1" in result.output
+
+
+def test_dlq_replay_all_takes_the_same_filters_as_the_api(workdir: Path) -> None:
+    """dlq replay --all accepts --destination, --since, --until and --status-code; a malformed time is one line."""
+    result = runner.invoke(app, ["dlq", "replay", "--all", "--destination", "segment", "--since", "2026-01-01",
+                                 "--until", "1900000000", "--status-code", "400"])  # fmt: skip
+    assert 0 == result.exit_code, result.output
+    assert "Replayed 0 dead letters." in result.output
+    wrong = runner.invoke(app, ["dlq", "replay", "--all", "--since", "yesterday"])
+    assert 2 == wrong.exit_code
+    assert "--since: 'yesterday' is not ISO 8601 or Unix seconds." in wrong.output

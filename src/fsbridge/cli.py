@@ -17,6 +17,7 @@ import httpx
 import orjson
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from fsbridge.config import FsbridgeConfig, load_config
 from fsbridge.errors import ConfigError
@@ -199,17 +200,32 @@ def dlq_replay(
     ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids to replay.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     flow: Annotated[str | None, typer.Option(help="With --all: only this flow.")] = None,
+    destination: Annotated[str | None, typer.Option(help="With --all: only this destination.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --all: created at or after (ISO 8601 or Unix seconds).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --all: created at or before (ISO 8601 or Unix seconds).")
+    ] = None,
+    status_code: Annotated[
+        int | None, typer.Option(help="With --all: only those whose last answer had this status.")
+    ] = None,
 ) -> None:
-    """Replay dead letters (by id, or --all); each keeps its messageId."""
+    """Replay dead letters (by id, or --all, narrowed by every filter given); each keeps its messageId."""
     from fsbridge.ops.api import Operations
+    from fsbridge.ops.requests import ReplayRequest
 
     if not ids and not all_:
         raise _fail(["Name delivery ids to replay, or pass --all."])
+    try:
+        request = ReplayRequest(flow=flow, destination=destination, since=since, until=until, status_code=status_code)
+    except ValidationError as exc:
+        raise _fail([f"--{e['loc'][0]}: {str(e['msg']).removeprefix('Value error, ')}." for e in exc.errors()]) from exc
 
     async def run(runtime: Runtime) -> None:
         operations = Operations(runtime)
         if all_:
-            typer.echo(f"Replayed {await operations.replay_all('dead', flow)} dead letters.")
+            typer.echo(f"Replayed {await operations.replay_all('dead', flow, request.narrower())} dead letters.")
             return
         for delivery_id in ids or []:
             done = await operations.replay(delivery_id)

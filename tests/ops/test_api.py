@@ -312,3 +312,22 @@ async def test_ops_actions_are_logged_with_the_client(bridge: Bridge, capsys: py
     [line] = [line for line in out.splitlines() if "ops.action" in line]
     assert "client=127.0.0.1" in line or '"client": "127.0.0.1"' in line
     assert OPS_TOKEN not in out
+
+
+async def test_a_bulk_replay_takes_destination_time_and_status_code(bridge: Bridge) -> None:
+    """POST /ops/api/deliveries/replay narrows by destination, since/until (ISO 8601 or Unix seconds) and
+    status_code; a malformed time is a 422 naming it."""
+    bridge.upstream.script_next([400])
+    await bridge.post_stream(RAGE_CLICK)
+    await bridge.drain()
+    replay = "/ops/api/deliveries/replay"
+    headers = bridge.ops_headers()
+    later = bridge.clock.now() + 60
+    assert {"replayed": 0} == (await bridge.client.post(replay, json={"destination": "slack"}, headers=headers)).json()
+    assert {"replayed": 0} == (await bridge.client.post(replay, json={"since": later}, headers=headers)).json()
+    assert {"replayed": 0} == (await bridge.client.post(replay, json={"status_code": 500}, headers=headers)).json()
+    narrowed = {"destination": "segment", "since": "2000-01-01T00:00:00Z", "until": later, "status_code": 400}
+    assert {"replayed": 1} == (await bridge.client.post(replay, json=narrowed, headers=headers)).json()
+    wrong = await bridge.client.post(replay, json={"since": "yesterday"}, headers=headers)
+    assert 422 == wrong.status_code
+    assert "since" in wrong.text

@@ -39,6 +39,7 @@ from fsbridge.store import jobs as jobs_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import profiles as profiles_sql
 from fsbridge.store import user_state as user_state_sql
+from fsbridge.store.deliveries import ReplayFilter
 from fsbridge.store.engine import Connection
 from fsbridge.store.jobs import RetentionPeriods
 from fsbridge.store.lookups import CachedAnswer, RenderedDelivery
@@ -444,6 +445,27 @@ async def test_replay_of_dead_letters(store: SqlStore) -> None:
     assert 0 == await store.replay_deliveries("dead", "other-flow", NOW + 5)
     assert 2 == await store.replay_deliveries("dead", "flow", NOW + 5)
     assert {("segment", "pending"): 2} == await store.queue_depths()
+
+
+async def test_a_bulk_replay_is_narrowed_by_every_filter(store: SqlStore) -> None:
+    """Destination, creation time (both ends included) and the last status code each narrow a bulk replay."""
+    ids = [(await store.accept(event(i))).id for i in range(3)]
+    await store.claim_inbox(100, NOW, 60)
+    for n, (event_id, destination) in enumerate(zip(ids, ("segment", "segment", "slack"), strict=True)):
+        new = NewDelivery("flow", destination, f"m-{n}", b"{}")
+        await store.record_dispatch([DispatchResult(event_id, [new])], NOW + n * 10)
+    for destination in ("segment", "slack"):
+        for n, d in enumerate(await store.claim_deliveries(destination, 10, NOW + 100, 60)):
+            code = 400 if n == 0 else 422
+            await store.record_updates(
+                [DeliveryUpdate(d.id, "dead", NOW, None, last_status_code=code, last_error="no")]
+            )
+    assert 0 == await store.replay_deliveries("dead", None, NOW + 200, ReplayFilter(destination="fullstory"))
+    assert 0 == await store.replay_deliveries("dead", None, NOW + 200, ReplayFilter(since=NOW + 21))
+    assert 1 == await store.replay_deliveries("dead", None, NOW + 200, ReplayFilter("segment", NOW + 5, NOW + 10))
+    assert 1 == await store.replay_deliveries("dead", None, NOW + 200, ReplayFilter(status_code=400, until=NOW))
+    assert 1 == await store.replay_deliveries("dead", "flow", NOW + 200, ReplayFilter(destination="slack"))
+    assert {("segment", "pending"): 2, ("slack", "pending"): 1} == await store.queue_depths()
 
 
 async def test_retention_counts_from_when_a_delivery_finished(store: SqlStore) -> None:

@@ -18,6 +18,7 @@ from fsbridge.bounds import quote
 from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
+from fsbridge.ops.requests import ReplayRequest
 from fsbridge.ops.users import explain_user
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
@@ -25,6 +26,7 @@ from fsbridge.sources.envelopes import envelope_for
 from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.intake import error_response, json_response
 from fsbridge.store import Delivery, EventStory, NewInboxEvent
+from fsbridge.store.deliveries import ReplayFilter
 from fsbridge.store.records import UNRENDERED
 
 WORKER_MAX_SILENCE_SECONDS = 30.0
@@ -53,11 +55,6 @@ class DeliveryList(BaseModel):
     items: list[DeliveryItem]
 
 
-class ReplayRequest(BaseModel):
-    status: Literal["dead", "parked", "dry_run", "delivered"] = "dead"
-    flow: str | None = None
-
-
 class Operations:
     """What operators can do, independent of HTTP."""
 
@@ -73,8 +70,8 @@ class Operations:
         self.runtime.worker.notify_due()
         return replayed
 
-    async def replay_all(self, status: str, flow: str | None) -> int:
-        count = await self.runtime.store.replay_deliveries(status, flow, self.runtime.clock.now())
+    async def replay_all(self, status: str, flow: str | None, narrower: ReplayFilter | None = None) -> int:
+        count = await self.runtime.store.replay_deliveries(status, flow, self.runtime.clock.now(), narrower)
         self.runtime.worker.notify_due()
         return count
 
@@ -252,7 +249,7 @@ async def replay_delivery(request: Request, delivery_id: str) -> Response:
 
 @ops.post("/deliveries/replay", summary="Send every delivery with a status (dead by default) again")
 async def replay_deliveries(request: Request, body: ReplayRequest) -> dict[str, int]:
-    return {"replayed": await Operations(runtime_of(request)).replay_all(body.status, body.flow)}
+    return {"replayed": await Operations(runtime_of(request)).replay_all(body.status, body.flow, body.narrower())}
 
 
 @ops.get("/deliveries/{delivery_id}/attempts", summary="Every attempt of one delivery")

@@ -7,6 +7,7 @@ depends on the narrow `DeliveryStore` protocol, operators' tools on `DeadLetterS
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fsbridge.store import deletion as deletion_sql
@@ -43,7 +44,9 @@ class DeadLetterStore(Protocol):
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
     async def list_attempts(self, delivery_id: str) -> list[AttemptRecord]: ...
     async def replay_delivery(self, delivery_id: str, now: float) -> bool: ...
-    async def replay_deliveries(self, status: str, flow: str | None, now: float) -> int: ...
+    async def replay_deliveries(
+        self, status: str, flow: str | None, now: float, narrower: ReplayFilter | None = None
+    ) -> int: ...
     async def deliveries_for_events(self, event_ids: list[str], flow: str) -> dict[str, Delivery]:
         """The latest delivery of `flow` for each of the stored events (replay's comparison)."""
         ...
@@ -245,8 +248,21 @@ def replay_delivery(conn: Connection, delivery_id: str, now: float) -> bool:
     )
 
 
-def replay_deliveries(conn: Connection, status: str, flow: str | None, now: float) -> int:
-    clauses, params = _filters(status=status, flow=flow)
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """What narrows a bulk replay beside status and flow: the destination, when the delivery was
+    created (Unix seconds, both ends included), and the status code it last got."""
+
+    destination: str | None = None
+    since: float | None = None
+    until: float | None = None
+    status_code: int | None = None
+
+
+def replay_deliveries(
+    conn: Connection, status: str, flow: str | None, now: float, narrower: ReplayFilter | None = None
+) -> int:
+    clauses, params = _filters(status=status, flow=flow, narrower=narrower)
     sql = (
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, retry_started_at = ?,"  # noqa: S608
         f" lease_until = NULL, send_alone = 0 {clauses} {'AND' if clauses else 'WHERE'} action != ?"
@@ -274,7 +290,9 @@ def delivery(row: Iterable[Any]) -> Delivery:
     return Delivery(*values)
 
 
-def _filters(*, status: str | None, flow: str | None) -> tuple[str, tuple[Any, ...]]:
+def _filters(
+    *, status: str | None, flow: str | None, narrower: ReplayFilter | None = None
+) -> tuple[str, tuple[Any, ...]]:
     clauses: list[str] = []
     params: list[Any] = []
     if status is not None:
@@ -283,4 +301,14 @@ def _filters(*, status: str | None, flow: str | None) -> tuple[str, tuple[Any, .
     if flow is not None:
         clauses.append("flow = ?")
         params.append(flow)
+    n = narrower or ReplayFilter()
+    for clause, value in (
+        ("destination = ?", n.destination),
+        ("created_at >= ?", n.since),
+        ("created_at <= ?", n.until),
+        ("last_status_code = ?", n.status_code),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

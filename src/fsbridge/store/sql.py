@@ -35,6 +35,7 @@ from fsbridge.store import profiles as profiles_sql
 from fsbridge.store import tombstones as tombstones_sql
 from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.deletion import DEFAULT_TOMBSTONE_SECONDS, DeletionRules
+from fsbridge.store.deliveries import ReplayFilter
 from fsbridge.store.engine import Connection, Engine
 from fsbridge.store.feature_counts import AdoptionDecider, CountingRules
 from fsbridge.store.fullstory_jobs import CHUNK, Audience, SessionCheck
@@ -326,8 +327,10 @@ class SqlStore:
     async def replay_delivery(self, delivery_id: str, now: float) -> bool:
         return await self._write(lambda conn: deliveries_sql.replay_delivery(conn, delivery_id, now))
 
-    async def replay_deliveries(self, status: str, flow: str | None, now: float) -> int:
-        return await self._write(lambda conn: deliveries_sql.replay_deliveries(conn, status, flow, now))
+    async def replay_deliveries(
+        self, status: str, flow: str | None, now: float, narrower: ReplayFilter | None = None
+    ) -> int:
+        return await self._write(lambda conn: deliveries_sql.replay_deliveries(conn, status, flow, now, narrower))
 
     async def deliveries_for_events(self, event_ids: list[str], flow: str) -> dict[str, Delivery]:
         return await self._read(lambda conn: deliveries_sql.deliveries_for_events(conn, event_ids, flow))
