@@ -19,6 +19,7 @@ from fsbridge.ops.access import GuessLimiter
 from fsbridge.ops.api import health, ops
 from fsbridge.ops.dashboard import router as dashboard
 from fsbridge.ops.middleware import RequestContext
+from fsbridge.ops.search import search
 from fsbridge.runtime import Runtime
 from fsbridge.sources.fast_path import WebhookFastPath
 from fsbridge.sources.intake import error_response
@@ -67,6 +68,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, trusted_proxies
         _webhooks(app, runtime)
     app.include_router(health)
     app.include_router(ops)
+    app.include_router(search)
     app.include_router(dashboard)
 
     @app.exception_handler(IntakeError)

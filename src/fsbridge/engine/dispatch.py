@@ -64,7 +64,8 @@ class Router:
         """The event stages (`engine/stages/`), then every flow's outcome for one event. A flow that
         fails on it becomes a dead letter of that flow; what a stage raises fails the event alone,
         and the worker counts it."""
-        result = DispatchResult(envelope.event_id, received_at=envelope.received_at)
+        user_id = self.identity.named_user(envelope)  # recorded for event search
+        result = DispatchResult(envelope.event_id, received_at=envelope.received_at, user_id=user_id)
         if envelope.user_deleted and envelope.kind != "delete":  # a repeated deletion request still runs
             result.filtered += [FlowSkip(f.name, DELETED_USER) for f in self.flows if f.trigger.matches(envelope)]
             return result

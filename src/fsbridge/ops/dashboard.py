@@ -39,6 +39,7 @@ from fsbridge.ops.access import (
     runtime_of,
 )
 from fsbridge.ops.api import NEVER_RENDERED, Operations, pretty, story_json
+from fsbridge.ops.search import find
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.store.records import UNRENDERED
@@ -237,6 +238,15 @@ async def event_page(request: Request, event_id: str) -> Response:
         when=_when,
     )
     return _answer(request, session, page)
+
+
+@router.get("/search", include_in_schema=False)
+async def search_page(request: Request, q: str = "") -> Response:
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    found = await find(runtime_of(request), q)
+    return _answer(request, session, _page("search.html", q=q[:200], events=found, when=_when))
 
 
 @router.get("/deliveries/{delivery_id}", include_in_schema=False)

@@ -21,11 +21,13 @@ from fsbridge.store.lookups import LookupStore
 from fsbridge.store.ops_reads import OpsReads
 from fsbridge.store.ops_state import AlertStore, OpsSessionStore
 from fsbridge.store.profiles import ProfileStore
+from fsbridge.store.search import SearchStore
 from fsbridge.store.user_state import UserStateStore
 
 
 class Store(
     DeletionStore,
+    SearchStore,
     IntakeStore,
     InboxReads,
     DispatchStore,

@@ -121,9 +121,9 @@ def record_dispatch(
                 profiles_sql.forget(conn, user)
             else:
                 deletion_sql.forget_everything(conn, user, now, deletion, request_id=result.inbox_id)
-    conn.executemany(
-        "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ? WHERE id = ?",
-        [(now, r.inbox_id) for r in results],
+    conn.executemany(  # with the user it is about: what event search finds it by
+        "UPDATE inbox SET status = 'dispatched', lease_until = NULL, dispatched_at = ?, user_id = ? WHERE id = ?",
+        [(now, r.user_id, r.inbox_id) for r in results],
     )
     # A deletion request that queued no Fullstory call names the user for nothing: it goes now (one
     # that did goes once its call is done: deletion.finish_deletion_calls).

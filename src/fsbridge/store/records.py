@@ -170,6 +170,7 @@ class DispatchResult:
     forget: list[ForgetUser] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     feature_uses: list[FeatureUse] = field(default_factory=list)
+    user_id: str | None = None  # the Segment userId the event is about, as dispatch resolved it (search)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,11 @@ MIGRATIONS: dict[int, str] = {
     # until retention.tombstones; the key is random, made once per store.
     36: "CREATE TABLE IF NOT EXISTS store_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     37: "CREATE TABLE IF NOT EXISTS tombstones (key_hash TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL)",
+    # Event search (Part 3): the Segment userId a stored event is about, set by dispatch (where the
+    # user is resolved) in the update that marks it dispatched, so a search by user, email or
+    # anonymousId scans no body and intake writes nothing more.
+    38: "ALTER TABLE inbox ADD COLUMN user_id TEXT",
+    39: "CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, received_at) WHERE user_id IS NOT NULL",
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

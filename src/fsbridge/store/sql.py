@@ -32,6 +32,7 @@ from fsbridge.store import lookups as lookups_sql
 from fsbridge.store import ops_reads as ops_sql
 from fsbridge.store import ops_state as ops_state_sql
 from fsbridge.store import profiles as profiles_sql
+from fsbridge.store import search as search_sql
 from fsbridge.store import tombstones as tombstones_sql
 from fsbridge.store import user_state as user_state_sql
 from fsbridge.store.deletion import DEFAULT_TOMBSTONE_SECONDS, DeletionRules
@@ -59,6 +60,7 @@ from fsbridge.store.records import (
     QuarantinedEvent,
     Undispatched,
 )
+from fsbridge.store.search import EventQuery, FoundEvent
 from fsbridge.store.user_state import PendingRenderer, UserStateDecider
 from fsbridge.store.writer import GroupCommitWriter
 
@@ -237,6 +239,9 @@ class SqlStore:
         self._no_tombstones_until = 0.0
         await self.after_deletion()
         return forgotten.counts
+
+    async def search_events(self, query: EventQuery) -> list[FoundEvent]:
+        return await self._read(lambda conn: search_sql.search_events(conn, query))
 
     async def tombstoned(self, user_ids: list[str], now: float) -> set[str]:
         # Dispatch asks for every batch: while the store holds no tombstone at all, it asks the
