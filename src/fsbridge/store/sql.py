@@ -62,7 +62,7 @@ from fsbridge.store.records import (
 )
 from fsbridge.store.search import EventQuery, FoundEvent
 from fsbridge.store.user_state import PendingRenderer, UserStateDecider
-from fsbridge.store.writer import GroupCommitWriter
+from fsbridge.store.writer import LARGE_BYTES, GroupCommitWriter
 
 T = TypeVar("T")
 NO_TOMBSTONES_RECHECK_SECONDS = 1.0
@@ -129,11 +129,11 @@ class SqlStore:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+    async def _write(self, fn: Callable[[Connection], T], *, large: bool = False) -> T:
         if not self._opened:
             msg = "The store is not open."
             raise StoreUnavailableError(msg)
-        return await self._writer.submit(fn)
+        return await self._writer.submit(fn, large=large)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
@@ -182,10 +182,12 @@ class SqlStore:
     # -- intake (store/intake.py) -----------------------------------------------------------------
 
     async def accept(self, event: NewInboxEvent) -> Accepted:
-        return await self._write(lambda conn: intake_sql.insert_inbox(conn, event))
+        large = len(event.body) > LARGE_BYTES
+        return await self._write(lambda conn: intake_sql.insert_inbox(conn, event), large=large)
 
     async def quarantine(self, event: NewQuarantined) -> Accepted:
-        return await self._write(lambda conn: intake_sql.insert_quarantined(conn, event))
+        large = len(event.body) > LARGE_BYTES
+        return await self._write(lambda conn: intake_sql.insert_quarantined(conn, event), large=large)
 
     async def accept_all(self, events: list[NewInboxEvent | NewQuarantined]) -> list[Accepted]:
         return await self._write(lambda conn: intake_sql.accept_all(conn, events))

@@ -2,11 +2,16 @@
 together (group commit). It takes every write queued while the previous transaction was committing,
 runs them in one transaction (each in its own SAVEPOINT only after one of them fails, so one failure
 does not undo the others) and commits them with one sync. An awaited write has returned only after
-its transaction is durable."""
+its transaction is durable.
+
+A write marked large (an inbound body over LARGE_BYTES) is committed on its own, after the small
+writes waiting with it: a sender of 1 MiB bodies makes other senders wait for at most one large
+commit, not for every large body queued before theirs."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import threading
@@ -24,6 +29,7 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 MAX_GROUP = 1024
+LARGE_BYTES = 64 * 1024  # a write that stores a body larger than this is committed on its own
 
 
 @dataclass(slots=True)
@@ -31,6 +37,7 @@ class _Job:
     fn: Callable[[Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    large: bool = False
 
 
 class GroupCommitWriter:
@@ -39,6 +46,7 @@ class GroupCommitWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._large: collections.deque[_Job] = collections.deque()  # large writes, after the small ones
         self._thread = threading.Thread(target=self._run, name="fsbridge-store-writer", daemon=True)
         self._conn: Connection | None = None
         self.transactions = 0
@@ -57,10 +65,10 @@ class GroupCommitWriter:
         if self._conn is not None:
             self._conn.close()
 
-    def submit(self, fn: Callable[[Connection], T]) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[[Connection], T], *, large: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future))
+        self._jobs.put(_Job(fn, loop, future, large))
         return future
 
     def between_transactions(self, fn: Callable[[Connection], None]) -> None:
@@ -68,21 +76,32 @@ class GroupCommitWriter:
         self._between = fn
 
     def _run(self) -> None:
+        stop = False
         while True:
-            first = self._jobs.get()
-            if first is None:
+            if self._large and (stop or self._jobs.empty()):
+                group = [self._large.popleft()]  # no small write waits: one large one, alone
+            elif stop:
                 return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
+            else:
+                first = self._jobs.get()
+                if first is None:
                     stop = True
-                    break
-                group.append(job)
+                    continue
+                group = [first]
+                while len(group) < MAX_GROUP:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop = True
+                        break
+                    group.append(job)
+                if any(job.large for job in group):
+                    self._large.extend(job for job in group if job.large)
+                    group = [job for job in group if not job.large]
+                    if not group:
+                        continue
             self._commit_group(group)
             between, self._between = self._between, None
             if between is not None and self._conn is not None:
@@ -90,8 +109,6 @@ class GroupCommitWriter:
                     between(self._conn)
                 except Exception as exc:  # maintenance: the writes it follows are committed already
                     log.warning("store.between_transactions_failed", error=str(exc))
-            if stop:
-                return
 
     def _commit_group(self, group: list[_Job]) -> None:
         try:
