@@ -66,11 +66,26 @@ def test_init_env_writes_fresh_secrets_once(workdir: Path) -> None:
     env = workdir / ".env"
     text = env.read_text()
     values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    assert set(GENERATED_ENV) == set(values)
+    assert {*GENERATED_ENV, "POSTGRES_PASSWORD"} == set(values)
     assert all(len(v) >= 32 for v in values.values())
     assert 0o600 == stat.S_IMODE(env.stat().st_mode)
     assert "keeping it" in runner.invoke(app, ["init-env"]).output
     assert text == env.read_text()
+
+
+def test_init_env_fills_a_copied_env_example(workdir: Path) -> None:
+    """On a copy of .env.example, init-env fills the empty generated secrets and POSTGRES_PASSWORD, keeps every
+    value already set, and the result loads."""
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    env = workdir / ".env"
+    env.write_text(example.replace("FSBRIDGE_OPS_TOKEN=", "FSBRIDGE_OPS_TOKEN=mine-0123456789"))
+    result = runner.invoke(app, ["init-env"])
+    assert 0 == result.exit_code, result.output
+    values = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line and line[0] != "#")
+    assert "mine-0123456789" == values["FSBRIDGE_OPS_TOKEN"]
+    assert all(len(values[n]) >= 32 for n in (*GENERATED_ENV, "POSTGRES_PASSWORD") if n != "FSBRIDGE_OPS_TOKEN")
+    assert "https://api.segment.io" == values["FSBRIDGE_SEGMENT_API_URL"]
+    assert 0 == runner.invoke(app, ["check-config"]).exit_code
 
 
 def test_unknown_sample(workdir: Path) -> None:

@@ -83,3 +83,25 @@ def test_an_unreachable_postgresql_is_one_line_and_exit_3(clean_env: Path, monke
     [line] = result.output.strip().splitlines()
     assert line.startswith("FSBRIDGE_DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:1/fsbridge")
     assert "hunter2" not in result.output
+
+
+def test_a_secret_may_come_from_a_file(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSBRIDGE_<NAME>_FILE reads a secret from a file (Docker or Kubernetes secrets), trimmed; the variable
+    itself wins; an unreadable file is one line naming the variable."""
+    secret = clean_env / "ops_token"
+    secret.write_text("from-a-file-0123456789\n")
+    monkeypatch.setenv("FSBRIDGE_OPS_TOKEN_FILE", str(secret))
+    tokens = clean_env / "tokens"
+    tokens.write_text("a-token-1,a-token-2")
+    monkeypatch.setenv("FSBRIDGE_FULLSTORY_STREAM_TOKENS_FILE", str(tokens))
+    settings = load_settings()
+    assert settings.ops_token is not None
+    assert "from-a-file-0123456789" == settings.ops_token.get_secret_value()
+    assert ["a-token-1", "a-token-2"] == [t.get_secret_value() for t in settings.fullstory_stream_tokens]
+    monkeypatch.setenv("FSBRIDGE_OPS_TOKEN", "direct-0123456789")
+    assert "direct-0123456789" == load_settings().ops_token.get_secret_value()  # type: ignore[union-attr]
+    monkeypatch.setenv("FSBRIDGE_SEGMENT_WRITE_KEY_FILE", str(clean_env / "missing"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    [line] = caught.value.problems
+    assert line.startswith("FSBRIDGE_SEGMENT_WRITE_KEY_FILE: cannot read")

@@ -509,15 +509,31 @@ def _parse_since(text: str) -> float:
 
 @app.command("init-env")
 def init_env(path: Annotated[Path, typer.Option(help="Where to write.")] = Path(".env")) -> None:
-    """Write fresh random webhook secrets, stream tokens and an ops token to .env (never overwrites)."""
-    if path.exists():
-        typer.echo(f"{path} exists; keeping it.")
+    """Write fresh random webhook secrets, stream tokens, an ops token and a PostgreSQL password to .env:
+    a new file, or the ones a file (a copied .env.example) leaves empty or out. Never overwrites a value."""
+    generated = (*GENERATED_ENV, "POSTGRES_PASSWORD")
+    lines = (
+        path.read_text(encoding="utf-8").splitlines()
+        if path.exists()
+        else ["# Written by `fsbridge init-env`; keep it secret. Real environment variables win."]
+    )
+    filled = []
+    for name in generated:
+        value = secrets.token_urlsafe(32)
+        at = next((i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == name), None)
+        if at is None:
+            lines.append(f"{name}={value}")
+        elif lines[at].partition("=")[2].strip():
+            continue  # a value someone set: kept
+        else:
+            lines[at] = f"{name}={value}"
+        filled.append(name)
+    if not filled:
+        typer.echo(f"{path} has every secret fsbridge generates; keeping it.")
         return
-    lines = ["# Written by `fsbridge init-env`; keep it secret. Real environment variables win."]
-    lines += [f"{name}={secrets.token_urlsafe(32)}" for name in GENERATED_ENV]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)
-    typer.echo(f"Wrote fresh webhook secrets, stream tokens and an ops token to {path.resolve()}.")
+    typer.echo(f"Wrote fresh values for {', '.join(filled)} to {path.resolve()}.")
 
 
 def main() -> None:

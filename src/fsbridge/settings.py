@@ -5,6 +5,7 @@ the configuration file: each problem is one line naming the variable, what is wr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -63,8 +64,18 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_means_unset(cls, values: Any) -> Any:
         # An empty variable overrides .env and means "not set": the field's default.
-        if isinstance(values, dict):
-            return {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        if not isinstance(values, dict):
+            return values
+        values = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        # A secret may come from a file (Docker and Kubernetes secrets): FSBRIDGE_<NAME>_FILE.
+        for name in SECRET_FIELDS:
+            variable = f"FSBRIDGE_{name.upper()}_FILE"
+            if (path := os.environ.get(variable, "").strip()) and name not in values:
+                try:
+                    values[name] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    msg = f"{variable}: cannot read {path} ({exc.strerror}); point it at a readable file"
+                    raise ValueError(msg) from None
         return values
 
     @field_validator(
@@ -141,6 +152,7 @@ class Settings(BaseSettings):
         return [v for v in values if len(v) >= 4]
 
 
+SECRET_FIELDS = tuple(name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation))
 ENV_VARIABLES = tuple(f"FSBRIDGE_{name.upper()}" for name in Settings.model_fields)
 
 _HINTS = {
@@ -158,9 +170,11 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            variable = f"FSBRIDGE_{field.upper()}"
             message = str(error["msg"]).removeprefix("Value error, ")
+            if not error["loc"]:  # a check across variables names its variable itself
+                problems.append(f"{message}.")
+                continue
+            variable = f"FSBRIDGE_{str(error['loc'][0]).upper()}"
             hint = _HINTS.get(error["type"])
             problems.append(f"{variable}: {message}" + (f"; {hint}." if hint else "."))
         raise ConfigError(problems) from None
