@@ -98,6 +98,7 @@ class Runtime:
             adoption=adoption if self.adoption is not None else None,
         )
         self.metrics = Metrics()
+        self.metrics.start_at_zero(self.destinations, ("fullstory", "fullstory_stream", "segment", "fullstory_api"))
         store = self.store
         self.metrics.watch_store(lambda: (store.transactions, store.writes))
         self.worker = Worker(

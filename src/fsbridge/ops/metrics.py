@@ -4,7 +4,7 @@ updated where things happen; queue depths and destination states are read at scr
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -93,6 +93,17 @@ class Metrics:
         # Identifies that coalescing saved, per flow (stored counts, read at each scrape).
         self.coalesced: dict[str, int] = {}
         r.register(_Coalesced(self))
+
+    def start_at_zero(self, destinations: Iterable[str], sources: Iterable[str]) -> None:
+        """Export every destination's outcomes and every source's counts from the start, at 0: a
+        counter that first appears already at 3 shows no increase, so an alert on the first dead
+        letters (increase over a window) would never fire."""
+        for destination in destinations:
+            for outcome in ("delivered", "retry", "dead", "parked", "dry_run"):
+                self.deliveries.labels(destination, outcome)
+        for source in sources:
+            for counter in (self.received, self.duplicates, self.quarantined):
+                counter.labels(source)
 
     def watch_store(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Expose the store's committed transactions and writes, `counts()` read at each scrape."""
