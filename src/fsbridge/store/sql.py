@@ -136,7 +136,7 @@ class SqlStore:
         return await self._writer.submit(fn, large=large)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
-        def run() -> T:
+        def attempt() -> T:
             conn = getattr(self._reader_local, "conn", None)
             if conn is None:
                 conn = self.engine.connect()
@@ -146,11 +146,19 @@ class SqlStore:
             try:
                 return fn(conn)
             except self.engine.errors:
-                # The connection may be broken (a server restart): the next read connects anew.
+                # The connection may be broken (a server restart): the next attempt connects anew.
                 self._reader_local.conn = None
                 with contextlib.suppress(Exception):
                     conn.close()
                 raise
+
+        def run() -> T:
+            # A reader kept across a database restart fails once on its dead connection: a read is
+            # safe to repeat, so it is tried once more on a new one before the store is called down.
+            try:
+                return attempt()
+            except self.engine.errors:
+                return attempt()
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._readers, run)
