@@ -261,12 +261,19 @@ def test_a_weight_for_an_unknown_signal_is_a_config_error() -> None:
 
 
 async def test_the_dashboard_shows_at_risk_users_and_score_bands(bridge: Bridge) -> None:
-    """/ops lists users at risk now, with a link to each user's page, and how many users are in each band."""
+    """/ops lists users at risk now, linking to each user's HTML page (which the signed-in session reads: score,
+    contributions, events), and how many users are in each band."""
     await clicks(bridge, click(1), click(2), click(3))
     await bridge.client.post("/ops/login", data={"token": OPS_TOKEN})
     page = (await bridge.client.get("/ops")).text
-    assert '<tr class="at-risk-user"><td><a href="/ops/api/users/u_1">u:u_1</a>' in page
+    assert '<tr class="at-risk-user"><td><a href="/ops/users/u_1">u:u_1</a>' in page
     assert "good 1" in page  # 100 - 3 rage clicks * 5 - the at-risk session's 10 = 75
+    user = await bridge.client.get("/ops/users/u_1")
+    assert 200 == user.status_code
+    assert "Health score: 75 (good)" in user.text
+    assert "At risk: <b>yes</b>" in user.text
+    assert 3 == user.text.count("<td>fullstory_stream</td><td>rage_click</td>")
+    assert 404 == (await bridge.client.get("/ops/users/nobody")).status_code
 
 
 async def test_a_dispatch_killed_after_the_decision_sends_the_transition_once(

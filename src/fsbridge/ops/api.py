@@ -15,11 +15,10 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from fsbridge.bounds import quote
-from fsbridge.envelope import Envelope, has_dotted_keys
 from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.ops.requests import ReplayRequest
-from fsbridge.ops.users import explain_user
+from fsbridge.ops.users import user_record_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.sources.envelopes import envelope_for
@@ -316,48 +315,9 @@ async def list_jobs(request: Request) -> dict[str, list[dict[str, Any]]]:
     return {"items": await runtime_of(request).scheduler.states()}
 
 
-USER_ACTIVITY = 50  # the newest events and deliveries a user's page lists
-USER_DELIVERY_FIELDS = ("id", "event_id", "flow", "destination", "status", "attempts", "last_status_code",
-                        "last_error", "created_at", "next_attempt_at")  # fmt: skip
-
-
 @ops.get("/users/{user_id:path}", summary="What fsbridge holds about one Segment user (404 after a deletion)")
 async def user(request: Request, user_id: str) -> Response:
-    runtime = runtime_of(request)
-    record = await runtime.store.user_record(user_id)
-    explained = await explain_user(runtime, user_id)
-    if record is None and explained is None:
+    record = await user_record_json(runtime_of(request), user_id)
+    if record is None:
         return error_response(404, "not_found", f"fsbridge holds nothing about user {quote(user_id)}.")
-    uid = runtime.router.identity.fullstory_uid(user_id)
-    rules = runtime.router.identity
-
-    def about(source: str, kind: str, body: bytes) -> bool:
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return False
-        envelope = Envelope("", source, "", kind, "", 0.0, payload, dotted_keys=has_dotted_keys(payload))
-        return rules.named_user(envelope) in (user_id, uid)
-
-    events, deliveries = await runtime.store.user_activity([user_id, uid], USER_ACTIVITY, about)
-    return json_response(
-        200,
-        {
-            "user_id": user_id,
-            "profile": {
-                "traits": record.traits if record else {},
-                "group_id": record.group_id if record else None,
-                "updated_at": record.updated_at if record else None,
-            },
-            "identity_links": record.identity_links if record else [],
-            "audiences": record.audiences if record else {},
-            "groups": record.groups if record else [],
-            "score": {k: v for k, v in explained.items() if k not in ("at_risk", "nps_suppressed")}
-            if explained
-            else None,
-            "at_risk": explained["at_risk"] if explained else None,
-            "nps_suppressed": explained["nps_suppressed"] if explained else None,
-            "events": [dict(zip(("id", "source", "stream", "kind", "received_at"), e, strict=True)) for e in events],
-            "deliveries": [dict(zip(USER_DELIVERY_FIELDS, d, strict=True)) for d in deliveries],
-        },
-    )
+    return json_response(200, record)

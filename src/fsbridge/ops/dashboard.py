@@ -40,6 +40,7 @@ from fsbridge.ops.access import (
 )
 from fsbridge.ops.api import NEVER_RENDERED, Operations, pretty, story_json
 from fsbridge.ops.search import find
+from fsbridge.ops.users import user_record_json
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.store.records import UNRENDERED
@@ -237,6 +238,20 @@ async def event_page(request: Request, event_id: str) -> Response:
         csrf=session.csrf,
         when=_when,
     )
+    return _answer(request, session, page)
+
+
+@router.get("/users/{user_id:path}", include_in_schema=False)
+async def user_page(request: Request, user_id: str) -> Response:
+    session = await _session(request)
+    if not isinstance(session, Session):
+        return session
+    record = await user_record_json(runtime_of(request), user_id)
+    if record is None:
+        return _page(
+            "message.html", 404, title="Not found", message=f"fsbridge holds nothing about user {user_id[:200]}."
+        )
+    page = _page("user.html", u=record, traits=pretty(record["profile"]["traits"]), when=_when)
     return _answer(request, session, page)
 
 
