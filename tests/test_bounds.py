@@ -62,3 +62,8 @@ def as_iso_timestamp_cache_size() -> int:
     from fsbridge.engine.mapping import _iso_from_text
 
     return int(_iso_from_text.cache_info().currsize)
+
+
+def test_a_quote_of_a_huge_object_is_short() -> None:
+    """A nested object of megabytes is quoted in at most 80 characters, without rendering it whole."""
+    assert len(quote({"a": "x" * 1_000_000, "b": list(range(100_000)), "c": {"d": {"e": [1] * 1000}}})) <= 80

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import reprlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -34,9 +35,14 @@ def short_key(text: str, limit: int = MAX_SESSION_ID_CHARS) -> str:
     return "sha256:" + hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = MAX_QUOTE_CHARS + 1
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 2, 4, 4  # a huge object is never rendered whole first
+
+
 def quote(value: Any, limit: int = MAX_QUOTE_CHARS) -> str:
     """A value as an error message or a log line may quote it: its repr, at most `limit` characters."""
-    text = repr(value[: limit + 1]) if isinstance(value, str) else repr(value)[: limit + 1]
+    text = repr(value[: limit + 1]) if isinstance(value, str) else _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
