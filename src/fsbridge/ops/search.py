@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -80,7 +80,9 @@ async def find(runtime: Runtime, text: str, limit: int = 50) -> list[FoundEvent]
     return await runtime.store.search_events(EventQuery(message_id=text, limit=limit))
 
 
-async def _people(runtime: Runtime, user_id: str | None, email: str | None, anonymous_id: str | None) -> Any:
+async def _people(
+    runtime: Runtime, user_id: str | None, email: str | None, anonymous_id: str | None
+) -> tuple[str, ...] | None:
     """The userIds every identity given names (the intersection); None when none is given."""
     rules = runtime.router.identity
     sets: list[set[str]] = []
