@@ -391,3 +391,24 @@ async def test_a_request_that_arrives_in_one_read_arms_no_deadline(monkeypatch: 
             writer.close()
     assert split.endswith(b"echo:hi")
     assert ["_body_too_slow"] == armed
+
+
+async def test_the_uvicorn_installed_has_what_the_limited_protocol_extends() -> None:
+    """The uvicorn range pyproject.toml allows is the one these tests ran against, and the installed one has
+    every method and attribute LimitedHttpToolsProtocol overrides or reads; an incompatible uvicorn fails here."""
+    from importlib.metadata import version
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    installed = tuple(int(part) for part in version("uvicorn").split(".")[:2])
+    assert (0, 30) <= installed < (0, 55), version("uvicorn")  # as pyproject.toml allows
+    for method in ("connection_made", "connection_lost", "data_received", "on_url", "on_header",
+                   "on_headers_complete", "on_body", "on_message_complete", "on_response_complete",
+                   "on_message_begin", "send_400_response", "timeout_keep_alive_handler"):  # fmt: skip
+        assert callable(getattr(HttpToolsProtocol, method, None)), method
+    config = uvicorn.Config(app, http=limited_protocol(LIMITS), lifespan="off")
+    config.load()
+    server_state = uvicorn.Server(config).server_state
+    protocol = limited_protocol(LIMITS)(config=config, server_state=server_state, app_state={})
+    for attribute in ("loop", "connections", "timeout_keep_alive", "timeout_keep_alive_task", "pipeline", "cycle"):
+        assert hasattr(protocol, attribute), attribute
