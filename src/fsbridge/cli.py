@@ -1,32 +1,30 @@
-"""The `fsbridge` command: serve, check-config, test-mapping, replay, backtest, send-sample,
-dlq list|replay, jobs list|run, init-env."""
+"""The `fsbridge` command: serve, check-config, send-sample, dlq list|replay, jobs list|run,
+score explain, users forget, init-env; it also registers test-mapping, replay and backtest, which
+live in `cli_flows` beside the helpers every command shares (`cli_support`)."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import httpx
-import orjson
 import typer
 import uvicorn
 from pydantic import ValidationError
 
-from fsbridge.config import FsbridgeConfig, load_config
+from fsbridge.cli_flows import backtest, preview_mapping, replay
+from fsbridge.cli_support import checked_config, checked_settings, fail, reachable, with_runtime
 from fsbridge.errors import ConfigError
 from fsbridge.log import configure_logging
 from fsbridge.ops.users import explain_user
 from fsbridge.runtime import Role, Runtime
 from fsbridge.samples import SAMPLES
-from fsbridge.settings import Settings, load_settings
-from fsbridge.store.base import store_problem
+from fsbridge.settings import Settings
 
 app = typer.Typer(help="fsbridge: Fullstory ⇄ Segment bridge.", no_args_is_help=True, add_completion=False)
 dlq = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
@@ -47,34 +45,6 @@ GENERATED_ENV = (
 )
 
 
-def _fail(lines: list[str], code: int = 2) -> typer.Exit:
-    for line in lines:
-        typer.echo(line, err=True)
-    return typer.Exit(code)
-
-
-def _settings() -> Settings:
-    """The environment's settings, checked: a wrong variable stops the command with one line each."""
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise _fail(exc.problems) from exc
-
-
-def _reachable(settings: Settings) -> None:
-    """Stop with one line, not a traceback, when the store cannot be reached (exit 3: try again later)."""
-    problem = store_problem(settings.database_url)
-    if problem is not None:
-        raise _fail([f"FSBRIDGE_DATABASE_URL: {problem}"], code=3)
-
-
-def _load(settings: Settings, path: Path | None = None) -> FsbridgeConfig:
-    try:
-        return load_config(path or settings.config)
-    except ConfigError as exc:
-        raise _fail(exc.problems) from exc
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (env FSBRIDGE_HOST).")] = None,
@@ -87,16 +57,16 @@ def serve(
     from fsbridge.ops.access import warn_if_open_beyond_loopback
 
     if role not in ("all", "api", "worker"):
-        raise _fail([f"--role must be all, api or worker, not {role!r}."])
-    settings = _settings()
+        raise fail([f"--role must be all, api or worker, not {role!r}."])
+    settings = checked_settings()
     configure_logging(settings.log_format, settings.secret_values(), cache=True)
-    config = _load(settings)
+    config = checked_config(settings)
     try:
         runtime = Runtime(settings, config, role=_role(role))
     except (ConfigError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-        raise _fail(problems) from exc
-    _reachable(settings)
+        raise fail(problems) from exc
+    reachable(settings)
     # uvicorn's own default, applied behind the webhook fast path instead of in front of it.
     app = create_app(runtime, trusted_proxies=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
     bind = host or settings.host
@@ -146,12 +116,12 @@ def check_config(
     path: Annotated[Path | None, typer.Argument(help="Default: FSBRIDGE_CONFIG.")] = None,
 ) -> None:
     """Validate the flow configuration; exit 0, or print every problem with its line."""
-    settings = _settings()
-    config = _load(settings, path)
+    settings = checked_settings()
+    config = checked_config(settings, path)
     try:
         Runtime(settings, config)
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc.problems if isinstance(exc, ConfigError) else [str(exc)]) from exc
+        raise fail(exc.problems if isinstance(exc, ConfigError) else [str(exc)]) from exc
     typer.echo(f"{path or settings.config}: OK")
 
 
@@ -162,13 +132,13 @@ def send_sample(
 ) -> None:
     """Post a correctly signed sample webhook to a running fsbridge."""
     if name not in SAMPLES:
-        raise _fail([f"Unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}."])
-    settings = _settings()
+        raise fail([f"Unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}."])
+    settings = checked_settings()
     request = SAMPLES[name](settings, time.time())
     try:
         response = httpx.post(url.rstrip("/") + request.path, content=request.body, headers=request.headers, timeout=10)
     except httpx.HTTPError as exc:
-        raise _fail([f"Could not reach {url}: {exc}"], code=1) from exc
+        raise fail([f"Could not reach {url}: {exc}"], code=1) from exc
     typer.echo(f"POST {request.path} -> {response.status_code} {response.text}")
     if not response.is_success:
         raise typer.Exit(1)
@@ -192,7 +162,7 @@ def dlq_list(
                 f"status={item.last_status_code}  {item.last_error}"
             )
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 @dlq.command("replay")
@@ -216,11 +186,11 @@ def dlq_replay(
     from fsbridge.ops.requests import ReplayRequest
 
     if not ids and not all_:
-        raise _fail(["Name delivery ids to replay, or pass --all."])
+        raise fail(["Name delivery ids to replay, or pass --all."])
     try:
         request = ReplayRequest(flow=flow, destination=destination, since=since, until=until, status_code=status_code)
     except ValidationError as exc:
-        raise _fail([f"--{e['loc'][0]}: {str(e['msg']).removeprefix('Value error, ')}." for e in exc.errors()]) from exc
+        raise fail([f"--{e['loc'][0]}: {str(e['msg']).removeprefix('Value error, ')}." for e in exc.errors()]) from exc
 
     async def run(runtime: Runtime) -> None:
         operations = Operations(runtime)
@@ -231,7 +201,7 @@ def dlq_replay(
             done = await operations.replay(delivery_id)
             typer.echo(f"{delivery_id}: {'replaying' if done else 'not found, already pending, or never rendered'}")
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 @jobs.command("list")
@@ -247,7 +217,7 @@ def jobs_list() -> None:
                 f"outcome={item['last_outcome'] or '-'}  {counts}  next={_moment(item['next_run_at'])}".rstrip()
             )
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 @jobs.command("run")
@@ -268,16 +238,16 @@ def jobs_run(
 
     async def run(runtime: Runtime) -> None:
         if name not in runtime.scheduler.jobs:
-            raise _fail([f"No job is called {name!r}; jobs: {', '.join(sorted(runtime.scheduler.jobs))}."])
+            raise fail([f"No job is called {name!r}; jobs: {', '.join(sorted(runtime.scheduler.jobs))}."])
         result = await runtime.scheduler.run_now(name, options)
         if not result.ran:
-            raise _fail([f"{name} is running elsewhere right now; try again when it has finished."], code=1)
+            raise fail([f"{name} is running elsewhere right now; try again when it has finished."], code=1)
         counts = " ".join(f"{k}={v}" for k, v in (result.counts or {}).items())
         typer.echo(f"{name}: {result.outcome} {counts}".rstrip())
         if result.outcome != "ok":
             raise typer.Exit(1)
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 @users.command("forget")
@@ -288,7 +258,7 @@ def users_forget(
     so that nothing more is sent about them, as a Segment deletion request does. Fullstory's own copy
     is deleted by the segment_delete_to_fullstory_user flow when the request comes from Segment."""
     if not user_id.strip():
-        raise _fail(["Name the userId to forget."])
+        raise fail(["Name the userId to forget."])
 
     async def run(runtime: Runtime) -> None:
         from fsbridge.engine.stages.profiles import forget_request
@@ -297,7 +267,7 @@ def users_forget(
         removed = ", ".join(f"{kind}={count}" for kind, count in counts.items())
         typer.echo(f"Forgotten: {removed}; a tombstone keeps anything more being sent about this user.")
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 @score.command("explain")
@@ -311,200 +281,22 @@ def score_explain(
     async def run(runtime: Runtime) -> None:
         explained = await explain_user(runtime, user_id)
         if explained is None:
-            raise _fail([f"No score is kept for {user_id!r} (no signal seen, or flows.health_score is off)."], code=1)
+            raise fail([f"No score is kept for {user_id!r} (no signal seen, or flows.health_score is off)."], code=1)
         for c in explained["contributions"]:
             typer.echo(f"{c['signal']:<16} {c['at']}  weight {c['weight']:g}  decayed {c['value']:.2f}")
         typer.echo(f"score {explained['score']} ({explained['band']}) = clamp(0, 100, round(100 - "
                    f"{explained['total']:.2f})), half-life {explained['half_life_seconds']:g} s")  # fmt: skip
 
-    _with_runtime(run)
+    with_runtime(run)
 
 
 def _moment(value: float | None) -> str:
     return "-" if value is None else datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _with_runtime(action: Callable[[Runtime], Awaitable[None]]) -> None:
-    settings = _settings()
-    configure_logging("console", settings.secret_values(), level=30)
-    runtime = Runtime(settings, _load(settings))
-    _reachable(settings)
-
-    async def main() -> None:
-        await runtime.store.open()
-        try:
-            await action(runtime)
-        finally:
-            await runtime.stop()
-
-    asyncio.run(main())
-
-
-@app.command("test-mapping")
-def preview_mapping(
-    flow: Annotated[str, typer.Argument(help="The flow's name.")],
-    input_file: Annotated[Path, typer.Argument(help="A JSON payload as the flow's source would send it.")],
-    config: Annotated[Path | None, typer.Option(help="Default: FSBRIDGE_CONFIG.")] = None,
-    enriched: Annotated[
-        Path | None,
-        typer.Option(help="JSON answers for the flow's look-ups, by enrich step (null: nothing found)."),
-    ] = None,
-) -> None:
-    """Print what a flow would send for an input (or why it holds it back). Nothing is sent or stored,
-    and no look-up is made: a flow that enriches shows its plan, or renders with --enriched answers."""
-    from fsbridge.engine.rendering import offline_limits, render_flow
-    from fsbridge.flows import build_flows
-    from fsbridge.sources.envelopes import envelope_for
-    from fsbridge.sources.fullstory import ShapeError
-
-    settings = _settings()
-    flows = {f.name: f for f in build_flows(_load(settings, config))}
-    if flow not in flows:
-        raise _fail([f"No enabled flow is called {flow!r}; flows: {', '.join(flows) or 'none'}."])
-    chosen = flows[flow]
-    try:
-        payload = orjson.loads(input_file.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise _fail([f"{input_file}: cannot read JSON ({exc})."]) from exc
-    try:
-        envelope = envelope_for(chosen.trigger.source, payload)
-    except ShapeError as exc:
-        raise _fail([f"{input_file}: {chosen.trigger.source} would quarantine this payload: {exc}"], code=1) from exc
-    if not chosen.trigger.matches(envelope):
-        kinds = ", ".join(sorted(chosen.trigger.kinds)) or "any"
-        typer.echo(f"not triggered: {flow} takes {chosen.trigger.source} events of kind {kinds}, not {envelope.kind!r}")
-        return
-    answers = None
-    if enriched is not None:
-        try:
-            answers = orjson.loads(enriched.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise _fail([f"{enriched}: cannot read JSON ({exc})."]) from exc
-        if not isinstance(answers, dict):
-            raise _fail([f"{enriched}: expected an object of enrich step: answer."])
-    rendering = render_flow(chosen, envelope, offline_limits(chosen.target.destination), answers=answers)
-    if rendering.held_back is not None:
-        typer.echo(f"filtered: {rendering.held_back}")
-        return
-    if rendering.awaiting_lookups and rendering.body is not None:
-        typer.echo("awaiting look-ups (made when the delivery is sent; --enriched FILE renders with answers):")
-        typer.echo(orjson.dumps(orjson.loads(rendering.body), option=orjson.OPT_INDENT_2).decode())
-        return
-    if rendering.error is not None or rendering.body is None:
-        raise _fail([f"mapping error: {rendering.error}"], code=1)
-    typer.echo(f"{chosen.target.destination}.{chosen.target.action}:")
-    typer.echo(orjson.dumps(orjson.loads(rendering.body), option=orjson.OPT_INDENT_2).decode())
-
-
-@app.command()
-def replay(
-    flow: Annotated[str, typer.Option(help="The flow to run the stored events through.")],
-    since: Annotated[str, typer.Option(help="ISO-8601 time, or an age such as 30m, 6h, 7d.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many stored events.")] = 10_000,
-) -> None:
-    """Run stored events through the current configuration; show, and unless --dry-run enqueue, the changes."""
-    from fsbridge.engine.replay import replay_flow
-
-    started = _parse_since(since)
-
-    async def run(runtime: Runtime) -> None:
-        chosen = next((f for f in runtime.flows if f.name == flow), None)
-        if chosen is None:
-            raise _fail([f"No enabled flow is called {flow!r}."])
-
-        items = await replay_flow(
-            runtime.store,
-            chosen,
-            started,
-            resolve_identities=runtime.worker.resolve_identities,
-            apply=not dry_run,
-            limits=runtime.router.destinations[chosen.target.destination],
-            now=runtime.clock.now(),
-            limit=limit,
-        )
-        counts: dict[str, int] = {}
-        for item in items:
-            counts[item.outcome] = counts.get(item.outcome, 0) + 1
-            if item.outcome == "unchanged":
-                continue
-            typer.echo(f"{item.event_id}: {item.outcome}{': ' + item.detail if item.detail else ''}")
-            for line in item.diff:
-                typer.echo(f"    {line}")
-        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no stored events"
-        action = (
-            "nothing enqueued (--dry-run)" if dry_run else f"{counts.get('changed', 0) + counts.get('new', 0)} enqueued"
-        )
-        typer.echo(f"{flow} since {since}: {summary}; {action}.")
-
-    _with_runtime(run)
-
-
-@app.command()
-def backtest(
-    flow: Annotated[str, typer.Argument(help="The flow's name (an aggregation flow too); it need not be enabled.")],
-    since: Annotated[str, typer.Option(help="ISO-8601 time, or an age such as 30m, 6h, 7d.")] = "7d",
-    limit: Annotated[int, typer.Option(help="At most this many stored events.")] = 100_000,
-) -> None:
-    """Run a flow over the stored raw events and print what it would have sent. Reads only."""
-    from fsbridge.engine.backtest import backtest_flow
-    from fsbridge.engine.dispatch import envelope_of
-    from fsbridge.flows import build_flow, flow_specs
-    from fsbridge.flows.aggregations.backtest import PER_USER_FLOWS, backtest_feature_adoption, backtest_user_flow
-
-    started = _parse_since(since)
-
-    async def run(runtime: Runtime) -> None:
-        if flow in (*PER_USER_FLOWS, "feature_adoption"):
-            stored = [envelope_of(e) for e in await runtime.store.list_inbox(started, limit)]
-            envelopes = await runtime.worker.resolve_identities(stored)
-            flows, identity = runtime.config.flows, runtime.config.identity
-            if flow == "feature_adoption":
-                result = backtest_feature_adoption(flows.feature_adoption, identity, envelopes, time.time())
-                target = "alert"
-                if not flows.feature_adoption.cohorts.counts_all:
-                    typer.echo("Cohorts are backtested as `all`: their members are known as of today, not then.")
-            else:
-                result = backtest_user_flow(flows, identity, flow, envelopes)
-                target = "segment"
-        else:
-            chosen = build_flow(runtime.config, flow)
-            if chosen is None:
-                known = ", ".join([*PER_USER_FLOWS, "feature_adoption", *flow_specs(runtime.config)])
-                raise _fail([f"No flow is called {flow!r}; flows: {known}."])
-            result = await backtest_flow(
-                runtime.store,
-                chosen,
-                started,
-                resolve_identities=runtime.worker.resolve_identities,
-                limits=runtime.router.destinations[chosen.target.destination],
-                limit=limit,
-            )
-            target = f"{chosen.target.destination}.{chosen.target.action}"
-        sent = result.would_send.total()
-        typer.echo(f"{flow} over {result.events} stored events since {since}: would send {sent}, "
-                   f"hold back {result.held_back.total()}, fail {result.errors.total()}.")  # fmt: skip
-        for label, counts in (("would send", result.would_send), ("held back by", result.held_back)):
-            for name, count in counts.most_common():
-                typer.echo(f"  {label} {name}: {count}")
-        for error, count in result.errors.most_common(5):
-            typer.echo(f"  error ({count}): {error}")
-        for n, example in enumerate(result.examples, 1):
-            typer.echo(f"example {n}, {target}:")
-            typer.echo(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
-
-    _with_runtime(run)
-
-
-def _parse_since(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return time.time() - int(text[:-1]) * units[text[-1]]
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise _fail([f"--since takes an ISO-8601 time or an age such as 30m, 6h, 7d, not {text!r}."]) from exc
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+app.command("test-mapping")(preview_mapping)
+app.command()(replay)
+app.command()(backtest)
 
 
 @app.command("init-env")

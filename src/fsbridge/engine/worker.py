@@ -17,6 +17,8 @@ from fsbridge.clock import Clock
 from fsbridge.engine.dispatch import Router, envelope_of, suppress_unchanged
 from fsbridge.engine.enricher import DeliveryRenderer, Enriched
 from fsbridge.engine.isolation import BreakerState, Guard
+from fsbridge.engine.loop_share import LoopShare
+from fsbridge.engine.outcomes import answered_update, dry_run_update
 from fsbridge.engine.rendering import shorten
 from fsbridge.engine.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from fsbridge.envelope import Envelope
@@ -31,30 +33,12 @@ from fsbridge.store import (
     DispatchResult,
     IdentityConflict,
 )
-from fsbridge.store.deletion import DELETION_CALL
 from fsbridge.store.deliveries import DeliveryStore
 from fsbridge.store.dispatch import DispatchStore
 from fsbridge.store.identity import IdentityStore
 from fsbridge.targets import Destination, SendResult
 
 log = get_logger(__name__)
-
-
-class LoopShare:
-    """Routing runs on the event loop that intake answers on: after every YIELD_BYTES of event bodies
-    parsed or routed it lets the loop answer what waits, so a batch of large events (a sender of
-    1 MiB values) never holds other senders' 202s for its whole length. Small events never yield."""
-
-    YIELD_BYTES = 256 * 1024
-
-    def __init__(self) -> None:
-        self._since = 0
-
-    async def after(self, size: int) -> None:
-        self._since += size
-        if self._since >= self.YIELD_BYTES:
-            self._since = 0
-            await asyncio.sleep(0)
 
 
 class WorkerStore(DispatchStore, DeliveryStore, IdentityStore, Protocol):
@@ -297,7 +281,7 @@ class Worker:
                 guard.breaker.cancel_probe()
             return 0
         if destination.dry_run:
-            updates = [self._dry_run(destination, d) for d in deliveries]
+            updates = [dry_run_update(destination, d) for d in deliveries]
             await self.store.record_updates(updates)
             for status in ("dry_run", "dead"):
                 if count := sum(u.status == status for u in updates):
@@ -322,18 +306,6 @@ class Worker:
 
         await asyncio.gather(*(send(batch) for batch in batches))
         return claimed
-
-    @staticmethod
-    def _dry_run(destination: Destination, delivery: Delivery) -> DeliveryUpdate:
-        """Recorded as it would be sent; a message the destination would refuse for its size (a dead
-        letter replayed as it was) stays dead, with its reason."""
-        limit = destination.max_message_bytes
-        if limit is not None and not delivery.awaiting and len(delivery.body) > limit:
-            error = f"the message is {len(delivery.body):,} bytes, over {destination.name}'s limit of {limit:,} bytes"
-            return DeliveryUpdate(delivery.id, "dead", delivery.next_attempt_at, None, last_error=error)
-        return DeliveryUpdate(
-            delivery.id, "dry_run", delivery.next_attempt_at, None, ends_deletion=delivery.action == DELETION_CALL
-        )
 
     async def _enrich(self, name: str, deliveries: list[Delivery]) -> list[Delivery]:
         """Make the look-ups of the deliveries that wait for them; returns what can be sent now,
@@ -369,7 +341,9 @@ class Worker:
                 )
             else:
                 assert result.attempt is not None
-                updates.append(self._update(d, Verdict.RETRY, result.attempt, 1, result.retry_after, now))
+                updates.append(
+                    answered_update(d, Verdict.RETRY, result.attempt, 1, result.retry_after, now, self.policy)
+                )
         await self.store.record_updates(updates)
         for outcome, count in collections.Counter(u.status for u in updates).items():
             if outcome in ("filtered", "dead"):
@@ -458,7 +432,7 @@ class Worker:
             await self.store.park_destination(destination.name, reason, now)
             log.error("destination.parked", destination=destination.name, status_code=result.status_code)
         retry_after = parse_retry_after(result.retry_after, now)
-        updates = [self._update(d, verdict, attempt, len(batch), retry_after, now) for d in batch]
+        updates = [answered_update(d, verdict, attempt, len(batch), retry_after, now, self.policy) for d in batch]
         await self.store.record_updates(updates)
         outcomes = collections.Counter("retry" if u.status == "pending" else u.status for u in updates)
         for outcome, count in outcomes.items():
@@ -475,56 +449,6 @@ class Worker:
                     delivery_id=update.delivery_id,
                     error=update.last_error,
                 )
-
-    def _update(
-        self,
-        delivery: Delivery,
-        verdict: Verdict,
-        attempt: AttemptRecord,
-        batch_size: int,
-        retry_after: float | None,
-        now: float,
-    ) -> DeliveryUpdate:
-        code, error = attempt.status_code, attempt.error
-        if verdict is Verdict.DELIVERED:
-            return DeliveryUpdate(
-                delivery.id,
-                "delivered",
-                now,
-                attempt,
-                last_status_code=code,
-                may_have_snapshot=delivery.sync_scope is not None,
-                ends_deletion=delivery.action == DELETION_CALL,
-            )
-        if verdict is Verdict.PARK:
-            return DeliveryUpdate(delivery.id, "parked", now, attempt, last_status_code=code, last_error=error)
-        if verdict is Verdict.DEAD and batch_size > 1 and code in (400, 413):
-            # One bad message makes Segment refuse the whole batch: resend each alone to find it.
-            note = f"{error}; the batch of {batch_size} was refused, so each message is resent alone"
-            return DeliveryUpdate(
-                delivery.id, "pending", now, attempt, send_alone=True, last_status_code=code, last_error=note
-            )
-        if verdict is Verdict.DEAD:
-            return DeliveryUpdate(delivery.id, "dead", now, attempt, last_status_code=code, last_error=error)
-        next_at = self.policy.next_attempt_at(
-            attempts=delivery.attempts + 1,
-            retry_started_at=delivery.retry_started_at,
-            now=now,
-            retry_after=retry_after,
-        )
-        if next_at is None:
-            horizon = f"retried for {self.policy.horizon_seconds:g} s without success; last error: {error}"
-            return DeliveryUpdate(delivery.id, "dead", now, attempt, last_status_code=code, last_error=horizon)
-        log.info("delivery.retry_scheduled", delivery_id=delivery.id, in_seconds=round(next_at - now, 3))
-        return DeliveryUpdate(
-            delivery.id,
-            "pending",
-            next_at,
-            attempt,
-            send_alone=delivery.send_alone,
-            last_status_code=code,
-            last_error=error,
-        )
 
     # -- background loops ---------------------------------------------------------------------------
 
