@@ -69,7 +69,8 @@ def _type_name(annotation: Any) -> str:
     if origin is not None and str(origin).endswith("Annotated"):
         return _type_name(get_args(annotation)[0])
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return _cell(text.replace("typing.", "").replace("fsbridge.config.", "").replace("pydantic.types.", ""))
+    text = re.sub(r"fsbridge\.config\.(?:\w+\.)?", "", text)
+    return _cell(text.replace("typing.", "").replace("pydantic.types.", ""))
 
 
 def _default(field: FieldInfo) -> str:
