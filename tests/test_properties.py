@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from fsbridge.config import IdentityConfig
 from fsbridge.engine.dispatch import Router
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.engine.language import CASTS
+from fsbridge.engine.language_casts import CASTS
 from fsbridge.engine.rendering import DestinationLimits
 from fsbridge.envelope import MISSING, Envelope, has_dotted_keys, lookup
 from fsbridge.sources.fullstory import ShapeError, signal_name, stream_kind, system_webhook_kind

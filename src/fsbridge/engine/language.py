@@ -31,16 +31,22 @@ Every problem is reported with its location (`mapping.properties.page_url: unkno
 from __future__ import annotations
 
 import difflib
-import hashlib
-import math
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fsbridge.bounds import quote
-from fsbridge.engine.mapping import (
-    CASTS as BASIC_CASTS,
+from fsbridge.engine.language_casts import CASTS, PREDICATES, Loc, Problem
+from fsbridge.engine.language_nodes import (
+    ENRICHED_PREFIX,
+    PLACEHOLDER,
+    Escaped,
+    Functions,
+    Modified,
+    NamedFunction,
+    PathRead,
+    PathsRead,
+    Reshape,
+    Template,
 )
 from fsbridge.engine.mapping import (
     Const,
@@ -49,13 +55,9 @@ from fsbridge.engine.mapping import (
     First,
     Lookup,
     MappingSpec,
-    Meta,
     StableId,
 )
-from fsbridge.envelope import MISSING, Envelope, read_segments
-
-Loc = tuple[str | int, ...]
-Problem = tuple[Loc, str]
+from fsbridge.envelope import MISSING, Envelope
 
 DIRECTIVES = ("path", "const", "template", "lookup", "first", "stable_id", "function")
 MODIFIERS = {
@@ -68,9 +70,7 @@ MODIFIERS = {
     "function": {"cast", "default", "unless", "trusted"},
 }
 ALL_MODIFIERS = set().union(*MODIFIERS.values())
-ENRICHED_PREFIX = "$enriched."  # what the flow's enrich steps found: $enriched.<step>.<field>
 META_FIELDS = ("event_id", "source", "stream", "kind", "received_at", "dedup_key", "resolved_user_id")
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
 class LanguageError(Exception):
@@ -79,213 +79,6 @@ class LanguageError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
         self.problems = problems
-
-
-# -- casts ------------------------------------------------------------------------------------------
-
-
-def _integer(value: Any) -> Any:
-    if isinstance(value, bool):
-        return MISSING
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return MISSING
-        return int(number) if number.is_integer() else MISSING
-    return MISSING
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, bool):
-        return MISSING
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return MISSING
-        return number if math.isfinite(number) else MISSING
-    return MISSING
-
-
-def _boolean(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "yes", "1", "on"):
-            return True
-        if text in ("false", "no", "0", "off", ""):
-            return False
-    return MISSING
-
-
-def _text_cast(transform: Callable[[str], str]) -> Callable[[Any], Any]:
-    return lambda value: transform(value) if isinstance(value, str) else MISSING
-
-
-def _email_sha256(value: Any) -> Any:
-    email = BASIC_CASTS["email"](value)
-    return MISSING if email is MISSING else hashlib.sha256(email.encode()).hexdigest()
-
-
-CASTS: dict[str, Callable[[Any], Any]] = {
-    "string": BASIC_CASTS["string"],
-    "integer": _integer,
-    "number": _number,
-    "boolean": _boolean,
-    "timestamp": BASIC_CASTS["timestamp"],
-    "lowercase": _text_cast(str.lower),
-    "uppercase": _text_cast(str.upper),
-    "trim": _text_cast(str.strip),
-    "email": BASIC_CASTS["email"],
-    "email_sha256": _email_sha256,
-}
-
-
-# -- compiled directives -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PathRead:
-    """A path, or `$field` for envelope metadata (decided once, when the mapping is compiled)."""
-
-    path: str
-
-    def __post_init__(self) -> None:
-        enriched = self.path.startswith(ENRICHED_PREFIX)
-        meta = Meta(self.path[1:]) if self.path.startswith("$") and not enriched else None  # type: ignore[arg-type]
-        object.__setattr__(self, "_meta", meta)
-        object.__setattr__(self, "_enriched", enriched)
-        path = self.path.removeprefix(ENRICHED_PREFIX)
-        object.__setattr__(self, "_segments", tuple(path.split(".")))  # split once, not per event
-
-    def resolve(self, envelope: Envelope) -> Any:
-        meta: Meta | None = self._meta  # type: ignore[attr-defined]
-        if meta is not None:
-            return meta.resolve(envelope)
-        if self._enriched:  # type: ignore[attr-defined]
-            if envelope.enriched is None:
-                return MISSING
-            value = read_segments(envelope.enriched, self._segments, False)  # type: ignore[attr-defined]
-        else:
-            value = read_segments(envelope.payload, self._segments, envelope.dotted_keys)  # type: ignore[attr-defined]
-        return MISSING if value is None or value == "" else value
-
-
-@dataclass(frozen=True)
-class PathsRead:
-    """The first of several payload paths with a value: what `First` over `PathRead`s answers, in
-    one call instead of one per path (a mapping reads most of its fields this way)."""
-
-    paths: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_segments", tuple(tuple(path.split(".")) for path in self.paths))
-
-    def resolve(self, envelope: Envelope) -> Any:
-        payload, dotted = envelope.payload, envelope.dotted_keys
-        for segments in self._segments:  # type: ignore[attr-defined]
-            value = read_segments(payload, segments, dotted)
-            if value is not MISSING and value is not None and value != "":
-                return value
-        return MISSING
-
-
-@dataclass(frozen=True)
-class Reshape:
-    """An object read from a path with keys renamed and dropped."""
-
-    inner: Directive
-    rename: Mapping[str, str]
-    drop: frozenset[str]
-
-    def resolve(self, envelope: Envelope) -> Any:
-        value = self.inner.resolve(envelope)
-        if not isinstance(value, dict):
-            return value
-        return {self.rename.get(k, k): v for k, v in value.items() if k not in self.drop}
-
-
-@dataclass(frozen=True)
-class Template:
-    text: str
-    escape: Callable[[str], str] | None = None  # applied to each placeholder's value, not to the text
-
-    def resolve(self, envelope: Envelope) -> Any:
-        escape = self.escape
-
-        def fill(match: re.Match[str]) -> str:
-            value = PathRead(match.group(1).strip()).resolve(envelope)
-            text = "" if value is MISSING else str(value)
-            return escape(text) if escape is not None else text
-
-        return _PLACEHOLDER.sub(fill, self.text)
-
-
-URL_KEYS = frozenset({"url", "image_url"})  # link targets, not text: escaping would break them
-
-
-@dataclass(frozen=True)
-class Escaped:
-    """A value from the event, with every string in it escaped for a markup target."""
-
-    inner: Directive
-    escape: Callable[[str], str]
-
-    def resolve(self, envelope: Envelope) -> Any:
-        return self._escaped(self.inner.resolve(envelope))
-
-    def _escaped(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.escape(value)
-        if isinstance(value, dict):
-            return {k: v if k in URL_KEYS else self._escaped(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._escaped(v) for v in value]
-        return value
-
-
-@dataclass(frozen=True)
-class Modified:
-    """A directive with casts, a default, and an `unless` condition."""
-
-    inner: Directive
-    casts: tuple[str, ...] = ()
-    default: Any = MISSING
-    unless: Directive | None = None
-
-    def resolve(self, envelope: Envelope) -> Any:
-        if self.unless is not None and self.unless.resolve(envelope) is not MISSING:
-            return MISSING
-        value = self.inner.resolve(envelope)
-        for cast in self.casts:
-            if value is MISSING:
-                break
-            value = CASTS[cast](value)
-        if value is MISSING or value == "":
-            return self.default
-        return value
-
-
-@dataclass(frozen=True)
-class NamedFunction:
-    name: str
-    function: Callable[[Envelope], Any]
-
-    def resolve(self, envelope: Envelope) -> Any:
-        return self.function(envelope)
-
-
-Functions = Mapping[str, Callable[[Envelope], Any]]
 
 
 # -- compiler ---------------------------------------------------------------------------------------
@@ -436,7 +229,7 @@ class _Compiler:
     def _template(self, node: Any, spec: dict[str, Any], loc: Loc) -> Directive:
         if not isinstance(node, str):
             return self.fail(loc, "template takes a string with {path} placeholders")
-        for placeholder in _PLACEHOLDER.findall(node):
+        for placeholder in PLACEHOLDER.findall(node):
             self._read(placeholder.strip(), loc)
         return Template(node)
 
@@ -537,61 +330,6 @@ class _Compiler:
             lambda e: any(p.test(e) for p in parts),
             lambda e: "none of " + ", ".join(p.name for p in parts) + " passed",
         )
-
-
-def _equals(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
-    return lambda value: value is not MISSING and value == arg
-
-
-def _one_of(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
-    if not isinstance(arg, list) or not arg:
-        problems.append((loc, "one_of takes a non-empty list"))
-        return lambda value: False
-    allowed = list(arg)
-    return lambda value: value is not MISSING and value in allowed
-
-
-def _matches(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
-    try:
-        pattern = re.compile(str(arg))
-    except re.error as exc:
-        problems.append((loc, f"invalid regular expression: {exc}"))
-        return lambda value: False
-    return lambda value: isinstance(value, str) and pattern.search(value) is not None
-
-
-def _exists(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
-    if not isinstance(arg, bool):
-        problems.append((loc, "exists takes true or false"))
-    wanted = bool(arg)
-    return lambda value: (value is not MISSING) == wanted
-
-
-def _compare(op: Callable[[float, float], bool]) -> Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]:
-    def build(arg: Any, loc: Loc, problems: list[Problem]) -> Callable[[Any], bool]:
-        if isinstance(arg, bool) or not isinstance(arg, int | float):
-            problems.append((loc, "numeric comparisons take a number"))
-            return lambda value: False
-
-        def check(value: Any) -> bool:
-            number = _number(value)
-            return number is not MISSING and op(number, arg)
-
-        return check
-
-    return build
-
-
-PREDICATES: dict[str, Callable[[Any, Loc, list[Problem]], Callable[[Any], bool]]] = {
-    "equals": _equals,
-    "one_of": _one_of,
-    "matches": _matches,
-    "exists": _exists,
-    "gt": _compare(lambda a, b: a > b),
-    "gte": _compare(lambda a, b: a >= b),
-    "lt": _compare(lambda a, b: a < b),
-    "lte": _compare(lambda a, b: a <= b),
-}
 
 
 def compile_mapping(

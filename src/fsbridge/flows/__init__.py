@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from fsbridge.config import FlowSpec, FsbridgeConfig
 from fsbridge.engine.flow import Flow
-from fsbridge.engine.language import LanguageError, Loc
+from fsbridge.engine.language import LanguageError
+from fsbridge.engine.language_casts import Loc
 from fsbridge.flows.builtin import (
     AUDIENCE_TRACKS,
     AUDIENCE_TRAITS,

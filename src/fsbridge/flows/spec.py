@@ -23,7 +23,9 @@ import orjson
 
 from fsbridge.config import FlowSpec
 from fsbridge.engine.flow import Aggregate, EnrichStep, Flow, RateCap, Trigger
-from fsbridge.engine.language import ENRICHED_PREFIX, LanguageError, Problem, compile_filters, compile_mapping
+from fsbridge.engine.language import LanguageError, compile_filters, compile_mapping
+from fsbridge.engine.language_casts import Problem
+from fsbridge.engine.language_nodes import ENRICHED_PREFIX
 from fsbridge.engine.lookups import LOOKUP_TYPES
 from fsbridge.engine.mapping import Directive, Filter, MappingSpec
 from fsbridge.envelope import Envelope

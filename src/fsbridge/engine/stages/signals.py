@@ -10,7 +10,7 @@ from typing import Any
 
 from fsbridge.bounds import MAX_URL_CHARS, short_key
 from fsbridge.engine.identity import IdentityRules
-from fsbridge.engine.language import PathsRead
+from fsbridge.engine.language_nodes import PathsRead
 from fsbridge.envelope import MISSING, Envelope
 from fsbridge.sources.fullstory import SESSION_PATHS, SESSION_URL_PATHS, STREAM_SOURCE
 from fsbridge.store import DispatchResult, Signal
