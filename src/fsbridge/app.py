@@ -20,9 +20,9 @@ from fsbridge.ops.api import health, ops
 from fsbridge.ops.dashboard import router as dashboard
 from fsbridge.ops.middleware import RequestContext
 from fsbridge.ops.search import search
+from fsbridge.replies import error_response
 from fsbridge.runtime import Runtime
 from fsbridge.sources.fast_path import WebhookFastPath
-from fsbridge.sources.intake import error_response
 
 WEBHOOK_RESPONSES: dict[int | str, dict[str, str]] = {
     202: {"description": "Stored durably (`duplicate: true` when it was stored before)"},

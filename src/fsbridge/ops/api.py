@@ -19,11 +19,11 @@ from fsbridge.errors import IntakeError
 from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.ops.requests import ReplayRequest
 from fsbridge.ops.users import user_record_json
+from fsbridge.replies import error_response, json_response
 from fsbridge.runtime import Runtime
 from fsbridge.settings import DESTINATIONS
 from fsbridge.sources.envelopes import envelope_for
 from fsbridge.sources.fullstory import ShapeError
-from fsbridge.sources.intake import error_response, json_response
 from fsbridge.store import Delivery, EventStory, NewInboxEvent
 from fsbridge.store.deliveries import ReplayFilter
 from fsbridge.store.records import UNRENDERED

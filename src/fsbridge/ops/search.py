@@ -17,8 +17,8 @@ from fsbridge.bounds import MAX_ID_CHARS, user_id_text
 from fsbridge.engine.identity import normalise_email
 from fsbridge.ops.access import require_ops_access, runtime_of
 from fsbridge.ops.requests import moment
+from fsbridge.replies import error_response, json_response
 from fsbridge.runtime import Runtime
-from fsbridge.sources.intake import error_response, json_response
 from fsbridge.store.search import MAX_PAGE, EventQuery, FoundEvent
 
 search = APIRouter(prefix="/ops/api", tags=["ops"], dependencies=[Depends(require_ops_access)])

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fsbridge.log import REQUEST_ID, get_logger, request_id_for
-from fsbridge.sources.intake import Headers, Receiver, Reply, error_reply, headers_of
+from fsbridge.replies import Reply, error_reply
+from fsbridge.sources.intake import Headers, Receiver, headers_of
 
 STREAMS = "/webhooks/fullstory/streams/"
 CONTENT_TYPE = (b"content-type", b"application/json")

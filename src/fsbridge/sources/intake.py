@@ -14,55 +14,27 @@ response: at thousands of requests a second those objects cost more than storing
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import SecretStr
-from starlette.responses import Response
 from starlette.types import Receive
 
 from fsbridge.clock import Clock
 from fsbridge.errors import IntakeError, StoreUnavailableError
 from fsbridge.log import get_logger
 from fsbridge.ops.metrics import Metrics
+from fsbridge.replies import Reply, error_reply, json_reply
 from fsbridge.settings import Settings
 from fsbridge.sources import fullstory, segment
-from fsbridge.sources.fullstory import ShapeError
 from fsbridge.sources.signatures import SignatureError, verify_bearer, verify_fullstory, verify_segment
+from fsbridge.sources.splitting import Item, Split, segment_messages, stream_event_items, system_webhook_items
 from fsbridge.store import NewInboxEvent, NewQuarantined
 from fsbridge.store.intake import IntakeStore
 
 log = get_logger(__name__)
 
 Headers = Mapping[str, str]  # lower-cased names, as ASGI gives them
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A JSON answer: its status and its encoded body."""
-
-    status: int
-    body: bytes
-
-    def response(self) -> Response:
-        return Response(self.body, status_code=self.status, media_type="application/json")
-
-
-def json_reply(status: int, body: dict[str, Any]) -> Reply:
-    return Reply(status, orjson.dumps(body))
-
-
-def error_reply(status: int, code: str, message: str, **extra: Any) -> Reply:
-    return json_reply(status, {"error": {"code": code, "message": message, **extra}})
-
-
-def json_response(status: int, body: dict[str, Any]) -> Response:
-    return json_reply(status, body).response()
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
-    return error_reply(status, code, message, **extra).response()
 
 
 def headers_of(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -73,90 +45,6 @@ def headers_of(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
         if name not in headers:
             headers[name] = value.decode("latin-1")
     return headers
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One event of a request: its stored bytes and identity, or why it is quarantined."""
-
-    body: bytes
-    kind: str | None = None
-    provider_id: str | None = None
-    error: str | None = None
-
-
-# (parsed payload, raw body, authentication method that passed) -> the request's events
-Split = Callable[[Any, bytes, str], list[Item]]
-
-
-def single(identify: Callable[[Any], tuple[str, str | None]]) -> Split:
-    """A request that carries exactly one event."""
-
-    def split(payload: Any, body: bytes, _method: str) -> list[Item]:
-        try:
-            kind, provider_id = identify(payload)
-        except ShapeError as exc:
-            return [Item(body, error=str(exc))]
-        return [Item(body, kind, provider_id)]
-
-    return split
-
-
-def _stream_identity(payload: Any) -> tuple[str, str | None]:
-    return fullstory.stream_kind(payload), None
-
-
-_system_webhook = single(fullstory.system_webhook_kind)
-_stream_event = single(_stream_identity)
-
-
-def segment_messages(max_messages: int) -> Split:
-    """A Segment request: one message, or a Webhooks (Actions) array of at most `max_messages`."""
-
-    def split(payload: Any, body: bytes, method: str) -> list[Item]:
-        try:
-            messages = segment.messages_of(payload)
-        except ShapeError as exc:
-            return [Item(body, error=str(exc))]
-        if len(messages) > 1 and method != "token":
-            raise IntakeError(
-                401,
-                "unauthenticated",
-                "Segment signs only the first message of a batch, so the others cannot be verified; "
-                "send batches with Authorization: Bearer <one of FSBRIDGE_SEGMENT_WEBHOOK_TOKENS>.",
-            )
-        if len(messages) > max_messages:
-            raise IntakeError(
-                413,
-                "too_many_messages",
-                f"The array holds {len(messages):,} messages; fsbridge takes at most {max_messages:,} a request "
-                "(Segment sends at most 2,500 a batch): send smaller batches.",
-            )
-        return _segment_items(messages, payload, body)
-
-    return split
-
-
-def _segment_items(messages: list[Any], payload: Any, body: bytes) -> list[Item]:
-    items = []
-    for message in messages:
-        try:
-            kind, provider_id = segment.message_kind(message)
-        except ShapeError as exc:
-            items.append(Item(_element_bytes(message, payload, body), error=str(exc)))
-        else:
-            items.append(Item(_element_bytes(message, payload, body), kind, provider_id))
-    return items
-
-
-def _element_bytes(message: Any, payload: Any, body: bytes) -> bytes:
-    """An element of an array is stored alone, as the message it is (never as the array)."""
-    if not isinstance(payload, list):
-        return body
-    try:
-        return orjson.dumps(message)
-    except TypeError:  # nested deeper than orjson writes: kept as the request's bytes
-        return body
 
 
 MAX_STREAM_NAME_CHARS = 100
@@ -191,7 +79,7 @@ class Receiver:
             source=fullstory.SYSTEM_SOURCE,
             stream="",
             authenticate=self._fullstory_signature,
-            split=_system_webhook,
+            split=system_webhook_items,
         )
 
     async def fullstory_stream(self, headers: Headers, receive: Receive, stream: str) -> Reply:
@@ -207,7 +95,7 @@ class Receiver:
             source=fullstory.STREAM_SOURCE,
             stream=stream,
             authenticate=self._stream_credentials,
-            split=_stream_event,
+            split=stream_event_items,
         )
 
     async def segment_webhook(self, headers: Headers, receive: Receive) -> Reply:
